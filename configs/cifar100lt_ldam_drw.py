@@ -1,0 +1,17 @@
+"""CIFAR-100-LT (rho 100), ResNet-32, LDAM-DRW.
+
+  python run.py --config=configs/cifar100lt_ldam_drw.py
+
+The paper reports 57.96% top-1 error for LDAM-DRW at rho 100.
+"""
+
+from lt_jax.config import get_base_config
+
+
+def get_config():
+  c = get_base_config()
+  c.dataset.name = "cifar100"
+  c.model.head = "cosine"
+  c.loss.name = "ldam"
+  c.train.rule = "drw"
+  return c

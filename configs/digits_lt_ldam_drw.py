@@ -1,0 +1,16 @@
+"""digits-LT (rho 10), ResNet-32, LDAM-DRW: the digits_lt_ce.py run with LDAM and DRW.
+
+  python run.py --config=configs/digits_lt_ldam_drw.py
+
+Needs no download; about a minute on 2 CPU cores.
+"""
+
+from configs import digits_lt_ce
+
+
+def get_config():
+  c = digits_lt_ce.get_config()
+  c.model.head = "cosine"
+  c.loss.name = "ldam"
+  c.train.rule = "drw"
+  return c

@@ -1,0 +1,15 @@
+"""Fashion-MNIST-LT (rho 100), ResNet-32, LDAM-DRW.
+
+  python run.py --config=configs/fmnistlt_ldam_drw.py
+"""
+
+from lt_jax.config import get_base_config
+
+
+def get_config():
+  c = get_base_config()
+  c.dataset.name = "fashion_mnist"
+  c.model.head = "cosine"
+  c.loss.name = "ldam"
+  c.train.rule = "drw"
+  return c

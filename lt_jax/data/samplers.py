@@ -1,0 +1,93 @@
+"""Index samplers that run inside the jitted train step.
+
+A sampler is a pure function `(key, step) -> indices [batch]` into the device-resident training
+set. It depends on nothing but the run's key and the global step, so a resumed run draws the same
+batches as an uninterrupted one.
+
+- instance: a fresh permutation per epoch; the epoch is ceil(N / B) steps and its last batch is
+  topped up from the start of the same permutation (fixed shapes under jit, every image seen
+  every epoch; the reference's last batch is smaller instead).
+- resample: the reference's `Resample` rule: with replacement, each image drawn with probability
+  proportional to its class's class-balanced weight (1 - beta) / (1 - beta^n_c), N per epoch.
+- class_balanced: with replacement, classes uniform, images uniform within a class (Kang et al.).
+- sqrt: with replacement, class c drawn with probability proportional to sqrt(n_c).
+- progressive: with replacement, class probabilities move linearly from instance-balanced
+  (n_c / N) at epoch 0 to class-balanced (1 / C) at the last epoch: p_c(e) = (1 - e/E) n_c / N
+  + (e/E) / C.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lt_jax.errors import ConfigError
+
+SAMPLERS = ("instance", "resample", "class_balanced", "sqrt", "progressive")
+
+Sampler = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """ceil(N / B): every image is seen once per epoch."""
+  return -(-num_examples // batch_size)
+
+
+def class_probabilities(name: str, counts: np.ndarray, epoch=0, num_epochs: int = 1,
+                        beta: float = 0.9999):
+  """Probability of drawing each class (sums to 1) for the with-replacement samplers.
+
+  `epoch` may be a traced scalar (the progressive sampler's probabilities change per epoch).
+  """
+  counts = np.asarray(counts, np.float64)
+  present = counts > 0
+  if name == "resample":
+    per_image = np.where(present, (1.0 - beta) / (1.0 - np.power(beta, np.maximum(counts, 1))),
+                         0.0)
+    q = per_image * counts
+  elif name == "class_balanced":
+    q = present.astype(np.float64)
+  elif name == "sqrt":
+    q = np.sqrt(counts)
+  elif name == "progressive":
+    instance = counts / counts.sum()
+    balanced = present / present.sum()
+    t = jnp.asarray(epoch, jnp.float32) / max(num_epochs, 1)
+    return ((1.0 - t) * jnp.asarray(instance, jnp.float32)
+            + t * jnp.asarray(balanced, jnp.float32))
+  else:
+    raise ConfigError(f"train.sampler={name!r} has no class probabilities; "
+                      f"choose one of {SAMPLERS}.")
+  return jnp.asarray(q / q.sum(), jnp.float32)
+
+
+def make_sampler(name: str, labels: np.ndarray, num_classes: int, batch_size: int, *,
+                 num_epochs: int = 1, beta: float = 0.9999) -> Sampler:
+  """Builds the sampler `name` over a training set with these (host) labels."""
+  if name not in SAMPLERS:
+    raise ConfigError(f"train.sampler={name!r} is unknown; choose one of {SAMPLERS}.")
+  labels = np.asarray(labels, np.int64)
+  n = len(labels)
+  spe = steps_per_epoch(n, batch_size)
+
+  if name == "instance":
+    def instance(key, step):
+      epoch, pos = step // spe, step % spe
+      perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+      return perm[(pos * batch_size + jnp.arange(batch_size)) % n]
+    return instance
+
+  counts = np.bincount(labels, minlength=num_classes)
+  labels_dev = jnp.asarray(labels, jnp.int32)
+  counts_dev = jnp.asarray(np.maximum(counts, 1), jnp.float32)
+
+  def with_replacement(key, step):
+    q = class_probabilities(name, counts, epoch=step // spe, num_epochs=num_epochs, beta=beta)
+    per_image = (q / counts_dev)[labels_dev]
+    cdf = jnp.cumsum(per_image)
+    u = jax.random.uniform(jax.random.fold_in(key, step), (batch_size,)) * cdf[-1]
+    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
+  return with_replacement

@@ -1,0 +1,579 @@
+"""Dataset sources: the standard on-disk formats (or TFDS) read into uint8 NHWC numpy arrays.
+
+Every loader returns the same `Dataset` so that the long-tail subsetting, augmentation and
+training code never see a file format. Missing or malformed files raise `DataError` naming the
+file that was expected, where, and how to get it, so that a run fails before any work starts.
+
+`source="files"` reads the formats the datasets are published in:
+  cifar10 / cifar100  python-pickle archive folders (cifar-10-batches-py/, cifar-100-python/)
+  svhn                train_32x32.mat, test_32x32.mat and, when present, extra_32x32.mat
+  fashion_mnist       IDX files, gzipped or plain (Debian: apt-get install dataset-fashion-mnist)
+  digits              scikit-learn's bundled 8x8 digits (no download), split 70/30 stratified
+  npz                 user arrays x_train, y_train, x_test, y_test
+`source="tfds"` reads cifar10, cifar100, svhn (svhn_cropped) and fashion_mnist through
+`tfds.data_source`, which needs no TensorFlow but a dataset prepared in array_record format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import pickle
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lt_jax.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: np.ndarray  # (N, H, W, C) uint8, NHWC.
+  labels: np.ndarray  # (N,) int64.
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  name: str
+  train: Split
+  test: Split
+  num_classes: int
+  mean: tuple[float, ...]  # Per-channel normalisation mean in [0, 1] units.
+  std: tuple[float, ...]
+  extra: Split | None = None  # SVHN's extra split when present (an unlabeled pool); else None.
+
+
+SOURCES = ("cifar10", "cifar100", "svhn", "fashion_mnist", "digits", "npz")
+SOURCE_KINDS = ("files", "tfds")
+
+# Default folder per dataset for source="files" ("~" is expanded at use); None: no folder.
+DEFAULT_DIRS: dict[str, str | None] = {
+    "cifar10": "~/.lt_jax/data",
+    "cifar100": "~/.lt_jax/data",
+    "svhn": "~/.lt_jax/data/svhn",
+    "fashion_mnist": "/usr/share/datasets/fashion-mnist",
+    "digits": None,
+    "npz": None,
+}
+
+TFDS_NAMES = {
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "svhn": "svhn_cropped",
+    "fashion_mnist": "fashion_mnist",
+}
+
+# Options each dataset accepts in `load(..., **options)`.
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "svhn": ("extra",),  # extra=False skips the 531k-image extra split.
+    "npz": ("path", "num_classes"),
+}
+
+# The reference's CIFAR-10 statistics; it uses them for CIFAR-100 too.
+_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+_CIFAR_STD = (0.2023, 0.1994, 0.2010)
+# The reference normalises SVHN with 0.5 / 0.5 (train.py: "cifar" datasets get the CIFAR
+# statistics, every other dataset .5).
+_SVHN_MEAN = (0.5, 0.5, 0.5)
+_SVHN_STD = (0.5, 0.5, 0.5)
+# Population mean / std of the 60000 Fashion-MNIST training images scaled to [0, 1], computed
+# once from Debian's dataset-fashion-mnist files: 0.2860406 / 0.3530242.
+_FASHION_MEAN = (0.2860,)
+_FASHION_STD = (0.3530,)
+
+_CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+_CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+_SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+_FASHION_URL = "https://github.com/zalandoresearch/fashion-mnist (folder data/fashion)"
+
+_DIGITS_TEST_FRACTION = 0.3
+_DIGITS_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """Where a file-based dataset lives: its folder name, required files and how to get them."""
+  what: str  # Human description of the folder, used in error messages.
+  subfolder: str  # Archive folder name; data_dir may be this folder or its parent.
+  files: tuple[str, ...]  # Required file names.
+  how: str  # How to get the files, appended to every error message.
+  gz_ok: bool = False  # Whether each file may also be present as `<name>.gz`.
+
+
+_LAYOUTS = {
+    "cifar10": _Layout(
+        what="the python-pickle archive folder 'cifar-10-batches-py' (data_batch_1..5, test_batch)",
+        subfolder="cifar-10-batches-py",
+        files=tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
+        how=f"download and extract {_CIFAR10_URL} there, or set dataset.source='tfds'",
+    ),
+    "cifar100": _Layout(
+        what="the python-pickle archive folder 'cifar-100-python' (train, test)",
+        subfolder="cifar-100-python",
+        files=("train", "test"),
+        how=f"download and extract {_CIFAR100_URL} there, or set dataset.source='tfds'",
+    ),
+    "svhn": _Layout(
+        what="the SVHN cropped-digit files 'train_32x32.mat' and 'test_32x32.mat'",
+        subfolder="svhn",
+        files=("train_32x32.mat", "test_32x32.mat"),
+        how=(f"download train_32x32.mat and test_32x32.mat (optionally extra_32x32.mat) from "
+             f"{_SVHN_URL} there, or set dataset.source='tfds'"),
+    ),
+    "fashion_mnist": _Layout(
+        what=("the Fashion-MNIST IDX files 'train-images-idx3-ubyte', 'train-labels-idx1-ubyte', "
+              "'t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte' (each plain or .gz)"),
+        subfolder="fashion-mnist",
+        files=("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte"),
+        how=("install them with `apt-get install -y dataset-fashion-mnist` (into "
+             "/usr/share/datasets/fashion-mnist), or download them from "
+             f"{_FASHION_URL} there, or set dataset.source='tfds'"),
+        gz_ok=True,
+    ),
+}
+
+
+# --- public API ---------------------------------------------------------------------------
+
+
+def load(name: str, data_dir: str | None = None, source: str = "files", **options: Any) -> Dataset:
+  """Reads dataset `name` from `source` ('files' or 'tfds') into uint8 NHWC arrays.
+
+  `data_dir` None means `DEFAULT_DIRS[name]` for files and TFDS's default folder for tfds.
+  Options: svhn `extra` (bool, default True); npz `path` (else data_dir) and `num_classes`.
+  """
+  _check_name_and_source(name, source)
+  _check_options(name, options)
+  if source == "tfds":
+    return _load_tfds(name, data_dir, with_extra=bool(options.get("extra", True)))
+  if name == "digits":
+    return _load_digits()
+  if name == "npz":
+    return _load_npz(_npz_path(options.get("path"), data_dir), options.get("num_classes"))
+  folder = _locate(name, data_dir)
+  if name == "svhn":
+    return _load_svhn(folder, with_extra=bool(options.get("extra", True)))
+  if name == "fashion_mnist":
+    return _load_fashion_mnist(folder)
+  return _load_cifar(name, folder)
+
+
+def check_available(name: str, data_dir: str | None = None, source: str = "files",
+                    **options: Any) -> None:
+  """Raises DataError unless the files `load` needs exist; cheap, reads no image data."""
+  _check_name_and_source(name, source)
+  _check_options(name, options)
+  if source == "tfds":
+    _check_tfds_prepared(TFDS_NAMES[name], _expand(data_dir))
+  elif name == "npz":
+    _check_npz_keys(_npz_path(options.get("path"), data_dir))
+  elif name != "digits":
+    _locate(name, data_dir)
+
+
+# --- validation and file lookup ---------------------------------------------------------
+
+
+def _check_name_and_source(name: str, source: str) -> None:
+  if name not in SOURCES:
+    raise DataError(f"unknown dataset name {name!r}; valid choices: {', '.join(SOURCES)}")
+  if source not in SOURCE_KINDS:
+    raise DataError(f"unknown dataset source {source!r}; valid choices: {', '.join(SOURCE_KINDS)}")
+  if source == "tfds" and name not in TFDS_NAMES:
+    raise DataError(f"dataset {name!r} has no tfds source; source='tfds' supports "
+                    f"{', '.join(TFDS_NAMES)}; set dataset.source='files'")
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> None:
+  valid = _OPTIONS.get(name, ())
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise DataError(f"unknown option(s) {', '.join(unknown)} for dataset {name!r}; valid options: "
+                    f"{', '.join(valid) or 'none'}")
+
+
+def _expand(path: str | None) -> str | None:
+  return os.path.expanduser(path) if path else None
+
+
+def _find_file(folder: str, file_name: str, gz_ok: bool) -> str | None:
+  """The path of `file_name` in `folder` (plain preferred, then .gz when allowed), or None."""
+  names = (file_name, file_name + ".gz") if gz_ok else (file_name,)
+  for candidate in names:
+    path = os.path.join(folder, candidate)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def _locate(name: str, data_dir: str | None) -> str:
+  """The folder holding all of `name`'s files: data_dir itself or its archive subfolder."""
+  layout = _LAYOUTS[name]
+  root = os.path.expanduser(data_dir or DEFAULT_DIRS[name])
+  for folder in (root, os.path.join(root, layout.subfolder)):
+    present = [f for f in layout.files if _find_file(folder, f, layout.gz_ok)]
+    if not present:
+      continue
+    missing = [f for f in layout.files if f not in present]
+    if missing:
+      raise DataError(f"expected {missing[0]!r} in {folder} (part of {layout.what}) but it is "
+                      f"missing; {layout.how}")
+    return folder
+  raise DataError(f"expected {layout.what} under {root}; {layout.how}")
+
+
+def _read_bytes(path: str, how: str) -> bytes:
+  """The file's bytes, gunzipped when it starts with the gzip magic number."""
+  with open(path, "rb") as f:
+    raw = f.read()
+  if raw[:2] != b"\x1f\x8b":
+    return raw
+  try:
+    return gzip.decompress(raw)
+  except (OSError, EOFError, zlib.error) as e:
+    raise DataError(f"{path} is a corrupt or truncated gzip file ({e}); {how}") from e
+
+
+def _make_split(images: np.ndarray, labels: np.ndarray) -> Split:
+  return Split(np.ascontiguousarray(images, dtype=np.uint8),
+               np.ascontiguousarray(labels, dtype=np.int64))
+
+
+def _concat(splits: Sequence[Split]) -> Split:
+  return Split(np.concatenate([s.images for s in splits]),
+               np.concatenate([s.labels for s in splits]))
+
+
+def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel population mean / std in [0, 1] units, via 256-bin histograms (no float copy)."""
+  values = np.arange(256, dtype=np.float64) / 255.0
+  means, stds = [], []
+  for c in range(images.shape[-1]):
+    hist = np.bincount(images[..., c].ravel(), minlength=256).astype(np.float64)
+    mean = float(hist @ values / hist.sum())
+    means.append(mean)
+    stds.append(float(np.sqrt(hist @ (values - mean) ** 2 / hist.sum())))
+  return tuple(means), tuple(stds)
+
+
+# --- CIFAR ------------------------------------------------------------------------------
+
+
+def _read_cifar_pickle(path: str, how: str) -> dict:
+  """One CIFAR batch; the archives were pickled by Python 2, hence encoding='bytes'.
+
+  Unpickling runs code from the file: only point data_dir at archives you trust.
+  """
+  try:
+    with open(path, "rb") as f:
+      batch = pickle.load(f, encoding="bytes")
+  except Exception as e:  # Corrupt pickles raise many kinds of errors; all mean the same here.
+    raise DataError(f"{path} is not a readable CIFAR python pickle ({type(e).__name__}: {e}); "
+                    f"{how}") from e
+  if not isinstance(batch, dict):
+    raise DataError(f"{path} holds a {type(batch).__name__}, expected a CIFAR batch dict; {how}")
+  return batch
+
+
+def _cifar_batch(path: str, label_key: bytes, how: str) -> Split:
+  """A batch's rows (3072 bytes: R, G, B planes of 32x32) as NHWC images and labels."""
+  batch = _read_cifar_pickle(path, how)
+  for key in (b"data", label_key):
+    if key not in batch:
+      raise DataError(f"{path} has no key {key!r} (keys: {sorted(batch)}); {how}")
+  data = np.asarray(batch[b"data"])
+  labels = np.asarray(batch[label_key])
+  if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+    raise DataError(f"{path}: b'data' is {data.dtype} {data.shape}, expected uint8 (N, 3072); "
+                    f"{how}")
+  if labels.shape != (len(data),):
+    raise DataError(f"{path}: {label_key!r} has shape {labels.shape}, expected ({len(data)},); "
+                    f"{how}")
+  return _make_split(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels)
+
+
+def _load_cifar(name: str, folder: str) -> Dataset:
+  layout = _LAYOUTS[name]
+  if name == "cifar10":
+    label_key, num_classes, test_file = b"labels", 10, "test_batch"
+    train_files = layout.files[:-1]
+  else:
+    label_key, num_classes, test_file = b"fine_labels", 100, "test"
+    train_files = ("train",)
+  read = lambda f: _cifar_batch(os.path.join(folder, f), label_key, layout.how)
+  train = _concat([read(f) for f in train_files])
+  test = read(test_file)
+  _check_label_range(train.labels, num_classes, os.path.join(folder, train_files[0]), layout.how)
+  _check_label_range(test.labels, num_classes, os.path.join(folder, test_file), layout.how)
+  return Dataset(name, train, test, num_classes, _CIFAR_MEAN, _CIFAR_STD)
+
+
+def _check_label_range(labels: np.ndarray, num_classes: int, where: str, how: str) -> None:
+  if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+    raise DataError(f"{where}: labels span {labels.min()}..{labels.max()}, expected "
+                    f"0..{num_classes - 1}; {how}")
+
+
+# --- SVHN -------------------------------------------------------------------------------
+
+
+def _read_svhn_mat(path: str, how: str) -> Split:
+  """'X' (32, 32, 3, N) uint8 and 'y' (N, 1) with 10 for digit 0, as NHWC and labels 0..9."""
+  from scipy import io as sio
+
+  try:
+    mat = sio.loadmat(path, variable_names=["X", "y"])
+  except Exception as e:  # scipy raises several kinds (MatReadError, ValueError, OSError, ...).
+    raise DataError(f"{path} is not a readable MATLAB file ({type(e).__name__}: {e}); "
+                    f"{how}") from e
+  if "X" not in mat or "y" not in mat:
+    raise DataError(f"{path} lacks the variables 'X' and 'y'; {how}")
+  x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
+  if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+    raise DataError(f"{path}: 'X' is {x.dtype} {x.shape}, expected uint8 (32, 32, 3, N); {how}")
+  if len(y) != x.shape[3]:
+    raise DataError(f"{path}: 'y' has {len(y)} labels for {x.shape[3]} images; {how}")
+  labels = y.astype(np.int64)
+  labels[labels == 10] = 0
+  _check_label_range(labels, 10, path, how)
+  return _make_split(x.transpose(3, 0, 1, 2), labels)
+
+
+def _load_svhn(folder: str, with_extra: bool) -> Dataset:
+  how = _LAYOUTS["svhn"].how
+  train = _read_svhn_mat(os.path.join(folder, "train_32x32.mat"), how)
+  test = _read_svhn_mat(os.path.join(folder, "test_32x32.mat"), how)
+  extra_path = os.path.join(folder, "extra_32x32.mat")
+  extra = _read_svhn_mat(extra_path, how) if with_extra and os.path.isfile(extra_path) else None
+  return Dataset("svhn", train, test, 10, _SVHN_MEAN, _SVHN_STD, extra)
+
+
+# --- Fashion-MNIST (IDX) ----------------------------------------------------------------
+
+_IDX_UBYTE = 0x08
+
+
+def _read_idx(path: str, ndim: int, how: str) -> np.ndarray:
+  """An IDX array: magic 0x00 0x00 <dtype> <ndim>, big-endian uint32 dims, then the data."""
+  raw = _read_bytes(path, how)
+  if len(raw) < 4 or raw[:2] != b"\x00\x00":
+    raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()}); {how}")
+  if raw[2] != _IDX_UBYTE or raw[3] != ndim:
+    raise DataError(f"{path}: IDX header has dtype code 0x{raw[2]:02x} and {raw[3]} dims, "
+                    f"expected 0x08 (unsigned byte) and {ndim} dims; {how}")
+  header = 4 + 4 * ndim
+  if len(raw) < header:
+    raise DataError(f"{path} is truncated inside its IDX header; {how}")
+  dims = struct.unpack(f">{ndim}I", raw[4:header])
+  expected = header + int(np.prod(dims))
+  if len(raw) != expected:
+    raise DataError(f"{path} holds {len(raw)} bytes but its IDX header (dims {dims}) implies "
+                    f"{expected} (truncated or corrupt); {how}")
+  return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _read_idx_pair(folder: str, prefix: str, how: str) -> Split:
+  """`<prefix>-images-idx3-ubyte` and `<prefix>-labels-idx1-ubyte` as (N, H, W, 1) and labels."""
+  image_path = _find_file(folder, f"{prefix}-images-idx3-ubyte", gz_ok=True)
+  label_path = _find_file(folder, f"{prefix}-labels-idx1-ubyte", gz_ok=True)
+  images = _read_idx(image_path, 3, how)
+  labels = _read_idx(label_path, 1, how)
+  if len(images) != len(labels):
+    raise DataError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} "
+                    f"labels; {how}")
+  _check_label_range(labels, 10, label_path, how)
+  return _make_split(images[..., None], labels)
+
+
+def _load_fashion_mnist(folder: str) -> Dataset:
+  how = _LAYOUTS["fashion_mnist"].how
+  train = _read_idx_pair(folder, "train", how)
+  test = _read_idx_pair(folder, "t10k", how)
+  return Dataset("fashion_mnist", train, test, 10, _FASHION_MEAN, _FASHION_STD)
+
+
+# --- scikit-learn digits ----------------------------------------------------------------
+
+
+def _stratified_split(labels: np.ndarray, test_fraction: float,
+                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per class (ascending), one shared RandomState permutes the indices and the first
+  round(test_fraction * n_class) go to test; each side is sorted so the order is stable."""
+  rng = np.random.RandomState(seed)
+  train, test = [], []
+  for c in np.unique(labels):
+    idx = rng.permutation(np.flatnonzero(labels == c))
+    n_test = int(round(test_fraction * len(idx)))
+    test.append(idx[:n_test])
+    train.append(idx[n_test:])
+  return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _load_digits() -> Dataset:
+  """scikit-learn's 1797 8x8 digits (0..16) as uint8 round(v * 255 / 16), split 70/30.
+
+  There is no official split: `_stratified_split` with RandomState(0) makes one (1258 train,
+  539 test); mean/std come from the train side.
+  """
+  from sklearn.datasets import load_digits
+
+  bunch = load_digits()
+  images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  labels = np.asarray(bunch.target, dtype=np.int64)
+  train_idx, test_idx = _stratified_split(labels, _DIGITS_TEST_FRACTION, _DIGITS_SEED)
+  train = _make_split(images[train_idx], labels[train_idx])
+  test = _make_split(images[test_idx], labels[test_idx])
+  mean, std = _channel_stats(train.images)
+  return Dataset("digits", train, test, 10, mean, std)
+
+
+# --- user arrays (.npz) -----------------------------------------------------------------
+
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+_NPZ_HOW = ("save one with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...) "
+            "(images uint8 NHWC or NHW, labels ints 0..C-1) and set dataset.npz_path")
+
+
+def _npz_path(path: str | None, data_dir: str | None) -> str:
+  chosen = path or data_dir
+  if not chosen:
+    raise DataError(f"dataset 'npz' needs the path of an .npz file; {_NPZ_HOW}")
+  chosen = os.path.expanduser(chosen)
+  if not os.path.isfile(chosen):
+    raise DataError(f"expected an .npz file with {', '.join(_NPZ_KEYS)} at {chosen}; {_NPZ_HOW}")
+  return chosen
+
+
+def _open_npz(path: str) -> Any:
+  """The lazily-read archive (np.lib.npyio.NpzFile); a .npy or non-numpy file is a DataError."""
+  try:
+    archive = np.load(path, allow_pickle=False)
+  except Exception as e:  # Not a zip, truncated zip, a pickle, ...: all mean "not our npz".
+    raise DataError(f"{path} is not a readable .npz file ({type(e).__name__}: {e}); "
+                    f"{_NPZ_HOW}") from e
+  if not hasattr(archive, "files"):
+    raise DataError(f"{path} holds a single array, expected an .npz archive; {_NPZ_HOW}")
+  return archive
+
+
+def _check_npz_keys(path: str) -> None:
+  with _open_npz(path) as archive:
+    missing = [k for k in _NPZ_KEYS if k not in archive.files]
+    if missing:
+      raise DataError(f"{path} lacks the array(s) {', '.join(missing)} (has "
+                      f"{', '.join(archive.files) or 'none'}); {_NPZ_HOW}")
+
+
+def _npz_images(x: np.ndarray, key: str, path: str) -> np.ndarray:
+  if x.dtype != np.uint8:
+    raise DataError(f"{path}: {key!r} is {x.dtype}, expected uint8; convert it to uint8 0..255 "
+                    f"(e.g. np.round(x * 255).astype(np.uint8) for floats in [0, 1])")
+  if x.ndim == 3:
+    x = x[..., None]
+  if x.ndim != 4:
+    raise DataError(f"{path}: {key!r} has shape {x.shape}, expected (N, H, W, C) or (N, H, W)")
+  return x
+
+
+def _npz_labels(y: np.ndarray, key: str, path: str, n: int) -> np.ndarray:
+  if not np.issubdtype(y.dtype, np.integer):
+    raise DataError(f"{path}: {key!r} is {y.dtype}, expected integer class ids 0..C-1")
+  y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
+  if y.shape != (n,):
+    raise DataError(f"{path}: {key!r} has shape {y.shape}, expected ({n},) to match the images")
+  return y.astype(np.int64)
+
+
+def _load_npz(path: str, num_classes: int | None) -> Dataset:
+  _check_npz_keys(path)
+  with _open_npz(path) as archive:
+    x_train = _npz_images(archive["x_train"], "x_train", path)
+    x_test = _npz_images(archive["x_test"], "x_test", path)
+    y_train = _npz_labels(archive["y_train"], "y_train", path, len(x_train))
+    y_test = _npz_labels(archive["y_test"], "y_test", path, len(x_test))
+  if x_train.shape[1:] != x_test.shape[1:]:
+    raise DataError(f"{path}: x_train images are {x_train.shape[1:]} but x_test images are "
+                    f"{x_test.shape[1:]}; both need the same (H, W, C)")
+  if len(y_train) == 0:
+    raise DataError(f"{path}: x_train is empty; {_NPZ_HOW}")
+  if num_classes is None:
+    num_classes = int(max(y_train.max(), y_test.max(initial=0))) + 1
+  for key, y in (("y_train", y_train), ("y_test", y_test)):
+    _check_label_range(y, num_classes, f"{path}: {key!r}", f"labels must be ints 0..C-1 with C = "
+                       f"num_classes ({num_classes}); relabel them or pass num_classes")
+  mean, std = _channel_stats(x_train)
+  return Dataset("npz", _make_split(x_train, y_train), _make_split(x_test, y_test), num_classes,
+                 mean, std)
+
+
+# --- TFDS -------------------------------------------------------------------------------
+
+
+def _tfds_how(tfds_name: str, data_dir: str | None) -> str:
+  where = data_dir or "~/tensorflow_datasets"
+  return (f"run `tfds build {tfds_name} --file_format=array_record --data_dir={where}` (on a "
+          f"machine with internet; copy {where}/{tfds_name} here if built elsewhere), or set "
+          f"dataset.source='files'")
+
+
+def _tfds_missing(tfds_name: str, data_dir: str | None) -> str:
+  where = data_dir or "TFDS's default folder (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+  return (f"expected the TFDS dataset {tfds_name!r} prepared in array_record format under "
+          f"{where}; {_tfds_how(tfds_name, data_dir)}")
+
+
+def _check_tfds_prepared(tfds_name: str, data_dir: str | None) -> None:
+  """Raises DataError unless `tfds_name` is prepared under data_dir in a random-access format."""
+  import tensorflow_datasets as tfds
+
+  builder = tfds.builder(tfds_name, data_dir=data_dir)
+  if not builder.is_prepared():
+    raise DataError(_tfds_missing(tfds_name, data_dir))
+  random_access = tfds.core.file_adapters.FileFormat.with_random_access()
+  if not builder.info.available_file_formats() & random_access:
+    raise DataError(f"the TFDS dataset {tfds_name!r} at {builder.data_dir} is prepared as "
+                    f"{builder.info.file_format}, which has no random access; "
+                    f"{_tfds_how(tfds_name, data_dir)}")
+
+
+def _read_tfds_split(tfds_name: str, split: str, data_dir: str | None) -> Split:
+  """One split via `tfds.data_source` (random-access ArrayRecord, no TensorFlow needed).
+
+  Reads record by record: `__getitems__` would batch the reads, but tfds.testing.mock_data
+  cannot drive it, and decoding the images dominates either way.
+  """
+  import tensorflow_datasets as tfds
+
+  try:
+    records = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
+  except (NotImplementedError, ValueError, OSError) as e:
+    # Unprepared or non-random-access data surfaces as NotImplementedError, a missing split or
+    # folder as ValueError / OSError; the builder says which, else report tfds's own words.
+    _check_tfds_prepared(tfds_name, data_dir)
+    first_line = str(e).splitlines()[0] if str(e) else ""
+    raise DataError(f"{_tfds_missing(tfds_name, data_dir)} ({type(e).__name__}: "
+                    f"{first_line})") from e
+  examples = [records[i] for i in range(len(records))]
+  if not examples:
+    raise DataError(f"the TFDS split {tfds_name}/{split} is empty; "
+                    f"{_tfds_how(tfds_name, data_dir)}")
+  images = np.stack([np.asarray(ex["image"]) for ex in examples])
+  labels = np.asarray([ex["label"] for ex in examples])
+  return _make_split(images, labels)
+
+
+def _load_tfds(name: str, data_dir: str | None, with_extra: bool) -> Dataset:
+  tfds_name = TFDS_NAMES[name]
+  data_dir = _expand(data_dir)
+  train = _read_tfds_split(tfds_name, "train", data_dir)
+  test = _read_tfds_split(tfds_name, "test", data_dir)
+  extra = _read_tfds_split(tfds_name, "extra", data_dir) if name == "svhn" and with_extra else None
+  num_classes = 100 if name == "cifar100" else 10
+  mean, std = {"fashion_mnist": (_FASHION_MEAN, _FASHION_STD),
+               "svhn": (_SVHN_MEAN, _SVHN_STD)}.get(name, (_CIFAR_MEAN, _CIFAR_STD))
+  return Dataset(name, train, test, num_classes, mean, std, extra)

@@ -1,0 +1,41 @@
+"""Atomic file writes: write a temporary file beside the target, fsync, then rename over it.
+
+A crash leaves either the old file or the new one, never half of one that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+  """Calls write(tmp_path) and renames tmp_path to path once it returned."""
+  directory = os.path.dirname(os.path.abspath(path)) or "."
+  os.makedirs(directory, exist_ok=True)
+  suffix = os.path.splitext(path)[1]
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+  os.close(fd)
+  try:
+    write(tmp)
+    with open(tmp, "rb") as f:
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  def write(tmp):
+    with open(tmp, "w") as f:
+      f.write(text)
+  atomic_write(path, write)
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,33 @@
+"""Models: CIFAR ResNets (option-A shortcut) with linear or cosine heads, and a name registry."""
+
+from lt_jax.models.heads import HEADS, CosineHead, LinearHead
+from lt_jax.models.resnet_cifar import (
+    MODELS,
+    BasicBlock,
+    CifarResNet,
+    CifarResNetBackbone,
+    ResNet20,
+    ResNet32,
+    ResNet44,
+    ResNet56,
+    ResNet110,
+    ResNetTiny,
+    create_model,
+)
+
+__all__ = [
+    'HEADS',
+    'MODELS',
+    'BasicBlock',
+    'CifarResNet',
+    'CifarResNetBackbone',
+    'CosineHead',
+    'LinearHead',
+    'ResNet20',
+    'ResNet32',
+    'ResNet44',
+    'ResNet56',
+    'ResNet110',
+    'ResNetTiny',
+    'create_model',
+]

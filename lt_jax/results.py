@@ -1,0 +1,48 @@
+"""What a finished run leaves behind: results.json and a plot of accuracy against class size."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lt_jax import io_utils  # noqa: E402
+
+RESULTS_FILE = "results.json"
+PLOT_FILE = "per_class_accuracy.png"
+
+
+def plot_per_class_accuracy(path: str, class_counts, blocks: dict[str, dict],
+                            title: str = "") -> None:
+  """Per-class test accuracy against training images per class (log scale), one series per
+  block (e.g. final and best), with the Many/Medium/Few boundaries marked."""
+  counts = np.asarray(class_counts, np.float64)
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  markers = iter(["o", "s", "^", "D", "v"])
+  for name, block in blocks.items():
+    acc = np.asarray([np.nan if a is None else a for a in block["per_class_acc"]], np.float64)
+    order = np.argsort(-counts)
+    ax.plot(np.maximum(counts[order], 1), acc[order], marker=next(markers), linewidth=1,
+            markersize=4, label=f"{name} (top-1 {block['top1_acc']:.2f}%)")
+  for boundary in (20, 100):
+    ax.axvline(boundary, color="grey", linestyle=":", linewidth=1)
+  ax.set_xscale("log")
+  ax.set_xlabel("training images in the class")
+  ax.set_ylabel("test accuracy of the class (%)")
+  ax.set_ylim(-2, 102)
+  ax.set_title(title or "Per-class accuracy against class size")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower right")
+  fig.tight_layout()
+  io_utils.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+  plt.close(fig)
+
+
+def write_results(workdir: str, results: dict) -> str:
+  path = os.path.join(workdir, RESULTS_FILE)
+  io_utils.atomic_write_json(path, results)
+  return path

@@ -1,0 +1,135 @@
+"""Train state and the pure, jitted train and eval steps.
+
+`train_step(state, data) -> (state, metrics)`: sample indices, gather from the device-resident
+uint8 training set, augment, normalise, forward, loss, SGD update. Every random choice comes
+from `state.rng` folded with `state.step`, so a step is a pure function of its inputs and a
+resumed run replays the same batches, crops and flips.
+"""
+
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from clu import metrics as clu_metrics
+
+from lt_jax import metrics as lt_metrics
+from lt_jax.data import augment as augment_lib
+from lt_jax.data.samplers import Sampler
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array  # The run's base key; per-step keys are fold_in(rng, step).
+
+
+@flax.struct.dataclass
+class DeviceData:
+  """A split kept on the accelerator: uint8 images [N, H, W, C] and int32 labels [N]."""
+  images: jax.Array
+  labels: jax.Array
+
+
+@flax.struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+  loss: clu_metrics.Average.from_output("loss")
+  accuracy: clu_metrics.Average.from_output("accuracy")
+  grad_norm: clu_metrics.Average.from_output("grad_norm")
+  lr: clu_metrics.LastValue.from_output("lr")
+
+
+def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, seed: int,
+                 sharding) -> TrainState:
+  """Initialises parameters directly with their (replicated) sharding."""
+
+  def init(key):
+    init_key, run_key = jax.random.split(key)
+    variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                      rng=jax.random.key_data(run_key))
+
+  key = jax.random.key_data(jax.random.key(seed))
+  return jax.jit(lambda k: init(jax.random.wrap_key_data(k)), out_shardings=sharding)(key)
+
+
+def train_step(state: TrainState, data: DeviceData, *, model: nn.Module,
+               tx: optax.GradientTransformation, objective: Callable, sampler: Sampler,
+               augment: Callable, mean, std, steps_per_epoch: int,
+               schedule: Callable, batch_sharding) -> tuple[TrainState, TrainMetrics]:
+  rng = jax.random.wrap_key_data(state.rng)
+  sample_key = jax.random.fold_in(rng, 0)
+  step_key = jax.random.fold_in(jax.random.fold_in(rng, 1), state.step)
+  epoch = state.step // steps_per_epoch
+
+  idx = sampler(sample_key, state.step)
+  images = jax.lax.with_sharding_constraint(data.images[idx], batch_sharding)
+  labels = jax.lax.with_sharding_constraint(data.labels[idx], batch_sharding)
+  x = augment_lib.normalize(augment(step_key, images), mean, std)
+
+  def loss_fn(params):
+    (logits, _), updates = model.apply(
+        {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+        mutable=["batch_stats"])
+    return objective(logits, labels, epoch), (logits, updates["batch_stats"])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+  step_metrics = TrainMetrics.single_from_model_output(
+      loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == labels),
+      grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
+  return new_state, step_metrics
+
+
+def make_train_step(*, state_sharding, **kwargs) -> Callable:
+  """jit(train_step) with the static dependencies bound and the state donated."""
+  return jax.jit(functools.partial(train_step, **kwargs), donate_argnums=0,
+                 out_shardings=(state_sharding, None))
+
+
+def evaluate(state: TrainState, data: DeviceData, *, model: nn.Module, mean, std,
+             num_classes: int, batch_size: int, num_examples: int, batch_sharding) -> dict:
+  """Confusion and top-5 counts over a whole split in one call.
+
+  `data` is padded to a multiple of `batch_size`; a mask drops the padding, so every image is
+  counted exactly once.
+  """
+  num_batches = data.images.shape[0] // batch_size
+
+  def body(i, acc):
+    start = i * batch_size
+    images = jax.lax.dynamic_slice_in_dim(data.images, start, batch_size)
+    labels = jax.lax.dynamic_slice_in_dim(data.labels, start, batch_size)
+    images = jax.lax.with_sharding_constraint(images, batch_sharding)
+    mask = (start + jnp.arange(batch_size)) < num_examples
+    logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                            augment_lib.normalize(images, mean, std), train=False)
+    counts = lt_metrics.confusion_update(logits, labels, num_classes, where=mask)
+    return jax.tree.map(jnp.add, acc, counts)
+
+  zeros = {"confusion": jnp.zeros((num_classes, num_classes), jnp.int32),
+           "top5_correct": jnp.zeros((num_classes,), jnp.int32)}
+  return jax.lax.fori_loop(0, num_batches, body, zeros)
+
+
+def make_eval_fn(**kwargs) -> Callable:
+  return jax.jit(functools.partial(evaluate, **kwargs))
+
+
+def no_augment(key, images):
+  del key
+  return images

@@ -1,0 +1,90 @@
+"""Where training scalars go: TensorBoard events (tensorboardX, no TensorFlow), a JSON-lines log,
+and progress lines with images/s and ETA."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from tensorboardX import SummaryWriter
+
+from lt_jax import io_utils
+
+
+class MetricWriter:
+  """Writes each record to TensorBoard under workdir/tb and to workdir/metrics.jsonl."""
+
+  def __init__(self, workdir: str, resume_step: int = 0):
+    self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self._drop_after(resume_step)
+    self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+    self._jsonl = open(self.jsonl_path, "a")
+
+  def _drop_after(self, step: int) -> None:
+    """On resume, forgets records of the steps that the restored checkpoint did not keep."""
+    if not os.path.exists(self.jsonl_path):
+      return
+    with open(self.jsonl_path) as f:
+      lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    io_utils.atomic_write_text(self.jsonl_path, "".join(lines))
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    for name, value in scalars.items():
+      if isinstance(value, (int, float)):
+        self._tb.add_scalar(name, value, step)
+    self._jsonl.write(json.dumps({"step": int(step), **scalars}) + "\n")
+    self._jsonl.flush()
+
+  def close(self) -> None:
+    self._tb.close()
+    self._jsonl.close()
+
+
+class Progress:
+  """Step counter that reports images/s since the last report and the ETA of the run."""
+
+  def __init__(self, total_steps: int, batch_size: int, start_step: int = 0, stream=None):
+    self.total_steps = total_steps
+    self.batch_size = batch_size
+    self.stream = stream or sys.stdout
+    self._t0 = self._last_t = time.perf_counter()
+    self._first_step = self._last_step = start_step
+    self.train_seconds = 0.0  # Time inside training steps only, for the images/s summary.
+
+  def restart_window(self, step: int) -> None:
+    """Starts a new images/s window (after an evaluation, which is not training time)."""
+    self._last_t, self._last_step = time.perf_counter(), step
+
+  def rate(self, step: int) -> float:
+    now = time.perf_counter()
+    images = (step - self._last_step) * self.batch_size
+    rate = images / max(now - self._last_t, 1e-9)
+    self._last_t, self._last_step = now, step
+    return rate
+
+  def eta_seconds(self, step: int) -> float:
+    done = step - self._first_step
+    if done <= 0:
+      return float("nan")
+    per_step = (time.perf_counter() - self._t0) / done
+    return per_step * (self.total_steps - step)
+
+  def report(self, epoch: int, num_epochs: int, step: int, scalars: dict[str, float]) -> float:
+    rate = self.rate(step)
+    eta = self.eta_seconds(step)
+    parts = [f"epoch {epoch + 1}/{num_epochs}", f"step {step}/{self.total_steps}"]
+    parts += [f"{k} {v:.4g}" for k, v in scalars.items()]
+    parts += [f"{rate:,.0f} img/s", f"ETA {format_seconds(eta)}"]
+    print(" | ".join(parts), file=self.stream, flush=True)
+    return rate
+
+
+def format_seconds(seconds: float) -> str:
+  if seconds != seconds:  # NaN: nothing measured yet.
+    return "?"
+  seconds = int(round(seconds))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

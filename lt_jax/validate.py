@@ -1,0 +1,81 @@
+"""Checks a config before any work starts; each failure names the field and the fix."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from lt_jax.data import longtail, samplers, sources
+from lt_jax.errors import ConfigError
+from lt_jax.models import MODELS
+from lt_jax.train import objective, optim
+
+HEADS = ("linear", "cosine")
+AUGMENTS = ("crop_flip", "none")
+SELECT_ON = ("auto", "val", "test", "last")
+
+
+def _choice(field: str, value, choices) -> None:
+  if value not in choices:
+    raise ConfigError(f"{field}={value!r} is unknown; choose one of {tuple(choices)}.")
+
+
+def _positive(field: str, value, minimum=1) -> None:
+  if value is None or value < minimum:
+    raise ConfigError(f"{field}={value!r} must be at least {minimum}.")
+
+
+def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None:
+  ds, tr, op = config.dataset, config.train, config.optim
+  _choice("dataset.name", ds.name, sources.SOURCES)
+  _choice("dataset.source", ds.source, ("files", "tfds"))
+  _choice("dataset.imb_type", ds.imb_type, longtail.IMB_TYPES)
+  if ds.imbalance_ratio is None or ds.imbalance_ratio < 1:
+    raise ConfigError(f"dataset.imbalance_ratio={ds.imbalance_ratio!r} must be >= 1 (rho = "
+                      "largest / smallest class; the reference's imb_factor is 1 / rho).")
+  if ds.img_max is not None:
+    _positive("dataset.img_max", ds.img_max)
+  if ds.val_per_class < 0:
+    raise ConfigError(f"dataset.val_per_class={ds.val_per_class} must be >= 0.")
+  if ds.name == "npz" and not ds.npz_path:
+    raise ConfigError("dataset.npz_path is required when dataset.name='npz' (an .npz holding "
+                      "x_train, y_train, x_test, y_test).")
+  _choice("augment.name", config.augment.name, AUGMENTS)
+  if config.augment.crop_padding < 0:
+    raise ConfigError(f"augment.crop_padding={config.augment.crop_padding} must be >= 0.")
+
+  _choice("model.name", config.model.name, MODELS)
+  _choice("model.head", config.model.head, HEADS)
+  _choice("loss.name", config.loss.name, objective.LOSSES)
+  if config.loss.focal_gamma < 0:
+    raise ConfigError(f"loss.focal_gamma={config.loss.focal_gamma} must be >= 0.")
+  if config.loss.ldam_max_m <= 0 or config.loss.ldam_s <= 0:
+    raise ConfigError("loss.ldam_max_m and loss.ldam_s must be > 0.")
+
+  _choice("train.rule", tr.rule, objective.RULES)
+  _choice("train.sampler", tr.sampler, tuple(s for s in samplers.SAMPLERS if s != "resample"))
+  if tr.rule == "resample" and tr.sampler != "instance":
+    raise ConfigError(f"train.rule='resample' brings its own sampler but train.sampler="
+                      f"{tr.sampler!r}; set train.sampler='instance' or train.rule='none'.")
+  if not 0 <= tr.cb_beta < 1:
+    raise ConfigError(f"train.cb_beta={tr.cb_beta} must be in [0, 1).")
+  for field in ("num_epochs", "batch_size", "eval_batch_size", "eval_every_epochs",
+                "checkpoint_every_epochs", "log_every_steps"):
+    _positive(f"train.{field}", tr[field])
+  _choice("train.select_on", tr.select_on, SELECT_ON)
+  if tr.select_on == "val" and ds.val_per_class == 0:
+    raise ConfigError("train.select_on='val' needs a validation split: set "
+                      "dataset.val_per_class > 0 (or select_on='auto').")
+
+  _choice("optim.schedule", op.schedule, optim.SCHEDULES)
+  if op.lr <= 0:
+    raise ConfigError(f"optim.lr={op.lr} must be > 0.")
+  if op.warmup_epochs < 0 or op.weight_decay < 0 or not 0 <= op.momentum < 1:
+    raise ConfigError("optim.warmup_epochs and optim.weight_decay must be >= 0 and "
+                      "optim.momentum in [0, 1).")
+  if len(op.decay_epochs) != len(op.decay_factors):
+    raise ConfigError(f"optim.decay_epochs {tuple(op.decay_epochs)} and optim.decay_factors "
+                      f"{tuple(op.decay_factors)} must have the same length.")
+
+  if check_data:
+    options = {"path": ds.npz_path} if ds.name == "npz" else {}
+    sources.check_available(ds.name, ds.data_dir, ds.source, **options)

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny, fast configs on the embedded digits data."""
+
+import pytest
+
+from lt_jax.config import get_base_config
+
+
+def tiny_config(**overrides):
+  """digits-LT on the tiny ResNet: a few seconds per run on a CPU."""
+  c = get_base_config()
+  c.dataset.name = "digits"
+  c.dataset.imbalance_ratio = 10.0
+  c.dataset.img_max = 100
+  c.augment.name = "none"
+  c.model.name = "resnet_tiny"
+  c.train.num_epochs = 3
+  c.train.batch_size = 32
+  c.train.eval_batch_size = 64
+  c.train.checkpoint_every_epochs = 1
+  c.train.log_every_steps = 5
+  c.train.drw_epoch = 1
+  c.optim.warmup_epochs = 1
+  c.optim.decay_epochs = (2,)
+  c.optim.decay_factors = (0.1,)
+  for key, value in overrides.items():
+    section, field = key.split("__")
+    c[section][field] = value
+  return c
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config

@@ -1,0 +1,76 @@
+"""Every config in configs/ loads and validates; impossible settings fail naming the field."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import tiny_config
+
+from lt_jax.errors import ConfigError, DataError
+from lt_jax.validate import validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+CONFIGS = [p for p in CONFIGS if not p.endswith("__init__.py")]
+
+
+def load(path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_is_valid(path):
+  config = load(path)
+  validate(config, check_data=False)
+  doc = open(path).read()
+  assert "python run.py --config=configs/" + os.path.basename(path) in doc
+
+
+def test_required_configs_exist():
+  names = {os.path.basename(p)[:-3] for p in CONFIGS}
+  assert names >= {"cifar10lt_ce", "cifar10lt_ldam_drw", "cifar100lt_ce", "cifar100lt_ldam_drw",
+                   "svhnlt_ce", "fmnistlt_ce", "fmnistlt_ldam_drw", "digits_lt_ce",
+                   "digits_lt_ldam_drw"}
+
+
+@pytest.mark.parametrize("field,value", [
+    ("loss__name", "hinge"), ("dataset__imbalance_ratio", 0.5), ("train__rule", "Reweight"),
+    ("train__sampler", "oversample"), ("model__name", "resnet18"), ("model__head", "arc"),
+    ("optim__schedule", "linear"), ("dataset__name", "mnist"), ("dataset__imb_type", "linear"),
+    ("train__batch_size", 0), ("train__select_on", "train"), ("augment__name", "autoaugment"),
+    ("train__cb_beta", 1.0),
+])
+def test_bad_field_is_named(field, value):
+  config = tiny_config(**{field: value})
+  with pytest.raises(ConfigError, match=field.replace("__", ".")):
+    validate(config)
+
+
+def test_inconsistent_settings_are_named():
+  with pytest.raises(ConfigError, match="train.rule='resample'"):
+    validate(tiny_config(train__rule="resample", train__sampler="sqrt"))
+  with pytest.raises(ConfigError, match="dataset.val_per_class"):
+    validate(tiny_config(train__select_on="val"))
+  with pytest.raises(ConfigError, match="dataset.npz_path"):
+    validate(tiny_config(dataset__name="npz"))
+
+
+def test_absent_source_files_fail_before_training(tmp_path):
+  config = tiny_config(dataset__name="cifar10", dataset__data_dir=str(tmp_path))
+  with pytest.raises(DataError, match="cifar-10-batches-py"):
+    validate(config)
+
+
+def test_cli_reports_a_bad_field_and_exits(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "run.py", "--config=configs/digits_lt_ce.py", "--config.loss.name=hinge",
+       f"--workdir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "loss.name='hinge'" in proc.stderr + proc.stdout
+  assert not os.listdir(tmp_path)  # Nothing was written.

@@ -1,0 +1,145 @@
+"""The training loop end to end on digits-LT: results, resume, devices, workdir guards."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from lt_jax import results
+from lt_jax.checkpoint import Checkpoints
+from lt_jax.errors import ConfigError
+from lt_jax.train import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def last_params(workdir):
+  state, _ = Checkpoints(os.path.join(workdir, "checkpoints", "last")).restore()
+  return state
+
+
+def assert_trees_close(a, b, **tol):
+  flat_a, tree_a = jax.tree.flatten(a)
+  flat_b, tree_b = jax.tree.flatten(b)
+  assert tree_a == tree_b
+  for x, y in zip(flat_a, flat_b):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
+
+
+def test_results_json_and_plot(tmp_path):
+  config = tiny_config(loss__name="ldam", model__head="cosine", train__rule="drw")
+  out = loop.train_and_evaluate(config, str(tmp_path))
+  saved = json.loads((tmp_path / results.RESULTS_FILE).read_text())
+  assert saved["class_counts"] == [100, 77, 59, 46, 35, 27, 21, 16, 12, 10]
+  assert saved["dataset"]["train_size"] == 403 and saved["dataset"]["test_size"] == 539
+  for block in ("final", "best"):
+    b = saved[block]
+    assert set(b) >= {"top1_acc", "top1_err", "top5_acc", "per_class_acc", "many_acc",
+                      "medium_acc", "few_acc"}
+    assert b["top1_err"] == pytest.approx(100 - b["top1_acc"])
+    assert len(b["per_class_acc"]) == 10
+    assert b["many_acc"] is None  # No class has more than 100 training images.
+    # Medium: 20..100 images (classes 0-6), Few: < 20 (classes 7-9).
+    assert b["medium_acc"] == pytest.approx(np.mean(b["per_class_acc"][:7]))
+    assert b["few_acc"] == pytest.approx(np.mean(b["per_class_acc"][7:]))
+    assert sum(map(sum, b["confusion"])) == 539
+  assert saved["selected_on"] == "test" and saved["selection_note"]
+  assert saved["best"]["top1_acc"] == max(h["test/top1_acc"] for h in saved["history"])
+  assert saved["final"]["top1_acc"] == saved["history"][-1]["test/top1_acc"]
+  assert saved["wall_time_s"] > 0 and saved["train_images_per_s"] > 0
+  assert saved["config"]["loss"]["name"] == "ldam"
+  assert out["final"] == saved["final"]
+  png = (tmp_path / results.PLOT_FILE).read_bytes()
+  assert png.startswith(b"\x89PNG")
+  lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["epoch"] for r in lines if "epoch" in r] == [1, 2, 3]
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
+
+
+def test_validation_split_drives_selection(tmp_path):
+  config = tiny_config(dataset__val_per_class=5)
+  out = loop.train_and_evaluate(config, str(tmp_path))
+  assert out["selected_on"] == "val" and out["selection_note"] is None
+  assert out["dataset"]["val_size"] == 50
+  best_epoch = max(out["history"], key=lambda h: (h["val/top1_acc"], -h["epoch"]))["epoch"]
+  assert out["best"]["epoch"] == best_epoch
+  assert out["best"]["top1_acc"] == out["history"][best_epoch - 1]["test/top1_acc"]
+
+
+def test_resume_gives_identical_parameters(tmp_path, monkeypatch):
+  config = tiny_config(train__rule="resample")
+  loop.train_and_evaluate(config, str(tmp_path / "whole"))
+
+  real_epoch = loop._train_epoch
+  calls = []
+
+  def killed_in_third_epoch(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise KeyboardInterrupt("simulated kill")
+    return real_epoch(*args, **kwargs)
+
+  monkeypatch.setattr(loop, "_train_epoch", killed_in_third_epoch)
+  with pytest.raises(KeyboardInterrupt):
+    loop.train_and_evaluate(config, str(tmp_path / "cut"))
+  assert not (tmp_path / "cut" / results.RESULTS_FILE).exists()
+  monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+  resumed = loop.train_and_evaluate(config, str(tmp_path / "cut"))
+
+  whole, cut = last_params(tmp_path / "whole"), last_params(tmp_path / "cut")
+  assert int(cut["step"]) == int(whole["step"])
+  assert_trees_close(whole["params"], cut["params"], rtol=0, atol=0)
+  assert_trees_close(whole["batch_stats"], cut["batch_stats"], rtol=0, atol=0)
+  assert len(resumed["history"]) == 3
+
+
+def test_finished_workdir_is_not_retrained_and_other_configs_are_refused(tmp_path, capsys):
+  config = tiny_config(train__num_epochs=1)
+  first = loop.train_and_evaluate(config, str(tmp_path))
+  before = (tmp_path / results.RESULTS_FILE).stat().st_mtime_ns
+  again = loop.train_and_evaluate(config, str(tmp_path))
+  assert again == json.loads(json.dumps(first))
+  assert (tmp_path / results.RESULTS_FILE).stat().st_mtime_ns == before
+  assert "already holds a finished run" in capsys.readouterr().out
+  with pytest.raises(ConfigError, match="loss.name"):
+    loop.train_and_evaluate(tiny_config(train__num_epochs=1, loss__name="focal"), str(tmp_path))
+
+
+DEVICE_RUN = textwrap.dedent("""
+  import sys, numpy as np, jax
+  sys.path.insert(0, {tests!r})
+  from conftest import tiny_config
+  from lt_jax.train import loop
+  from lt_jax.checkpoint import Checkpoints
+  assert jax.device_count() == {n}, jax.devices()
+  config = tiny_config(train__num_epochs=2, augment__name="crop_flip", loss__name="focal")
+  loop.train_and_evaluate(config, {workdir!r})
+  state, _ = Checkpoints({workdir!r} + "/checkpoints/last").restore()
+  flat = {{"/".join(map(str, p)): np.asarray(v) for p, v in
+          jax.tree_util.tree_flatten_with_path(state["params"])[0]}}
+  np.savez({workdir!r} + "/params.npz", **flat)
+""")
+
+
+def run_on_devices(n, workdir):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+             JAX_PLATFORMS="cpu")
+  code = DEVICE_RUN.format(tests=os.path.join(ROOT, "tests"), n=n, workdir=str(workdir))
+  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                        cwd=ROOT, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return dict(np.load(os.path.join(workdir, "params.npz")))
+
+
+def test_one_and_two_devices_give_the_same_parameters(tmp_path):
+  one = run_on_devices(1, tmp_path / "one")
+  two = run_on_devices(2, tmp_path / "two")
+  assert one.keys() == two.keys()
+  for key in one:
+    np.testing.assert_allclose(one[key], two[key], rtol=1e-4, atol=1e-5, err_msg=key)
