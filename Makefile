@@ -1,5 +1,6 @@
-# Two commands on a fresh machine: `make demo` (set up, train digits-LT, print results) and
-# `make test` (set up, run the test suite). Both create .venv on first use.
+# Two commands on a fresh machine: `make demo` (set up, run the semi-supervised pipeline on
+# digits-LT, print base vs semi-supervised results) and `make test` (set up, run the test
+# suite). Both create .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +16,7 @@ $(BIN)/.installed: setup.cfg pyproject.toml constraints.txt
 setup: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/python run.py --config=configs/digits_lt_ce.py --workdir=workdirs/demo_digits_lt_ce
+	$(BIN)/python run.py --config=configs/digits_lt_semi.py --workdir=workdirs/demo_digits_lt_semi
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 -q
@@ -24,4 +25,4 @@ lint: $(BIN)/.installed
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check .
 
 clean-demo:
-	rm -rf workdirs/demo_digits_lt_ce
+	rm -rf workdirs/demo_digits_lt_semi

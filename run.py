@@ -13,7 +13,7 @@ from ml_collections import config_flags
 
 from lt_jax import parallel
 from lt_jax.errors import ConfigError, DataError
-from lt_jax.train.loop import train_and_evaluate
+from lt_jax.pipeline import run
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                 lock_config=True)
@@ -31,7 +31,7 @@ def main(argv):
   workdir = FLAGS.workdir or os.path.join(
       "workdirs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
   try:
-    train_and_evaluate(FLAGS.config, workdir)
+    run(FLAGS.config, workdir)
   except (ConfigError, DataError) as e:
     raise SystemExit(f"error: {e}") from None
 

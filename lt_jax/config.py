@@ -40,6 +40,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet32"  # resnet20/32/44/56/110 | resnet_tiny
   c.model.head = "linear"  # linear | cosine (the normalised head that LDAM uses)
+  # A workdir or checkpoint whose backbone (every parameter and BatchNorm statistic) starts
+  # this run; the head is re-initialised. SSP configs fill it from their pre-training stage.
+  c.model.init_from = config_dict.placeholder(str)
+  c.model.freeze_backbone = False  # Train the head only (linear probe); default fine-tunes all.
+
+  # classify | rotation (the rotation-prediction pretext task: 4-way head, labels unused).
+  c.task = "classify"
 
   # --- loss and train rule ----------------------------------------------------------------
   c.loss = ml_collections.ConfigDict()
@@ -83,4 +90,43 @@ def get_base_config() -> ml_collections.ConfigDict:
   # x0.0001 stage never happens and the lr stays 0.001 to the end. False (default) applies
   # the intended second decay; True reproduces the reference's behaviour.
   c.optim.reference_lr_bug = False
+
+  # --- semi-supervised: pseudo-label an unlabeled pool with a base model, train again --------
+  c.semi = ml_collections.ConfigDict()
+  c.semi.enabled = False  # One run: base model -> pseudo-labels -> final model.
+  # same_split (training images the labeled subset left) | svhn_extra | tinyimages | npz
+  c.semi.pool_source = "same_split"
+  c.semi.unlabeled_ratio = 1.0  # rho_U of the pool (1: balanced).
+  c.semi.unlabeled_factor = 5  # |D_U| = factor * |D_L|.
+  c.semi.tinyimages_path = config_dict.placeholder(str)  # ti_80M_selected.pickle (bring your own)
+  c.semi.pool_npz_path = config_dict.placeholder(str)  # x_unlabeled [, y_unlabeled]
+  c.semi.base_workdir = config_dict.placeholder(str)  # Reuse a trained base model.
+  c.semi.base_checkpoint = "last"  # last | best: which base checkpoint labels the pool.
+  c.semi.base_batch_size = 128  # The base model trains with the supervised recipe's batch.
+  c.semi.label_batch_size = 1024  # Forward-pass batch of the pseudo-labeler.
+  c.semi.confidence_threshold = config_dict.placeholder(float)  # Keep confidence >= t.
+  c.semi.per_class_max = config_dict.placeholder(int)  # Keep <= k per predicted class.
+  # None: D_L and D_U concatenated and shuffled (the reference). A fraction f: every batch holds
+  # round(f * B) pseudo-labeled examples, loss = L_labeled + unlabeled_weight * L_unlabeled.
+  c.semi.unlabeled_batch_fraction = config_dict.placeholder(float)
+  c.semi.unlabeled_weight = 1.0
+  c.semi.pseudo_labels = config_dict.placeholder(str)  # Set by the pipeline's final stage.
+
+  # --- self-supervised pre-training (SSP) of the backbone, then train from it -------------
+  c.pretrain = ml_collections.ConfigDict()
+  c.pretrain.method = "none"  # none | rotation | moco | simclr
+  c.pretrain.num_epochs = config_dict.placeholder(int)  # None: train.num_epochs.
+  c.pretrain.batch_size = config_dict.placeholder(int)  # None: train.batch_size.
+  c.pretrain.lr = 0.015  # Contrastive: cosine schedule from this lr (MoCo v2 at batch 128).
+  c.pretrain.weight_decay = 1e-4
+  c.pretrain.momentum = 0.9
+  c.pretrain.queue_size = 4096  # MoCo negatives (65,536 for ImageNet-size data).
+  c.pretrain.encoder_momentum = 0.999
+  c.pretrain.temperature = 0.2
+  c.pretrain.proj_dim = 128
+  c.pretrain.proj_hidden = 512
+  c.pretrain.bn_groups = 8  # MoCo's shuffle-BN across this many groups of the batch.
+  c.pretrain.crop_scale = (0.2, 1.0)
+  c.pretrain.blur = True
+  c.pretrain.probe_epochs = 30  # Linear probe (frozen features) to score the backbone.
   return c

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from lt_jax.data import longtail, samplers, sources
+from lt_jax.data import longtail, samplers, sources, unlabeled
 from lt_jax.errors import ConfigError
 from lt_jax.models import MODELS
 from lt_jax.train import objective, optim
@@ -12,6 +12,8 @@ from lt_jax.train import objective, optim
 HEADS = ("linear", "cosine")
 AUGMENTS = ("crop_flip", "none")
 SELECT_ON = ("auto", "val", "test", "last")
+TASKS = ("classify", "rotation")
+PRETRAIN_METHODS = ("none", "rotation", "moco", "simclr")
 
 
 def _choice(field: str, value, choices) -> None:
@@ -76,6 +78,57 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
     raise ConfigError(f"optim.decay_epochs {tuple(op.decay_epochs)} and optim.decay_factors "
                       f"{tuple(op.decay_factors)} must have the same length.")
 
+  _choice("task", config.task, TASKS)
+  _validate_semi(config)
+  _validate_pretrain(config)
+
   if check_data:
     options = {"path": ds.npz_path} if ds.name == "npz" else {}
     sources.check_available(ds.name, ds.data_dir, ds.source, **options)
+
+
+def _validate_semi(config) -> None:
+  semi = config.semi
+  if not (semi.enabled or semi.pseudo_labels):
+    return
+  _choice("semi.pool_source", semi.pool_source, unlabeled.POOL_SOURCES)
+  if semi.unlabeled_ratio is None or semi.unlabeled_ratio < 1:
+    raise ConfigError(f"semi.unlabeled_ratio={semi.unlabeled_ratio!r} must be >= 1 (rho_U).")
+  _positive("semi.unlabeled_factor", semi.unlabeled_factor)
+  _positive("semi.base_batch_size", semi.base_batch_size)
+  _positive("semi.label_batch_size", semi.label_batch_size)
+  _choice("semi.base_checkpoint", semi.base_checkpoint, ("last", "best"))
+  if semi.confidence_threshold is not None and not 0 <= semi.confidence_threshold <= 1:
+    raise ConfigError(f"semi.confidence_threshold={semi.confidence_threshold} must be in [0, 1].")
+  if semi.per_class_max is not None:
+    _positive("semi.per_class_max", semi.per_class_max)
+  fraction = semi.unlabeled_batch_fraction
+  if fraction is not None and not 0 < fraction < 1:
+    raise ConfigError(f"semi.unlabeled_batch_fraction={fraction} must be in (0, 1), or None "
+                      "to concatenate D_L and D_U as the reference does.")
+  if semi.unlabeled_weight < 0:
+    raise ConfigError(f"semi.unlabeled_weight={semi.unlabeled_weight} must be >= 0.")
+  if semi.pool_source == "svhn_extra" and config.dataset.name != "svhn":
+    raise ConfigError("semi.pool_source='svhn_extra' needs dataset.name='svhn'.")
+  if semi.enabled and config.pretrain.method != "none":
+    raise ConfigError("semi.enabled and pretrain.method are both set; run one pipeline at a "
+                      "time (pass the SSP run's workdir as model.init_from to combine them).")
+
+
+def _validate_pretrain(config) -> None:
+  pre = config.pretrain
+  _choice("pretrain.method", pre.method, PRETRAIN_METHODS)
+  if pre.method == "none":
+    return
+  for field in ("num_epochs", "batch_size"):
+    if pre[field] is not None:
+      _positive(f"pretrain.{field}", pre[field])
+  if pre.probe_epochs < 0:
+    raise ConfigError(f"pretrain.probe_epochs={pre.probe_epochs} must be >= 0 (0 skips it).")
+  if pre.method in ("moco", "simclr"):
+    _positive("pretrain.queue_size", pre.queue_size)
+    _positive("pretrain.bn_groups", pre.bn_groups)
+    if not 0 <= pre.encoder_momentum < 1 or pre.temperature <= 0 or pre.lr <= 0:
+      raise ConfigError("pretrain.encoder_momentum must be in [0, 1), pretrain.temperature and "
+                        "pretrain.lr > 0.")
+

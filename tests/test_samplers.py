@@ -80,3 +80,17 @@ def test_progressive_moves_from_instance_to_class_balanced():
 def test_unknown_sampler_names_the_field():
   with pytest.raises(ConfigError, match="train.sampler"):
     samplers.make_sampler("oversample", LABELS, 4, 8)
+
+
+def test_mixed_batches_keep_their_proportion_and_cover_each_part():
+  num_labeled, num_unlabeled, batch, labeled = 10, 30, 8, 2
+  sampler = samplers.make_mixed_sampler(num_labeled, num_unlabeled, batch, labeled)
+  idx = draw(sampler, 15)  # 30 labeled draws (3 rounds of 10), 90 unlabeled (3 rounds of 30).
+  assert (idx[:, :labeled] < num_labeled).all() and (idx[:, labeled:] >= num_labeled).all()
+  lab = idx[:, :labeled].ravel()
+  unl = idx[:, labeled:].ravel() - num_labeled
+  for r in range(3):
+    assert sorted(lab[r * 10:(r + 1) * 10]) == list(range(10))
+    assert sorted(unl[r * 30:(r + 1) * 30]) == list(range(30))
+  with pytest.raises(ConfigError, match="semi.unlabeled_batch_fraction"):
+    samplers.make_mixed_sampler(10, 30, 8, 8)

@@ -45,12 +45,16 @@ def class_counts(img_max: float, num_classes: int, imb_type: str = "exp",
 
 
 def longtail_indices(labels: np.ndarray, counts: Sequence[int], seed: int = 0,
-                     class_order: Sequence[int] | None = None) -> np.ndarray:
+                     class_order: Sequence[int] | None = None,
+                     rng: np.random.RandomState | None = None) -> np.ndarray:
   """Indices into `labels` of the long-tailed subset, in the reference's order.
 
   counts[k] images are kept of class class_order[k] (default: the sorted unique labels, as the
   reference's `np.unique`; SVHN passes 1, 2, ..., 9, 0). Classes are visited in that order, each
   one's indices shuffled by the same RandomState stream and truncated to counts[k].
+
+  Pass `rng` to continue a stream instead of seeding a new one: the reference draws its
+  unlabeled pool right after the labeled subset from the same seeded generator.
 
   Raises ConfigError when a class holds fewer images than asked for: the reference would keep
   them all silently and the class counts would no longer be what the config says.
@@ -60,7 +64,7 @@ def longtail_indices(labels: np.ndarray, counts: Sequence[int], seed: int = 0,
   if len(order) != len(counts):
     raise ConfigError(f"{len(counts)} class counts were given for {len(order)} classes; "
                       "the dataset's number of classes and the counts must agree.")
-  rng = np.random.RandomState(seed)
+  rng = np.random.RandomState(seed) if rng is None else rng
   kept = []
   for cls, n in zip(order, counts):
     idx = np.where(labels == cls)[0]
@@ -72,6 +76,28 @@ def longtail_indices(labels: np.ndarray, counts: Sequence[int], seed: int = 0,
     rng.shuffle(idx)
     kept.append(idx[:n])
   return np.concatenate(kept).astype(np.int64)
+
+
+def unlabeled_counts(num_labeled: int, num_classes: int, unlabeled_ratio: float,
+                     factor: int = 5) -> list[int]:
+  """Per-class sizes of the unlabeled pool D_U, in the labeled subset's class order.
+
+  The reference: T = factor * |D_L|; n_i = int(floor(T / C) * (1 / rho_U) ** (i / (C - 1)));
+  then every n_i is rescaled by T / sum(n) and truncated, so the pool keeps the imbalance
+  rho_U and a total just under T. (CIFAR-10, rho 50 -> |D_L| = 13,996; rho_U 25 -> 21651,
+  15138, ..., 863.)
+  """
+  if unlabeled_ratio is None or unlabeled_ratio < 1:
+    raise ConfigError(f"semi.unlabeled_ratio={unlabeled_ratio!r} must be >= 1 (rho_U = largest "
+                      "/ smallest pool class).")
+  total = num_labeled * factor
+  first = total // num_classes
+  imb = 1.0 / unlabeled_ratio
+  if num_classes == 1:
+    return [int(total)]
+  raw = [int(first * (imb ** (i / (num_classes - 1.0)))) for i in range(num_classes)]
+  scale = total / sum(raw)
+  return [int(n * scale) for n in raw]
 
 
 def counts_by_class(counts: Sequence[int], class_order: Sequence[int],

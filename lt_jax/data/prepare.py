@@ -26,6 +26,16 @@ class LongTailData:
   class_counts: list[int]  # Training images per class id.
   mean: tuple[float, ...]
   std: tuple[float, ...]
+  # With a pseudo-labeled pool appended, the first num_labeled training examples are D_L.
+  num_labeled: int | None = None
+  # Counts that define Many/Medium/Few in reports (None: class_counts). A semi-supervised run
+  # trains on counts that include pseudo-labels but reports groups by the labeled counts, so
+  # its groups are the base model's.
+  group_counts: list[int] | None = None
+
+  @property
+  def report_counts(self) -> list[int]:
+    return self.class_counts if self.group_counts is None else self.group_counts
 
 
 def load_source(ds: ml_collections.ConfigDict) -> sources.Dataset:
@@ -46,7 +56,16 @@ def requested_counts(ds: ml_collections.ConfigDict, num_train: int,
   return longtail.class_counts(img_max, num_classes, ds.imb_type, 1.0 / ds.imbalance_ratio)
 
 
-def prepare(ds: ml_collections.ConfigDict, data: sources.Dataset | None = None) -> LongTailData:
+@dataclasses.dataclass(frozen=True)
+class Draw:
+  """A long-tailed draw and what a later unlabeled-pool draw needs to continue it."""
+  data: LongTailData
+  source: sources.Dataset
+  used_train_indices: np.ndarray  # Labeled subset and validation split: never in the pool.
+  rng: np.random.RandomState  # The reference's generator, positioned after the labeled draw.
+
+
+def draw(ds: ml_collections.ConfigDict, data: sources.Dataset | None = None) -> Draw:
   """Loads the source (unless given) and draws the validation split and long-tailed subset."""
   data = load_source(ds) if data is None else data
   c = data.num_classes
@@ -56,10 +75,17 @@ def prepare(ds: ml_collections.ConfigDict, data: sources.Dataset | None = None) 
     rest = np.arange(len(labels))
   order = class_order(ds.name, c)
   counts = requested_counts(ds, len(rest), c)
-  picked = rest[longtail.longtail_indices(labels[rest], counts, ds.lt_seed, order)]
+  rng = np.random.RandomState(ds.lt_seed)
+  picked = rest[longtail.longtail_indices(labels[rest], counts, class_order=order, rng=rng)]
   train = Split(data.train.images[picked], labels[picked])
   val = (Split(data.train.images[val_idx], labels[val_idx]) if ds.val_per_class > 0 else None)
-  return LongTailData(
+  lt = LongTailData(
       name=ds.name, train=train, val=val, test=data.test, num_classes=c,
       class_counts=longtail.counts_by_class(counts, order, c),
       mean=tuple(data.mean), std=tuple(data.std))
+  return Draw(lt, data, np.concatenate([picked, val_idx]).astype(np.int64), rng)
+
+
+def prepare(ds: ml_collections.ConfigDict, data: sources.Dataset | None = None) -> LongTailData:
+  """The long-tailed training data (and validation and test splits) a config asks for."""
+  return draw(ds, data).data

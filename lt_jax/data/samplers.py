@@ -91,3 +91,39 @@ def make_sampler(name: str, labels: np.ndarray, num_classes: int, batch_size: in
     u = jax.random.uniform(jax.random.fold_in(key, step), (batch_size,)) * cdf[-1]
     return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
   return with_replacement
+
+
+def permutation_stream(key: jax.Array, n: int, offset: int, positions: jax.Array) -> jax.Array:
+  """Item at each position of an endless stream of fresh permutations of range(n): position p
+  is perm_r[p mod n] with r = p // n, perm_r a permutation keyed by (key, r)."""
+  positions = positions + offset
+  rounds, within = positions // n, positions % n
+  perm = lambda r: jax.random.permutation(jax.random.fold_in(key, r), n)
+  first = perm(rounds[0])
+  second = perm(rounds[0] + 1)  # A batch spans at most two rounds when it is <= n long.
+  return jnp.where(rounds == rounds[0], first[within], second[within])
+
+
+def make_mixed_sampler(num_labeled: int, num_unlabeled: int, batch_size: int,
+                       labeled_per_batch: int) -> Sampler:
+  """Batches with a fixed labeled:unlabeled proportion over a training set whose first
+  `num_labeled` examples are labeled: `labeled_per_batch` from a stream of permutations of the
+  labeled part, the rest from one of the unlabeled part (each part reshuffled whenever it has
+  been seen once)."""
+  per_unlabeled = batch_size - labeled_per_batch
+  if not 0 < labeled_per_batch < batch_size:
+    raise ConfigError("semi.unlabeled_batch_fraction must leave at least one labeled and one "
+                      f"unlabeled example in a batch of {batch_size}.")
+  if labeled_per_batch > num_labeled or per_unlabeled > num_unlabeled:
+    raise ConfigError(f"a batch of {labeled_per_batch} labeled + {per_unlabeled} unlabeled "
+                      f"examples needs more than {num_labeled} / {num_unlabeled} exist; lower "
+                      "train.batch_size or change semi.unlabeled_batch_fraction.")
+
+  def mixed(key, step):
+    k_l, k_u = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
+    lab = permutation_stream(k_l, num_labeled, step * labeled_per_batch,
+                             jnp.arange(labeled_per_batch))
+    unl = permutation_stream(k_u, num_unlabeled, step * per_unlabeled, jnp.arange(per_unlabeled))
+    return jnp.concatenate([lab, num_labeled + unl])
+  return mixed
+

@@ -122,6 +122,9 @@ class CifarResNet(nn.Module):
   widths: Sequence[int] = (16, 32, 64)
   head: str = 'linear'
   dtype: Dtype = jnp.float32
+  # A frozen backbone runs in inference mode (running BatchNorm statistics, no updates) and
+  # passes no gradient: only the head trains (linear probing, decoupled classifier training).
+  frozen_backbone: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -129,7 +132,9 @@ class CifarResNet(nn.Module):
       raise ConfigError(f'model.head={self.head!r} is not a known head; '
                         f'choose one of {sorted(HEADS)}.')
     features = CifarResNetBackbone(self.stage_sizes, self.widths, self.dtype, name='backbone')(
-        x, train)
+        x, train and not self.frozen_backbone)
+    if self.frozen_backbone:
+      features = jax.lax.stop_gradient(features)
     features = jnp.asarray(features, jnp.float32)
     logits = HEADS[self.head](self.num_classes, dtype=jnp.float32, name='head')(features)
     return logits, features
@@ -154,10 +159,11 @@ MODELS = {
 
 
 def create_model(name: str, *, num_classes: int, head: str = 'linear',
-                 dtype: Dtype = jnp.float32) -> CifarResNet:
+                 dtype: Dtype = jnp.float32, frozen_backbone: bool = False) -> CifarResNet:
   """Builds the model registered as `name` (config field `model.name`); fails on unknown names."""
   if name not in MODELS:
     raise ConfigError(f'model.name={name!r} is not a known model; choose one of {sorted(MODELS)}.')
   if head not in HEADS:
     raise ConfigError(f'model.head={head!r} is not a known head; choose one of {sorted(HEADS)}.')
-  return MODELS[name](num_classes=num_classes, head=head, dtype=dtype)
+  return MODELS[name](num_classes=num_classes, head=head, dtype=dtype,
+                      frozen_backbone=frozen_backbone)

@@ -8,6 +8,8 @@ retrained or overwritten; a workdir whose saved config differs from the new one 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import math
 import os
@@ -18,7 +20,7 @@ import ml_collections
 import numpy as np
 from clu import parameter_overview
 
-from lt_jax import io_utils, parallel, results
+from lt_jax import io_utils, parallel, results, semi, transfer
 from lt_jax import metrics as lt_metrics
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.data import augment as augment_lib
@@ -26,6 +28,7 @@ from lt_jax.data import prepare as prepare_lib
 from lt_jax.data import samplers
 from lt_jax.errors import ConfigError
 from lt_jax.models import create_model
+from lt_jax.pretrain import rotation
 from lt_jax.train import objective as objective_lib
 from lt_jax.train import optim, writers
 from lt_jax.train import step as step_lib
@@ -96,7 +99,9 @@ def _print_counts(data: prepare_lib.LongTailData) -> None:
   counts = data.class_counts
   print(f"{data.name}: {len(data.train.labels)} training images in {data.num_classes} classes "
         f"(imbalance {max(counts) / max(min(counts), 1):.1f}); test {len(data.test.labels)}"
-        + (f", val {len(data.val.labels)}" if data.val is not None else ""), flush=True)
+        + (f", val {len(data.val.labels)}" if data.val is not None else "")
+        + (f"; {data.num_labeled} labeled + {len(data.train.labels) - data.num_labeled} "
+           "pseudo-labeled" if data.num_labeled is not None else ""), flush=True)
   print("class counts: " + ", ".join(str(c) for c in counts), flush=True)
 
 
@@ -113,18 +118,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(lt_metrics.format_table({k: finished[k] for k in ("final", "best")}))
     return finished
 
-  data = prepare_lib.prepare(config.dataset)
+  data = load_training_data(config)
   _print_counts(data)
   tr = config.train
   num_train = len(data.train.labels)
   spe = samplers.steps_per_epoch(num_train, tr.batch_size)
   total_steps = spe * tr.num_epochs
 
-  model = create_model(config.model.name, num_classes=data.num_classes, head=config.model.head)
-  tx = optim.make_optimizer(config.optim, tr.num_epochs, spe)
+  frozen = bool(config.model.freeze_backbone)
+  model = create_model(config.model.name, num_classes=data.num_classes, head=config.model.head,
+                       frozen_backbone=frozen)
+  tx = optim.make_optimizer(config.optim, tr.num_epochs, spe,
+                            frozen=("backbone",) if frozen else ())
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   state = step_lib.create_state(model, tx, data.train.images.shape[1:], config.seed, replicated)
-  print(parameter_overview.get_parameter_overview(state.params), flush=True)
 
   last_ckpt = Checkpoints(os.path.join(workdir, "checkpoints", "last"))
   best_ckpt = Checkpoints(os.path.join(workdir, "checkpoints", "best"))
@@ -133,22 +140,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if last_ckpt.latest_step() is not None:
     state, meta = last_ckpt.restore(state)
     print(f"resumed from {last_ckpt.directory} at step {int(state.step)}", flush=True)
+  elif config.model.init_from:
+    state = transfer.init_backbone_from(state, config.model.init_from, replicated)
+    print(f"backbone initialised from {config.model.init_from}; head re-initialised"
+          + (" (backbone frozen)" if frozen else ""), flush=True)
+  print(parameter_overview.get_parameter_overview(state.params), flush=True)
   start_step = int(state.step)
 
-  rule_sampler = "resample" if tr.rule == "resample" else tr.sampler
-  sampler = samplers.make_sampler(rule_sampler, data.train.labels, data.num_classes,
-                                  tr.batch_size, num_epochs=tr.num_epochs, beta=tr.cb_beta)
-  if config.augment.name == "crop_flip":
-    augment = lambda key, x: augment_lib.crop_flip(key, x,  # noqa: E731
-                                                   padding=config.augment.crop_padding)
-  else:
-    augment = step_lib.no_augment
   train_step = step_lib.make_train_step(
       state_sharding=replicated, model=model, tx=tx,
-      objective=objective_lib.make_objective(config, data.class_counts), sampler=sampler,
-      augment=augment, mean=data.mean, std=data.std, steps_per_epoch=spe,
+      objective=objective_lib.make_objective(config, data.class_counts),
+      sampler=_make_sampler(config, data), augment=_make_augment(config), mean=data.mean,
+      std=data.std, steps_per_epoch=spe,
       schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
-      batch_sharding=batch_sharding)
+      batch_sharding=batch_sharding,
+      task_transform=rotation.rotate_batch if config.task == "rotation" else None,
+      labeled_per_batch=_labeled_per_batch(config, data),
+      unlabeled_weight=config.semi.unlabeled_weight)
   train_data = _put_split(data.train.images, data.train.labels, replicated)
 
   eval_sets = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
@@ -166,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     for name, (fn, device_split) in evaluators.items():
       counts = jax.device_get(fn(current_state, device_split))
       out[name] = lt_metrics.summarize(counts["confusion"], counts["top5_correct"],
-                                       data.class_counts)
+                                       data.report_counts)
     return out
 
   selection = resolve_selection(config)
@@ -223,13 +231,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   out = _results(config, data, final, meta, selection)
   results.write_results(workdir, out)
   results.plot_per_class_accuracy(
-      os.path.join(workdir, results.PLOT_FILE), data.class_counts,
+      os.path.join(workdir, results.PLOT_FILE), data.report_counts,
       {"final": out["final"], "best": out["best"]},
       title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}, {config.loss.name}, "
             f"rule {tr.rule}")
   print(lt_metrics.format_table({"final": out["final"], "best": out["best"]}), flush=True)
   print(f"results: {os.path.join(workdir, results.RESULTS_FILE)}", flush=True)
   return out
+
+
+def load_training_data(config) -> prepare_lib.LongTailData:
+  """The labeled long-tailed set, plus the pseudo-labeled pool for a semi-supervised final
+  stage, or turned into rotation prediction for the rotation pretext stage."""
+  if config.semi.pseudo_labels:
+    data = semi.training_data_with_pseudo_labels(config)
+  else:
+    data = prepare_lib.prepare(config.dataset)
+  if config.task == "rotation":
+    data = rotation_data(data)
+  return data
+
+
+def rotation_data(data: prepare_lib.LongTailData) -> prepare_lib.LongTailData:
+  """Rotation prediction on the same (imbalanced) training images: 4 classes; the test and
+  validation images under all four rotations."""
+  from lt_jax.data.sources import Split
+
+  def rotated(split):
+    if split is None:
+      return None
+    images, ks = rotation.rotated_copies(split.images)
+    return Split(images, ks)
+
+  n = len(data.train.labels)
+  counts = [n] * rotation.NUM_ROTATIONS  # Each rotation is equally likely for every image.
+  return dataclasses.replace(data, train=data.train, val=rotated(data.val),
+                             test=rotated(data.test), num_classes=rotation.NUM_ROTATIONS,
+                             class_counts=counts, num_labeled=None, group_counts=None)
+
+
+def _make_sampler(config, data):
+  tr = config.train
+  if config.semi.pseudo_labels and config.semi.unlabeled_batch_fraction:
+    labeled = _labeled_per_batch(config, data)
+    return samplers.make_mixed_sampler(data.num_labeled, len(data.train.labels) -
+                                       data.num_labeled, tr.batch_size, labeled)
+  name = "resample" if tr.rule == "resample" else tr.sampler
+  return samplers.make_sampler(name, data.train.labels, data.num_classes, tr.batch_size,
+                               num_epochs=tr.num_epochs, beta=tr.cb_beta)
+
+
+def _labeled_per_batch(config, data) -> int | None:
+  fraction = config.semi.unlabeled_batch_fraction
+  if not (config.semi.pseudo_labels and fraction):
+    return None
+  return int(round(config.train.batch_size * (1.0 - fraction)))
+
+
+def _make_augment(config):
+  if config.augment.name == "crop_flip":
+    return functools.partial(augment_lib.crop_flip, padding=config.augment.crop_padding)
+  return step_lib.no_augment
 
 
 def _fmt(value) -> str:
@@ -273,6 +335,7 @@ def _results(config, data, final: dict, meta: dict, selection: str) -> dict:
                   "val_size": 0 if data.val is None else int(len(data.val.labels)),
                   "test_size": int(len(data.test.labels))},
       "class_counts": [int(c) for c in data.class_counts],
+      "group_counts": [int(c) for c in data.report_counts],
       "final": dict(final["test"], epoch=config.train.num_epochs),
       "best": best_block,
       "selected_on": selection,

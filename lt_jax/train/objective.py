@@ -61,16 +61,17 @@ def per_example_loss(loss: ml_collections.ConfigDict, counts
 
 
 def make_objective(config: ml_collections.ConfigDict, counts) -> Objective:
-  """(logits, labels, epoch) -> scalar loss, with the reference's reduction."""
+  """(logits, labels, epoch, where=None) -> scalar loss, with the reference's reduction over
+  the examples where `where` is True (all by default)."""
   weights_at = make_class_weights(config.train.rule, counts, beta=config.train.cb_beta,
                                   drw_epoch=config.train.drw_epoch)
   per_example = per_example_loss(config.loss, counts)
   plain_mean = config.loss.name == "focal"
 
-  def objective(logits, labels, epoch):
+  def objective(logits, labels, epoch, where=None):
     w = weights_at(epoch)
     values = per_example(logits, labels, w)
     if plain_mean:
-      return losses.masked_mean(values)
-    return losses.weighted_mean(values, labels, class_weights=w)
+      return losses.masked_mean(values, where=where)
+    return losses.weighted_mean(values, labels, class_weights=w, where=where)
   return objective

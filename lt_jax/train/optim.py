@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
@@ -54,10 +55,19 @@ def make_schedule(optim: ml_collections.ConfigDict, num_epochs: int,
   return schedule
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, num_epochs: int,
-                   steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(optim: ml_collections.ConfigDict, num_epochs: int, steps_per_epoch: int,
+                   frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
+  """SGD as the reference; the top-level parameter groups named in `frozen` (e.g. 'backbone')
+  get no update at all, weight decay included."""
   schedule = make_schedule(optim, num_epochs, steps_per_epoch)
-  return optax.chain(
+  tx = optax.chain(
       optax.add_decayed_weights(optim.weight_decay),
       optax.sgd(schedule, momentum=optim.momentum or None, nesterov=optim.nesterov),
   )
+  if not frozen:
+    return tx
+
+  def labels(params):
+    return {name: jax.tree.map(lambda _, n=name: "frozen" if n in frozen else "train", sub)
+            for name, sub in params.items()}
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

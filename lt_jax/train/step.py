@@ -66,22 +66,39 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape
 def train_step(state: TrainState, data: DeviceData, *, model: nn.Module,
                tx: optax.GradientTransformation, objective: Callable, sampler: Sampler,
                augment: Callable, mean, std, steps_per_epoch: int,
-               schedule: Callable, batch_sharding) -> tuple[TrainState, TrainMetrics]:
+               schedule: Callable, batch_sharding, task_transform: Callable | None = None,
+               labeled_per_batch: int | None = None, unlabeled_weight: float = 1.0
+               ) -> tuple[TrainState, TrainMetrics]:
+  """One SGD step. `task_transform(key, images, labels) -> (images, labels)` turns the batch
+  into a pretext task (rotation prediction). With `labeled_per_batch`, the first that many
+  examples of the batch are labeled and the rest pseudo-labeled, and the loss is
+  L_labeled + unlabeled_weight * L_unlabeled, each reduced over its own part."""
   rng = jax.random.wrap_key_data(state.rng)
   sample_key = jax.random.fold_in(rng, 0)
   step_key = jax.random.fold_in(jax.random.fold_in(rng, 1), state.step)
+  aug_key, task_key = jax.random.split(step_key)
   epoch = state.step // steps_per_epoch
 
   idx = sampler(sample_key, state.step)
   images = jax.lax.with_sharding_constraint(data.images[idx], batch_sharding)
   labels = jax.lax.with_sharding_constraint(data.labels[idx], batch_sharding)
-  x = augment_lib.normalize(augment(step_key, images), mean, std)
+  images = augment(aug_key, images)
+  if task_transform is not None:
+    images, labels = task_transform(task_key, images, labels)
+  x = augment_lib.normalize(images, mean, std)
+
+  def total_loss(logits):
+    if labeled_per_batch is None:
+      return objective(logits, labels, epoch)
+    unlabeled = jnp.arange(labels.shape[0]) >= labeled_per_batch
+    return (objective(logits, labels, epoch, where=~unlabeled)
+            + unlabeled_weight * objective(logits, labels, epoch, where=unlabeled))
 
   def loss_fn(params):
     (logits, _), updates = model.apply(
         {"params": params, "batch_stats": state.batch_stats}, x, train=True,
         mutable=["batch_stats"])
-    return objective(logits, labels, epoch), (logits, updates["batch_stats"])
+    return total_loss(logits), (logits, updates.get("batch_stats", state.batch_stats))
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)

@@ -1,0 +1,17 @@
+"""CIFAR-10-LT semi-supervised with LDAM-DRW: cifar10lt_semi.py with the LDAM loss (cosine
+head) and deferred re-weighting in both the base and the final stage.
+
+  python run.py --config=configs/cifar10lt_semi_ldam_drw.py
+
+Needs the TinyImages selection (see cifar10lt_semi.py); compare with the paper's Table 1.
+"""
+
+from configs import cifar10lt_semi
+
+
+def get_config():
+  c = cifar10lt_semi.get_config()
+  c.model.head = "cosine"
+  c.loss.name = "ldam"
+  c.train.rule = "drw"
+  return c

@@ -1,0 +1,14 @@
+"""CIFAR-10-LT SSP + LDAM-DRW: rotation pre-training, then LDAM-DRW from the backbone.
+
+  python run.py --config=configs/cifar10lt_ssp_ldam_drw.py
+"""
+
+from configs import cifar10lt_ssp_ce
+
+
+def get_config():
+  c = cifar10lt_ssp_ce.get_config()
+  c.model.head = "cosine"
+  c.loss.name = "ldam"
+  c.train.rule = "drw"
+  return c

@@ -1,0 +1,18 @@
+"""Fashion-MNIST-LT SSP: rotation pre-training on the imbalanced images (rho 100), a linear
+probe, then ResNet-32 + CE from the backbone.
+
+  apt-get install -y dataset-fashion-mnist
+  python run.py --config=configs/fmnistlt_ssp_ce.py
+
+200 epochs per stage take many hours on a CPU; README.md gives the shortened budget used for
+the measured comparison.
+"""
+
+from lt_jax.config import get_base_config
+
+
+def get_config():
+  c = get_base_config()
+  c.dataset.name = "fashion_mnist"
+  c.pretrain.method = "rotation"
+  return c

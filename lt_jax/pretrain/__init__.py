@@ -1,0 +1,1 @@
+"""Self-supervised pre-training: rotation prediction and contrastive learning (MoCo v2, SimCLR)."""

@@ -1,0 +1,46 @@
+"""Rotation prediction (Gidaris et al. 2018), the paper's pretext task for CIFAR-size data.
+
+Each training image gets one rotation k in {0, 1, 2, 3} (k quarter turns counter-clockwise,
+`np.rot90(image, k)`), applied after the usual augmentation; a 4-way head predicts k. As in the
+reference, a batch's rotations are a shuffled [0, 1, 2, 3, 0, 1, ...] truncated to the batch, so
+every rotation appears equally often (within one) in every batch. The test images are
+evaluated under all four rotations, so rotation accuracy has no sampling noise.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NUM_ROTATIONS = 4
+
+
+def rot90(image: jax.Array, k: jax.Array) -> jax.Array:
+  """Rotates a square HWC image by k quarter turns counter-clockwise (k may be traced)."""
+  if image.shape[0] != image.shape[1]:
+    raise ValueError(f"rotation prediction needs square images, got {image.shape[:2]}.")
+  return jax.lax.switch(k, [lambda x, t=t: jnp.rot90(x, t, axes=(0, 1)) for t in range(4)],
+                        image)
+
+
+def balanced_rotations(key: jax.Array, batch_size: int) -> jax.Array:
+  """A permutation of [0, 1, 2, 3] * ceil(B / 4), truncated to B (the reference's draw)."""
+  repeats = -(-batch_size // NUM_ROTATIONS)
+  ks = jnp.tile(jnp.arange(NUM_ROTATIONS, dtype=jnp.int32), repeats)
+  return jax.random.permutation(key, ks)[:batch_size]
+
+
+def rotate_batch(key: jax.Array, images: jax.Array, labels: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
+  """(images [B, H, W, C], any labels) -> (rotated images, rotation labels k)."""
+  del labels  # The class labels are never used by the pretext task.
+  ks = balanced_rotations(key, images.shape[0])
+  return jax.vmap(rot90)(images, ks), ks
+
+
+def rotated_copies(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """All four rotations of every image (host side, for evaluation): [4N, H, W, C] and k [4N]."""
+  rotated = np.concatenate([np.rot90(images, k, axes=(1, 2)) for k in range(NUM_ROTATIONS)])
+  ks = np.repeat(np.arange(NUM_ROTATIONS), len(images))
+  return np.ascontiguousarray(rotated), ks.astype(np.int64)

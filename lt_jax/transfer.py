@@ -1,0 +1,78 @@
+"""Starting a classifier from a pre-trained backbone (SSP's second stage, `model.init_from`).
+
+Every backbone parameter and BatchNorm statistic is restored; the head keeps its fresh
+initialisation (the pretext head predicts rotations or projects for a contrastive loss, and
+has no use downstream). Shapes are checked leaf by leaf so a mismatch fails naming the leaves.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from lt_jax.checkpoint import Checkpoints
+from lt_jax.errors import ConfigError, DataError
+
+
+def _checkpoint_dir(path: str) -> str:
+  """A workdir, its checkpoints/last folder, or a pre-training pipeline's workdir."""
+  path = os.path.abspath(os.path.expanduser(path))
+  for candidate in (os.path.join(path, "checkpoints", "last"),
+                    os.path.join(path, "pretrain", "checkpoints", "last"), path):
+    if os.path.isdir(candidate) and Checkpoints(candidate).latest_step() is not None:
+      return candidate
+  raise DataError(f"model.init_from={path!r} holds no checkpoint: expected a workdir with "
+                  "checkpoints/last (or that folder itself); run the pre-training stage first.")
+
+
+def load_backbone(path: str) -> tuple[Any, Any]:
+  """(params, batch_stats) of the backbone saved under `path` (a classifier's or a
+  contrastive model's query encoder)."""
+  state, _ = Checkpoints(_checkpoint_dir(path)).restore()
+  for params_key, stats_key in (("params", "batch_stats"), ("params_q", "batch_stats_q")):
+    if params_key in state and "backbone" in state[params_key]:
+      stats = state.get(stats_key) or {}
+      return state[params_key]["backbone"], stats.get("backbone", {})
+  raise DataError(f"the checkpoint under {path!r} has no backbone parameters (top-level keys: "
+                  f"{sorted(state)}).")
+
+
+def _leaves(tree) -> dict[str, tuple]:
+  return {jax.tree_util.keystr(p): np.shape(v)
+          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def check_compatible(target, source, what: str) -> None:
+  """Raises ConfigError listing missing, unexpected and mis-shaped leaves."""
+  want, have = _leaves(target), _leaves(source)
+  missing = sorted(set(want) - set(have))
+  unexpected = sorted(set(have) - set(want))
+  shapes = sorted(f"{k}: checkpoint {have[k]} vs model {want[k]}"
+                  for k in set(want) & set(have) if want[k] != have[k])
+  if missing or unexpected or shapes:
+    parts = []
+    if missing:
+      parts.append(f"missing from the checkpoint: {', '.join(missing[:10])}")
+    if unexpected:
+      parts.append(f"not in the model: {', '.join(unexpected[:10])}")
+    if shapes:
+      parts.append(f"shape mismatch: {'; '.join(shapes[:10])}")
+    raise ConfigError(f"model.init_from: the pre-trained {what} does not fit model.name "
+                      f"(same architecture and input channels needed). " + " | ".join(parts))
+
+
+def init_backbone_from(state, path: str, sharding):
+  """The state with its backbone parameters and statistics replaced by those under `path`."""
+  params, stats = load_backbone(path)
+  check_compatible(state.params["backbone"], params, "backbone parameters")
+  if "backbone" in state.batch_stats:
+    check_compatible(state.batch_stats["backbone"], stats, "BatchNorm statistics")
+  cast = lambda new, old: jax.device_put(np.asarray(new, dtype=old.dtype), sharding)
+  new_params = dict(state.params, backbone=jax.tree.map(cast, params, state.params["backbone"]))
+  new_stats = dict(state.batch_stats)
+  if "backbone" in state.batch_stats:
+    new_stats["backbone"] = jax.tree.map(cast, stats, state.batch_stats["backbone"])
+  return state.replace(params=new_params, batch_stats=new_stats)

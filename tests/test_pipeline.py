@@ -1,0 +1,174 @@
+"""Semi-supervised and SSP pipelines end to end on digits-LT with the tiny ResNet."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from lt_jax import pipeline, results, semi, transfer
+from lt_jax.checkpoint import Checkpoints
+from lt_jax.data import prepare
+from lt_jax.errors import ConfigError, DataError
+from lt_jax.models import create_model
+from lt_jax.train import loop, optim
+from lt_jax.train import step as step_lib
+
+
+def semi_config(**overrides):
+  c = tiny_config(train__num_epochs=2, **overrides)
+  c.dataset.img_max = 40  # 159 labeled digits leave >= 86 per class for a pool of 79.
+  c.semi.enabled = True
+  c.semi.base_batch_size = 32
+  return c
+
+
+def mtime(path):
+  return os.stat(path).st_mtime_ns
+
+
+def test_pool_never_holds_test_labeled_or_validation_images():
+  config = semi_config(dataset__val_per_class=3)
+  drawn = prepare.draw(config.dataset)
+  pool = semi.draw_pool(config, drawn)
+  assert pool.requested_counts == [79] * 10
+  assert len(np.intersect1d(pool.source_indices, drawn.used_train_indices)) == 0
+  assert pool.source_indices.max() < len(drawn.source.train.labels)
+  train = drawn.source.train
+  np.testing.assert_array_equal(pool.images, train.images[pool.source_indices])
+  np.testing.assert_array_equal(pool.true_labels, train.labels[pool.source_indices])
+
+
+def test_semi_pipeline_runs_skips_and_resumes(tmp_path, monkeypatch):
+  config = semi_config()
+  real_epoch, calls = loop._train_epoch, []
+
+  def cut_in_final_stage(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:  # Base: epochs 1-2; the final stage's first epoch is cut off.
+      raise KeyboardInterrupt("simulated kill")
+    return real_epoch(*args, **kwargs)
+
+  monkeypatch.setattr(loop, "_train_epoch", cut_in_final_stage)
+  with pytest.raises(KeyboardInterrupt):
+    pipeline.run(config, str(tmp_path))
+  base_results = tmp_path / "base" / results.RESULTS_FILE
+  labels_file = tmp_path / "pseudo_labels" / pipeline.PSEUDO_LABELS_FILE
+  stamps = mtime(base_results), mtime(labels_file)
+  assert not (tmp_path / results.RESULTS_FILE).exists()
+
+  monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+  out = pipeline.run(config, str(tmp_path))
+  assert (mtime(base_results), mtime(labels_file)) == stamps  # Finished stages were skipped.
+  assert set(out["stages"]) == {"base", "pseudo_labels", "final"}
+  labels = out["stages"]["pseudo_labels"]
+  assert labels["num_pool"] == labels["num_kept"] == 790
+  assert 0 <= labels["accuracy"] <= 100 and sum(labels["distribution"]) == 790
+  final = out["stages"]["final"]
+  assert final["dataset"]["train_size"] == 159 + 790
+  saved = pipeline.pseudo_label.read_pseudo_labels(str(labels_file))
+  labeled_counts = out["stages"]["base"]["class_counts"]
+  assert final["class_counts"] == (np.asarray(labeled_counts) + np.bincount(
+      saved["pseudo_labels"], minlength=10)).tolist()
+  assert final["group_counts"] == labeled_counts
+  assert out["final"] == final["final"]
+  assert (tmp_path / "pseudo_labels" / "pseudo_labels.png").exists()
+
+  again = pipeline.run(config, str(tmp_path))  # Finished: read back, nothing retrained.
+  assert again == json.loads((tmp_path / results.RESULTS_FILE).read_text())
+
+  changed = pipeline.stage_config(config, **{"semi.enabled": False,
+                                             "semi.pseudo_labels": str(labels_file),
+                                             "semi.unlabeled_factor": 4})
+  with pytest.raises(DataError, match="different unlabeled pool"):
+    loop.load_training_data(changed)
+
+
+def test_pseudo_label_report_is_rebuilt_from_an_existing_file(tmp_path):
+  config = semi_config()
+  base = tmp_path / "base"
+  loop.train_and_evaluate(pipeline.stage_config(config, **{"semi.enabled": False,
+                                                           "train.num_epochs": 1}), str(base))
+  path, report = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"))
+  os.remove(tmp_path / "pl" / pipeline.REPORT_FILE)  # Cut off after the .npz was written.
+  stamp = mtime(path)
+  _, again = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"))
+  assert mtime(path) == stamp and again == json.loads(json.dumps(report))
+
+
+def ssp_config(method, **overrides):
+  c = tiny_config(train__num_epochs=1, **overrides)
+  c.pretrain.method = method
+  c.pretrain.num_epochs = 1
+  c.pretrain.probe_epochs = 1
+  c.pretrain.queue_size = 64
+  c.pretrain.proj_hidden = 16
+  c.pretrain.proj_dim = 8
+  return c
+
+
+def backbone_leaves(tree):
+  return jax.tree_util.tree_flatten_with_path(tree)[0]
+
+
+def assert_same_tree(a, b):
+  la, lb = backbone_leaves(a), backbone_leaves(b)
+  assert [p for p, _ in la] == [p for p, _ in lb]
+  for (path, x), (_, y) in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
+
+
+@pytest.mark.parametrize("method", ["rotation", "moco"])
+def test_ssp_pipeline_transfers_the_backbone(tmp_path, method):
+  out = pipeline.run(ssp_config(method), str(tmp_path))
+  assert set(out["stages"]) == {"pretrain", "probe", "final"}
+  pre = out["stages"]["pretrain"]
+  if method == "rotation":
+    assert pre["dataset"]["num_classes"] == 4 and pre["dataset"]["test_size"] == 4 * 539
+  else:
+    assert np.isfinite(pre["final_loss"])
+  saved, _ = Checkpoints(str(tmp_path / "pretrain" / "checkpoints" / "last")).restore()
+  params = saved["params"] if method == "rotation" else saved["params_q"]
+  stats = saved["batch_stats"] if method == "rotation" else saved["batch_stats_q"]
+  # The probe froze the backbone: its parameters and statistics are the pre-trained ones.
+  probe, _ = Checkpoints(str(tmp_path / "probe" / "checkpoints" / "last")).restore()
+  assert_same_tree(probe["params"]["backbone"], params["backbone"])
+  assert_same_tree(probe["batch_stats"]["backbone"], stats["backbone"])
+  assert out["stages"]["probe"]["final"]["top1_acc"] is not None
+
+
+def fresh_state(name="resnet_tiny", num_classes=10):
+  c = tiny_config()
+  model = create_model(name, num_classes=num_classes)
+  tx = optim.make_optimizer(c.optim, 1, 1)
+  mesh_sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return step_lib.create_state(model, tx, (8, 8, 1), 1, mesh_sharding), mesh_sharding
+
+
+def test_init_from_restores_backbone_and_reinitialises_head(tmp_path):
+  loop.train_and_evaluate(tiny_config(train__num_epochs=1), str(tmp_path / "src"))
+  source, _ = Checkpoints(str(tmp_path / "src" / "checkpoints" / "last")).restore()
+  state, sharding = fresh_state(num_classes=7)  # Another head: only the backbone must fit.
+  restored = transfer.init_backbone_from(state, str(tmp_path / "src"), sharding)
+  assert_same_tree(restored.params["backbone"], source["params"]["backbone"])
+  assert_same_tree(restored.batch_stats["backbone"], source["batch_stats"]["backbone"])
+  assert_same_tree(restored.params["head"], state.params["head"])
+
+
+def test_init_from_mismatch_lists_the_leaves(tmp_path):
+  loop.train_and_evaluate(tiny_config(train__num_epochs=1), str(tmp_path / "src"))
+  state, sharding = fresh_state("resnet20")
+  with pytest.raises(ConfigError, match="missing from the checkpoint: .*layer1_1") as err:
+    transfer.init_backbone_from(state, str(tmp_path / "src"), sharding)
+  assert "shape mismatch" in str(err.value)
+  with pytest.raises(DataError, match="holds no checkpoint"):
+    transfer.init_backbone_from(state, str(tmp_path / "nothing"), sharding)
+
+
+def test_pipelines_do_not_combine():
+  c = semi_config()
+  c.pretrain.method = "rotation"
+  with pytest.raises(ConfigError, match="semi.enabled and pretrain.method"):
+    pipeline.run(c, "/nonexistent")
