@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import fmnistlt_semi, fmnistlt_ssp_ce  # noqa: E402
 from lt_jax import io_utils, pipeline  # noqa: E402
+from lt_jax.config import use_ldam_drw  # noqa: E402
 
 BUDGET = {
     "dataset.img_max": 600,  # 600 ... 6 (1,493 labeled images).
@@ -41,8 +42,6 @@ BUDGET = {
     "optim.decay_epochs": (16, 18),
 }
 
-LDAM_DRW = {"model.head": "cosine", "loss.name": "ldam", "train.rule": "drw"}
-
 
 def semi_runs(seed: int) -> dict:
   config = pipeline.stage_config(fmnistlt_semi.get_config(), **BUDGET, seed=seed,
@@ -55,8 +54,8 @@ def ssp_runs(seed: int) -> dict:
                                   **{"pretrain.method": "none"})
   ssp = pipeline.stage_config(fmnistlt_ssp_ce.get_config(), **BUDGET, seed=seed,
                               **{"pretrain.probe_epochs": 0})
-  return {"CE": scratch, "LDAM-DRW": pipeline.stage_config(scratch, **LDAM_DRW),
-          "SSP + CE": ssp, "SSP + LDAM-DRW": pipeline.stage_config(ssp, **LDAM_DRW)}
+  return {"CE": scratch, "LDAM-DRW": use_ldam_drw(pipeline.stage_config(scratch)),
+          "SSP + CE": ssp, "SSP + LDAM-DRW": use_ldam_drw(pipeline.stage_config(ssp))}
 
 
 def rows_for(study: str, name: str, out: dict) -> dict[str, dict]:

@@ -5,13 +5,10 @@
 The paper reports 57.96% top-1 error for LDAM-DRW at rho 100.
 """
 
-from lt_jax.config import get_base_config
+from lt_jax.config import get_base_config, use_ldam_drw
 
 
 def get_config():
   c = get_base_config()
   c.dataset.name = "cifar100"
-  c.model.head = "cosine"
-  c.loss.name = "ldam"
-  c.train.rule = "drw"
-  return c
+  return use_ldam_drw(c)

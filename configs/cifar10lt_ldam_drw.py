@@ -6,12 +6,9 @@ Cosine (normalised) head, margins max 0.5, s 30; class-balanced weights (beta 0.
 epoch 160. The paper reports 22.97% top-1 error for LDAM-DRW at rho 100.
 """
 
-from lt_jax.config import get_base_config
+from lt_jax.config import get_base_config, use_ldam_drw
 
 
 def get_config():
   c = get_base_config()
-  c.model.head = "cosine"
-  c.loss.name = "ldam"
-  c.train.rule = "drw"
-  return c
+  return use_ldam_drw(c)

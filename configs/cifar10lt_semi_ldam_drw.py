@@ -7,11 +7,9 @@ Needs the TinyImages selection (see cifar10lt_semi.py); compare with the paper's
 """
 
 from configs import cifar10lt_semi
+from lt_jax.config import use_ldam_drw
 
 
 def get_config():
   c = cifar10lt_semi.get_config()
-  c.model.head = "cosine"
-  c.loss.name = "ldam"
-  c.train.rule = "drw"
-  return c
+  return use_ldam_drw(c)

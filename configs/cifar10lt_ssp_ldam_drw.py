@@ -4,11 +4,9 @@
 """
 
 from configs import cifar10lt_ssp_ce
+from lt_jax.config import use_ldam_drw
 
 
 def get_config():
   c = cifar10lt_ssp_ce.get_config()
-  c.model.head = "cosine"
-  c.loss.name = "ldam"
-  c.train.rule = "drw"
-  return c
+  return use_ldam_drw(c)

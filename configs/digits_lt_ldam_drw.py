@@ -6,11 +6,9 @@ Needs no download; about a minute on 2 CPU cores.
 """
 
 from configs import digits_lt_ce
+from lt_jax.config import use_ldam_drw
 
 
 def get_config():
   c = digits_lt_ce.get_config()
-  c.model.head = "cosine"
-  c.loss.name = "ldam"
-  c.train.rule = "drw"
-  return c
+  return use_ldam_drw(c)

@@ -3,13 +3,10 @@
   python run.py --config=configs/fmnistlt_ldam_drw.py
 """
 
-from lt_jax.config import get_base_config
+from lt_jax.config import get_base_config, use_ldam_drw
 
 
 def get_config():
   c = get_base_config()
   c.dataset.name = "fashion_mnist"
-  c.model.head = "cosine"
-  c.loss.name = "ldam"
-  c.train.rule = "drw"
-  return c
+  return use_ldam_drw(c)

@@ -28,6 +28,11 @@ class Checkpoints:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict) -> None:
+    """Saves `state` at `step`, replacing a checkpoint of the same step (a resumed run that
+    replays an epoch saves its step again)."""
+    if step in self._manager.all_steps():
+      self._manager.wait_until_finished()
+      self._manager.delete(step)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
@@ -43,6 +48,12 @@ class Checkpoints:
     out = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out["state"], dict(out["meta"])
+
+  def delete_after(self, step: int) -> None:
+    """Forgets checkpoints newer than `step`: after a resume from `step` they describe a future
+    that the resumed run will replay (and would otherwise outrank its new checkpoints)."""
+    for newer in [s for s in self._manager.all_steps() if s > step]:
+      self._manager.delete(newer)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

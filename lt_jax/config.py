@@ -130,3 +130,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.pretrain.blur = True
   c.pretrain.probe_epochs = 30  # Linear probe (frozen features) to score the backbone.
   return c
+
+
+def use_ldam_drw(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """LDAM-DRW (Cao et al. 2019) as the reference runs it: LDAM loss on the normalised (cosine)
+  head, deferred re-weighting from train.drw_epoch. Returns `c`, changed in place."""
+  c.model.head = "cosine"
+  c.loss.name = "ldam"
+  c.train.rule = "drw"
+  return c
+

@@ -22,7 +22,6 @@ import ml_collections
 
 from lt_jax import io_utils, pseudo_label, results, semi
 from lt_jax import metrics as lt_metrics
-from lt_jax.data import prepare as prepare_lib
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.train.loop import guard_workdir, train_and_evaluate
 from lt_jax.validate import validate
@@ -75,7 +74,7 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return finished
   # Draw the pool first: a pool that cannot hold the requested sizes fails here, naming what
   # would fit, before any training.
-  semi.draw_pool(config, prepare_lib.draw(config.dataset))
+  semi.draw_pool(config, semi.draw_labeled(config))
   base_dir = config.semi.base_workdir or os.path.join(workdir, "base")
   if config.semi.base_workdir:
     base = _finished_results(base_dir, "semi.base_workdir")
@@ -108,7 +107,7 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str) -> tuple[str,
   if os.path.exists(report_path):
     with open(report_path) as f:
       return path, json.load(f)
-  drawn = prepare_lib.draw(config.dataset)
+  drawn = semi.draw_labeled(config)
   pool = semi.draw_pool(config, drawn)
   if not os.path.exists(path):
     frozen = pseudo_label.load_frozen(base_dir, which=config.semi.base_checkpoint)

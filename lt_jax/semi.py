@@ -19,6 +19,12 @@ from lt_jax.data.sources import Split
 from lt_jax.errors import DataError
 
 
+def draw_labeled(config: ml_collections.ConfigDict) -> prepare_lib.Draw:
+  """The labeled draw of a semi-supervised config (with SVHN's extra split if the pool is it)."""
+  return prepare_lib.draw(config.dataset,
+                          with_extra=config.semi.pool_source == "svhn_extra")
+
+
 def draw_pool(config: ml_collections.ConfigDict, drawn: prepare_lib.Draw) -> unlabeled.Pool:
   """The unlabeled pool D_U for this config (never the test split, never a labeled or
   validation image)."""
@@ -40,7 +46,7 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
                                      ) -> prepare_lib.LongTailData:
   """D_L followed by the kept pseudo-labeled pool images; class counts (for weights and
   margins) include the pseudo-labels, as in the reference."""
-  drawn = prepare_lib.draw(config.dataset)
+  drawn = draw_labeled(config)
   pool = draw_pool(config, drawn)
   labels_file = pseudo_label.read_pseudo_labels(config.semi.pseudo_labels)
   if not np.array_equal(labels_file["indices"], pool.source_indices):

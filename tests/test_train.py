@@ -62,6 +62,13 @@ def test_results_json_and_plot(tmp_path):
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
 
 
+def test_short_training_on_digits_beats_chance_by_far(tmp_path):
+  out = loop.train_and_evaluate(tiny_config(train__num_epochs=6, optim__decay_epochs=(5,)),
+                                str(tmp_path))
+  assert out["final"]["top1_acc"] > 60.0  # Chance is 10% on the balanced test set.
+  assert out["final"]["balanced_acc"] > 50.0
+
+
 def test_validation_split_drives_selection(tmp_path):
   config = tiny_config(dataset__val_per_class=5)
   out = loop.train_and_evaluate(config, str(tmp_path))
@@ -73,19 +80,22 @@ def test_validation_split_drives_selection(tmp_path):
 
 
 def test_resume_gives_identical_parameters(tmp_path, monkeypatch):
-  config = tiny_config(train__rule="resample")
-  loop.train_and_evaluate(config, str(tmp_path / "whole"))
+  # Checkpoints every 2 epochs; killed in epoch 4, so epoch 3 (whose best checkpoint may already
+  # be on disk) is replayed after the restart.
+  config = tiny_config(train__rule="resample", train__num_epochs=4,
+                       train__checkpoint_every_epochs=2)
+  whole_out = loop.train_and_evaluate(config, str(tmp_path / "whole"))
 
   real_epoch = loop._train_epoch
   calls = []
 
-  def killed_in_third_epoch(*args, **kwargs):
+  def killed_in_fourth_epoch(*args, **kwargs):
     calls.append(1)
-    if len(calls) == 3:
+    if len(calls) == 4:
       raise KeyboardInterrupt("simulated kill")
     return real_epoch(*args, **kwargs)
 
-  monkeypatch.setattr(loop, "_train_epoch", killed_in_third_epoch)
+  monkeypatch.setattr(loop, "_train_epoch", killed_in_fourth_epoch)
   with pytest.raises(KeyboardInterrupt):
     loop.train_and_evaluate(config, str(tmp_path / "cut"))
   assert not (tmp_path / "cut" / results.RESULTS_FILE).exists()
@@ -96,7 +106,13 @@ def test_resume_gives_identical_parameters(tmp_path, monkeypatch):
   assert int(cut["step"]) == int(whole["step"])
   assert_trees_close(whole["params"], cut["params"], rtol=0, atol=0)
   assert_trees_close(whole["batch_stats"], cut["batch_stats"], rtol=0, atol=0)
-  assert len(resumed["history"]) == 3
+  assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+  assert resumed["final"] == whole_out["final"] and resumed["best"] == whole_out["best"]
+  best_dir = Checkpoints(str(tmp_path / "cut" / "checkpoints" / "best"))
+  _, meta = best_dir.restore()
+  assert meta["epoch"] == resumed["best"]["epoch"]
+  lines = [json.loads(line) for line in open(tmp_path / "cut" / "metrics.jsonl")]
+  assert [r["epoch"] for r in lines if "epoch" in r] == [1, 2, 3, 4]  # No replayed duplicate.
 
 
 def test_finished_workdir_is_not_retrained_and_other_configs_are_refused(tmp_path, capsys):
@@ -124,6 +140,14 @@ DEVICE_RUN = textwrap.dedent("""
   flat = {{"/".join(map(str, p)): np.asarray(v) for p, v in
           jax.tree_util.tree_flatten_with_path(state["params"])[0]}}
   np.savez({workdir!r} + "/params.npz", **flat)
+  if {n} == 2:  # A batch that does not split over the devices fails before any work.
+    from lt_jax.errors import ConfigError
+    try:
+      loop.train_and_evaluate(tiny_config(train__batch_size=33), {workdir!r} + "/odd")
+    except ConfigError as e:
+      assert "train.batch_size=33" in str(e), e
+    else:
+      raise AssertionError("batch 33 on 2 devices was accepted")
 """)
 
 

@@ -38,8 +38,11 @@ class LongTailData:
     return self.class_counts if self.group_counts is None else self.group_counts
 
 
-def load_source(ds: ml_collections.ConfigDict) -> sources.Dataset:
+def load_source(ds: ml_collections.ConfigDict, with_extra: bool = False) -> sources.Dataset:
+  """Reads the dataset; SVHN's 531k-image extra split only when a pool needs it."""
   options = {"path": ds.npz_path} if ds.name == "npz" else {}
+  if ds.name == "svhn":
+    options["extra"] = with_extra
   return sources.load(ds.name, ds.data_dir, ds.source, **options)
 
 
@@ -65,9 +68,10 @@ class Draw:
   rng: np.random.RandomState  # The reference's generator, positioned after the labeled draw.
 
 
-def draw(ds: ml_collections.ConfigDict, data: sources.Dataset | None = None) -> Draw:
+def draw(ds: ml_collections.ConfigDict, data: sources.Dataset | None = None, *,
+         with_extra: bool = False) -> Draw:
   """Loads the source (unless given) and draws the validation split and long-tailed subset."""
-  data = load_source(ds) if data is None else data
+  data = load_source(ds, with_extra) if data is None else data
   c = data.num_classes
   labels = data.train.labels
   rest, val_idx = longtail.validation_split(labels, ds.val_per_class, ds.lt_seed)

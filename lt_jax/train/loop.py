@@ -26,6 +26,7 @@ from lt_jax.checkpoint import Checkpoints
 from lt_jax.data import augment as augment_lib
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data import samplers
+from lt_jax.data.sources import Split
 from lt_jax.errors import ConfigError
 from lt_jax.models import create_model
 from lt_jax.pretrain import rotation
@@ -139,6 +140,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           "wall_time_s": 0.0, "train_seconds": 0.0, "train_images": 0}
   if last_ckpt.latest_step() is not None:
     state, meta = last_ckpt.restore(state)
+    best_ckpt.delete_after(int(state.step))
     print(f"resumed from {last_ckpt.directory} at step {int(state.step)}", flush=True)
   elif config.model.init_from:
     state = transfer.init_backbone_from(state, config.model.init_from, replicated)
@@ -255,7 +257,6 @@ def load_training_data(config) -> prepare_lib.LongTailData:
 def rotation_data(data: prepare_lib.LongTailData) -> prepare_lib.LongTailData:
   """Rotation prediction on the same (imbalanced) training images: 4 classes; the test and
   validation images under all four rotations."""
-  from lt_jax.data.sources import Split
 
   def rotated(split):
     if split is None:
