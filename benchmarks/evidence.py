@@ -30,7 +30,7 @@ from lt_jax import io_utils, pipeline  # noqa: E402
 from lt_jax.config import use_ldam_drw  # noqa: E402
 
 BUDGET = {
-    "dataset.img_max": 600,  # 600 ... 6 (1,493 labeled images).
+    "dataset.img_max": 600,  # 600, 359, ..., 6: 1,485 labeled images.
     "model.name": "resnet20",
     "train.num_epochs": 20,
     "train.batch_size": 128,

@@ -19,6 +19,6 @@ def get_config():
   c.semi.enabled = True
   c.semi.unlabeled_ratio = 1.0
   c.semi.unlabeled_factor = 5
-  c.semi.base_batch_size = 32
-  c.train.batch_size = 64  # Final stage: D_L + D_U, twice the base batch as in the reference.
+  c.semi.base_batch_size = 64
+  c.train.batch_size = 128  # Final stage: D_L + D_U, twice the base batch as in the reference.
   return c

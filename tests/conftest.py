@@ -1,8 +1,15 @@
 """Shared fixtures: tiny, fast configs on the embedded digits data."""
 
-import pytest
+import os
 
-from lt_jax.config import get_base_config
+# Tests are dominated by XLA compile time on the CPU; the lowest backend optimisation level
+# compiles about 2.5x faster and the tiny models run about as fast. Set before JAX loads.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + TEST_XLA_FLAGS).strip()
+
+import pytest  # noqa: E402
+
+from lt_jax.config import get_base_config  # noqa: E402
 
 
 def tiny_config(**overrides):

@@ -163,7 +163,8 @@ def test_predict_over_two_devices(workdir, pool, data, tmp_path):
   case = tmp_path / "case.npz"
   np.savez(case, images=images[:37], mean=data.mean, std=data.std, pred=want_pred[:37],
            conf=want_conf[:37])
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(),
              JAX_PLATFORMS="cpu")
   code = TWO_DEVICES.format(case=str(case), workdir=str(workdir))
   proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

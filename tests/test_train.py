@@ -152,7 +152,8 @@ DEVICE_RUN = textwrap.dedent("""
 
 
 def run_on_devices(n, workdir):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
+  env = dict(os.environ, XLA_FLAGS=flags.strip(),
              JAX_PLATFORMS="cpu")
   code = DEVICE_RUN.format(tests=os.path.join(ROOT, "tests"), n=n, workdir=str(workdir))
   proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
