@@ -3,7 +3,7 @@
   apt-get install -y dataset-fashion-mnist   # IDX files in /usr/share/datasets/fashion-mnist
   python run.py --config=configs/fmnistlt_ce.py
 
-6000 images per class: the subset keeps 6000, 3589, ..., 60 (12,724 images). Random crop with
+6000 images per class: the subset keeps 6000, 3596, ..., 60 (14,886 images). Random crop with
 4-pixel padding and flip, as for CIFAR. 200 epochs take hours on 2 CPU cores; shorten with
 --config.train.num_epochs (the schedule's epochs are in the config).
 """
