@@ -60,3 +60,25 @@ class Checkpoints:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def latest_step(directory: str) -> int | None:
+  """The newest finished step in a checkpoint folder, read without creating the folder (a
+  CheckpointManager would). Orbax names finished steps by their number and unfinished ones
+  with a temporary suffix, so only all-digit names count."""
+  if not os.path.isdir(directory):
+    return None
+  steps = [int(n) for n in os.listdir(directory)
+           if n.isdigit() and os.path.isdir(os.path.join(directory, n))]
+  return max(steps) if steps else None
+
+
+def restore_saved(directory: str) -> tuple[Any, dict]:
+  """The newest checkpoint in `directory` as saved (nested dicts of arrays) and its meta, for
+  readers that build no train state of their own (transfer, pseudo-labeling)."""
+  checkpoints = Checkpoints(directory)
+  try:
+    return checkpoints.restore()
+  finally:
+    checkpoints.close()
+

@@ -22,6 +22,8 @@ import ml_collections
 
 from lt_jax import io_utils, pseudo_label, results, semi
 from lt_jax import metrics as lt_metrics
+from lt_jax.data import prepare as prepare_lib
+from lt_jax.data import unlabeled
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.train.loop import guard_workdir, train_and_evaluate
 from lt_jax.validate import validate
@@ -73,8 +75,11 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"{workdir} already holds a finished run; not retraining.")
     return finished
   # Draw the pool first: a pool that cannot hold the requested sizes fails here, naming what
-  # would fit, before any training.
-  semi.draw_pool(config, semi.draw_labeled(config))
+  # would fit, before any training. It is kept for the pseudo-labeling stage (the rest of the
+  # source, SVHN's extra split included, is released).
+  drawn = semi.draw_labeled(config)
+  pool, labeled = semi.draw_pool(config, drawn), drawn.data
+  del drawn
   base_dir = config.semi.base_workdir or os.path.join(workdir, "base")
   if config.semi.base_workdir:
     base = _finished_results(base_dir, "semi.base_workdir")
@@ -86,7 +91,7 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   labels_dir = os.path.join(workdir, "pseudo_labels")
   print(f"== stage 2/3: pseudo-labels for the unlabeled pool -> {labels_dir}", flush=True)
-  labels_path, report = generate_pseudo_labels(config, base_dir, labels_dir)
+  labels_path, report = generate_pseudo_labels(config, base_dir, labels_dir, pool, labeled)
 
   final_dir = os.path.join(workdir, "final")
   final_cfg = stage_config(config, **{"semi.enabled": False,
@@ -99,22 +104,21 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  final, rows)
 
 
-def generate_pseudo_labels(config, base_dir: str, labels_dir: str) -> tuple[str, dict]:
-  """Labels the pool with the frozen base model unless this stage already did (the .npz is
-  written atomically, so its presence means it is complete)."""
+def generate_pseudo_labels(config, base_dir: str, labels_dir: str, pool: unlabeled.Pool,
+                           labeled: prepare_lib.LongTailData) -> tuple[str, dict]:
+  """Labels `pool` (this config's, see `semi.draw_pool`) with the frozen base model unless this
+  stage already did (the .npz is written atomically, so its presence means it is complete).
+  `labeled` is the labeled draw: its normalisation and number of classes."""
   path = os.path.join(labels_dir, PSEUDO_LABELS_FILE)
   report_path = os.path.join(labels_dir, REPORT_FILE)
   if os.path.exists(report_path):
     with open(report_path) as f:
       return path, json.load(f)
-  drawn = semi.draw_labeled(config)
-  pool = semi.draw_pool(config, drawn)
   if not os.path.exists(path):
     frozen = pseudo_label.load_frozen(base_dir, which=config.semi.base_checkpoint)
-    pred, confidence = pseudo_label.predict(frozen, pool.images, drawn.data.mean,
-                                            drawn.data.std,
+    pred, confidence = pseudo_label.predict(frozen, pool.images, labeled.mean, labeled.std,
                                             batch_size=config.semi.label_batch_size)
-    keep = pseudo_label.select(pred, confidence, drawn.data.num_classes,
+    keep = pseudo_label.select(pred, confidence, labeled.num_classes,
                                threshold=config.semi.confidence_threshold,
                                per_class_max=config.semi.per_class_max)
     pseudo_label.write_pseudo_labels(path, indices=pool.source_indices, pred=pred,
@@ -122,7 +126,7 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str) -> tuple[str,
                                      true_labels=pool.true_labels)
   saved = pseudo_label.read_pseudo_labels(path)
   report = pseudo_label.report(saved["pseudo_labels"], saved["keep"], pool.true_labels,
-                               drawn.data.num_classes)
+                               labeled.num_classes)
   report["pool_source"] = config.semi.pool_source
   report["requested_counts"] = pool.requested_counts
   report["file"] = path

@@ -33,8 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lt_jax import io_utils, parallel  # noqa: E402
-from lt_jax.checkpoint import Checkpoints  # noqa: E402
+from lt_jax import checkpoint, io_utils, parallel  # noqa: E402
 from lt_jax.data import augment as augment_lib  # noqa: E402
 from lt_jax.errors import ConfigError, DataError  # noqa: E402
 from lt_jax.models import create_model  # noqa: E402
@@ -76,15 +75,6 @@ def _missing(path: str, which: str) -> DataError:
       "train the base stage first or set semi.base_workdir.")
 
 
-def _latest_step(ckpt_dir: str) -> int | None:
-  """The newest finished step, read without creating the folder (Orbax would)."""
-  if not os.path.isdir(ckpt_dir):
-    return None
-  steps = [int(n) for n in os.listdir(ckpt_dir)
-           if n.isdigit() and os.path.isdir(os.path.join(ckpt_dir, n))]
-  return max(steps) if steps else None
-
-
 def _num_classes(workdir: str, params: dict) -> int:
   """The head's output size; results.json, when the run finished, must agree with it."""
   n = int(np.shape(params["head"]["kernel"])[-1])
@@ -108,15 +98,11 @@ def load_frozen(path: str, which: str = "last") -> FrozenModel:
   if which not in CHECKPOINT_KINDS:
     raise ValueError(f"which={which!r}; use one of {CHECKPOINT_KINDS}.")
   workdir, ckpt_dir = _locate(path, which)
-  if _latest_step(ckpt_dir) is None:
+  if checkpoint.latest_step(ckpt_dir) is None:
     raise _missing(path, which)
   with open(os.path.join(workdir, CONFIG_FILE)) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  ckpt = Checkpoints(ckpt_dir)
-  try:
-    state, _ = ckpt.restore()
-  finally:
-    ckpt.close()
+  state, _ = checkpoint.restore_saved(ckpt_dir)
   variables = jax.tree.map(np.asarray, {"params": state["params"],
                                         "batch_stats": state.get("batch_stats", {})})
   num_classes = _num_classes(workdir, variables["params"])

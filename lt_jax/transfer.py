@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from lt_jax.checkpoint import Checkpoints
+from lt_jax import checkpoint
 from lt_jax.errors import ConfigError, DataError
 
 
@@ -22,7 +22,7 @@ def _checkpoint_dir(path: str) -> str:
   path = os.path.abspath(os.path.expanduser(path))
   for candidate in (os.path.join(path, "checkpoints", "last"),
                     os.path.join(path, "pretrain", "checkpoints", "last"), path):
-    if os.path.isdir(candidate) and Checkpoints(candidate).latest_step() is not None:
+    if checkpoint.latest_step(candidate) is not None:
       return candidate
   raise DataError(f"model.init_from={path!r} holds no checkpoint: expected a workdir with "
                   "checkpoints/last (or that folder itself); run the pre-training stage first.")
@@ -31,7 +31,7 @@ def _checkpoint_dir(path: str) -> str:
 def load_backbone(path: str) -> tuple[Any, Any]:
   """(params, batch_stats) of the backbone saved under `path` (a classifier's or a
   contrastive model's query encoder)."""
-  state, _ = Checkpoints(_checkpoint_dir(path)).restore()
+  state, _ = checkpoint.restore_saved(_checkpoint_dir(path))
   for params_key, stats_key in (("params", "batch_stats"), ("params_q", "batch_stats_q")):
     if params_key in state and "backbone" in state[params_key]:
       stats = state.get(stats_key) or {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from lt_jax.data import longtail, samplers, sources, unlabeled
+from lt_jax.data import longtail, prepare, samplers, sources, unlabeled
 from lt_jax.errors import ConfigError
 from lt_jax.models import MODELS
 from lt_jax.train import objective, optim
@@ -83,8 +83,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   _validate_pretrain(config)
 
   if check_data:
-    options = {"path": ds.npz_path} if ds.name == "npz" else {}
-    sources.check_available(ds.name, ds.data_dir, ds.source, **options)
+    sources.check_available(ds.name, ds.data_dir, ds.source, **prepare.source_options(ds))
 
 
 def _validate_semi(config) -> None:

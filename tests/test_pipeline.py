@@ -91,10 +91,14 @@ def test_pseudo_label_report_is_rebuilt_from_an_existing_file(tmp_path):
   base = tmp_path / "base"
   loop.train_and_evaluate(pipeline.stage_config(config, **{"semi.enabled": False,
                                                            "train.num_epochs": 1}), str(base))
-  path, report = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"))
+  drawn = semi.draw_labeled(config)
+  pool = semi.draw_pool(config, drawn)
+  path, report = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"), pool,
+                                                 drawn.data)
   os.remove(tmp_path / "pl" / pipeline.REPORT_FILE)  # Cut off after the .npz was written.
   stamp = mtime(path)
-  _, again = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"))
+  _, again = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"), pool,
+                                             drawn.data)
   assert mtime(path) == stamp and again == json.loads(json.dumps(report))
 
 

@@ -38,12 +38,18 @@ class LongTailData:
     return self.class_counts if self.group_counts is None else self.group_counts
 
 
-def load_source(ds: ml_collections.ConfigDict, with_extra: bool = False) -> sources.Dataset:
-  """Reads the dataset; SVHN's 531k-image extra split only when a pool needs it."""
-  options = {"path": ds.npz_path} if ds.name == "npz" else {}
+def source_options(ds: ml_collections.ConfigDict, with_extra: bool = False) -> dict:
+  """The per-dataset options of `sources.load` / `sources.check_available` for this config:
+  the npz path, and SVHN's 531k-image extra split only when a pool needs it."""
+  if ds.name == "npz":
+    return {"path": ds.npz_path}
   if ds.name == "svhn":
-    options["extra"] = with_extra
-  return sources.load(ds.name, ds.data_dir, ds.source, **options)
+    return {"extra": with_extra}
+  return {}
+
+
+def load_source(ds: ml_collections.ConfigDict, with_extra: bool = False) -> sources.Dataset:
+  return sources.load(ds.name, ds.data_dir, ds.source, **source_options(ds, with_extra))
 
 
 def class_order(name: str, num_classes: int) -> tuple[int, ...]:

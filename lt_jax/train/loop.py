@@ -266,15 +266,15 @@ def rotation_data(data: prepare_lib.LongTailData) -> prepare_lib.LongTailData:
 
   n = len(data.train.labels)
   counts = [n] * rotation.NUM_ROTATIONS  # Each rotation is equally likely for every image.
-  return dataclasses.replace(data, train=data.train, val=rotated(data.val),
+  return dataclasses.replace(data, val=rotated(data.val),
                              test=rotated(data.test), num_classes=rotation.NUM_ROTATIONS,
                              class_counts=counts, num_labeled=None, group_counts=None)
 
 
 def _make_sampler(config, data):
   tr = config.train
-  if config.semi.pseudo_labels and config.semi.unlabeled_batch_fraction:
-    labeled = _labeled_per_batch(config, data)
+  labeled = _labeled_per_batch(config, data)
+  if labeled is not None:
     return samplers.make_mixed_sampler(data.num_labeled, len(data.train.labels) -
                                        data.num_labeled, tr.batch_size, labeled)
   name = "resample" if tr.rule == "resample" else tr.sampler
@@ -283,8 +283,9 @@ def _make_sampler(config, data):
 
 
 def _labeled_per_batch(config, data) -> int | None:
+  """Labeled examples per batch when batches mix a fixed proportion of pseudo-labeled ones."""
   fraction = config.semi.unlabeled_batch_fraction
-  if not (config.semi.pseudo_labels and fraction):
+  if data.num_labeled is None or not fraction:
     return None
   return int(round(config.train.batch_size * (1.0 - fraction)))
 
