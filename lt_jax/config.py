@@ -44,6 +44,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # this run; the head is re-initialised. SSP configs fill it from their pre-training stage.
   c.model.init_from = config_dict.placeholder(str)
   c.model.freeze_backbone = False  # Train the head only (linear probe); default fine-tunes all.
+  # Compute dtype of the backbone: float32 (the reference) | bfloat16 (activations and convs
+  # in bf16; parameters, optimiser state, BatchNorm statistics, head and loss stay float32).
+  c.model.dtype = "float32"
 
   # classify | rotation (the rotation-prediction pretext task: 4-way head, labels unused).
   c.task = "classify"
@@ -72,6 +75,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.eval_every_epochs = 1
   c.train.checkpoint_every_epochs = 10
   c.train.log_every_steps = 50
+  # Train steps per dispatch to the accelerator: the host queues this many steps as one call
+  # (calls also end at log boundaries and epoch ends). Any value gives bit-identical results.
+  c.train.steps_per_call = 32
   # Model selection for the `best` block: auto (val when a validation split exists, else
   # test, the reference's habit) | val | test | last.
   c.train.select_on = "auto"

@@ -20,16 +20,14 @@ import os
 
 import ml_collections
 
-from lt_jax import io_utils, pseudo_label, results, semi
+from lt_jax import classify, io_utils, pseudo_label, semi
 from lt_jax import metrics as lt_metrics
+from lt_jax import workdir as workdir_lib
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data import unlabeled
-from lt_jax.errors import ConfigError, DataError
-from lt_jax.train.loop import guard_workdir, train_and_evaluate
+from lt_jax.errors import ConfigError
+from lt_jax.pretrain import contrastive_stage, rotation
 from lt_jax.validate import validate
-
-PSEUDO_LABELS_FILE = "pseudo_labels.npz"
-REPORT_FILE = "report.json"
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -38,7 +36,36 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return run_semi(config, workdir)
   if config.pretrain.method != "none":
     return run_ssp(config, workdir)
-  return train_and_evaluate(config, workdir)
+  return train(config, workdir)
+
+
+def training_data(config: ml_collections.ConfigDict) -> prepare_lib.LongTailData:
+  """The data a classifier stage trains on: the labeled long-tailed set, plus the
+  pseudo-labeled pool for a semi-supervised final stage, or turned into rotation prediction
+  for the rotation pretext stage."""
+  if config.semi.pseudo_labels:
+    data = semi.training_data_with_pseudo_labels(config)
+  else:
+    data = prepare_lib.prepare(config.dataset)
+  if config.task == "rotation":
+    data = rotation.rotation_data(data)
+  return data
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """One classifier stage in `workdir`: a finished one is read back (its data not even
+  loaded), else it trains or resumes."""
+  finished = _finished(workdir, config)
+  if finished is not None:
+    return finished
+  return classify.train_and_evaluate(config, workdir, training_data(config))
+
+
+def _finished(workdir: str, config: ml_collections.ConfigDict) -> dict | None:
+  finished = workdir_lib.guard(workdir, config)
+  if finished is not None:
+    print(f"{workdir} already holds a finished run; not retraining.", flush=True)
+  return finished
 
 
 def stage_config(config: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
@@ -55,14 +82,14 @@ def stage_config(config: ml_collections.ConfigDict, **fields) -> ml_collections.
 
 
 def _finish(workdir: str, config, stages: dict, final: dict, rows: dict) -> dict:
-  out = {"config": json.loads(config.to_json_best_effort()), "stages": stages,
+  out = {"config": workdir_lib.config_json(config), "stages": stages,
          "class_counts": final["class_counts"], "final": final["final"], "best": final["best"],
          "selected_on": final["selected_on"],
          "wall_time_s": sum(s.get("wall_time_s") or 0.0 for s in stages.values()),
          "train_images_per_s": final.get("train_images_per_s")}
-  results.write_results(workdir, out)
+  workdir_lib.write_results(workdir, out)
   print(lt_metrics.format_table(rows), flush=True)
-  print(f"results: {os.path.join(workdir, results.RESULTS_FILE)}", flush=True)
+  print(f"results: {os.path.join(workdir, workdir_lib.RESULTS_FILE)}", flush=True)
   return out
 
 
@@ -70,9 +97,8 @@ def _finish(workdir: str, config, stages: dict, final: dict, rows: dict) -> dict
 
 
 def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  finished = guard_workdir(workdir, config)
+  finished = _finished(workdir, config)
   if finished is not None:
-    print(f"{workdir} already holds a finished run; not retraining.")
     return finished
   # Draw the pool first: a pool that cannot hold the requested sizes fails here, naming what
   # would fit, before any training. It is kept for the pseudo-labeling stage (the rest of the
@@ -80,25 +106,25 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
   drawn = semi.draw_labeled(config)
   pool, labeled = semi.draw_pool(config, drawn), drawn.data
   del drawn
-  base_dir = config.semi.base_workdir or os.path.join(workdir, "base")
+  base_dir = config.semi.base_workdir or workdir_lib.stage_dir(workdir, "base")
   if config.semi.base_workdir:
-    base = _finished_results(base_dir, "semi.base_workdir")
+    base = workdir_lib.finished_results(base_dir, "semi.base_workdir")
   else:
     base_cfg = stage_config(config, **{"semi.enabled": False,
                                        "train.batch_size": config.semi.base_batch_size})
     print(f"== stage 1/3: base model on the labeled data -> {base_dir}", flush=True)
-    base = train_and_evaluate(base_cfg, base_dir)
+    base = train(base_cfg, base_dir)
 
-  labels_dir = os.path.join(workdir, "pseudo_labels")
+  labels_dir = workdir_lib.stage_dir(workdir, "pseudo_labels")
   print(f"== stage 2/3: pseudo-labels for the unlabeled pool -> {labels_dir}", flush=True)
   labels_path, report = generate_pseudo_labels(config, base_dir, labels_dir, pool, labeled)
 
-  final_dir = os.path.join(workdir, "final")
+  final_dir = workdir_lib.stage_dir(workdir, "final")
   final_cfg = stage_config(config, **{"semi.enabled": False,
                                       "semi.pseudo_labels": labels_path})
   print(f"== stage 3/3: final model on labeled + pseudo-labeled data -> {final_dir}",
         flush=True)
-  final = train_and_evaluate(final_cfg, final_dir)
+  final = train(final_cfg, final_dir)
   rows = {"base (D_L only)": base["final"], "semi (D_L + pseudo D_U)": final["final"]}
   return _finish(workdir, config, {"base": base, "pseudo_labels": report, "final": final},
                  final, rows)
@@ -109,8 +135,8 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str, pool: unlabel
   """Labels `pool` (this config's, see `semi.draw_pool`) with the frozen base model unless this
   stage already did (the .npz is written atomically, so its presence means it is complete).
   `labeled` is the labeled draw: its normalisation and number of classes."""
-  path = os.path.join(labels_dir, PSEUDO_LABELS_FILE)
-  report_path = os.path.join(labels_dir, REPORT_FILE)
+  path = os.path.join(labels_dir, workdir_lib.PSEUDO_LABELS_FILE)
+  report_path = os.path.join(labels_dir, workdir_lib.PSEUDO_LABEL_REPORT_FILE)
   if os.path.exists(report_path):
     with open(report_path) as f:
       return path, json.load(f)
@@ -130,22 +156,13 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str, pool: unlabel
   report["pool_source"] = config.semi.pool_source
   report["requested_counts"] = pool.requested_counts
   report["file"] = path
-  pseudo_label.plot_report(os.path.join(labels_dir, "pseudo_labels.png"), report)
+  pseudo_label.plot_report(os.path.join(labels_dir, workdir_lib.PSEUDO_LABEL_PLOT_FILE), report)
   io_utils.atomic_write_json(report_path, report)
   accuracy = report.get("accuracy")
   print(f"pseudo-labeled {report['num_kept']} of {report['num_pool']} pool images"
         + (f"; pseudo-label accuracy {accuracy:.2f}%" if accuracy is not None else ""),
         flush=True)
   return path, report
-
-
-def _finished_results(workdir: str, field: str) -> dict:
-  path = os.path.join(workdir, results.RESULTS_FILE)
-  if not os.path.exists(path):
-    raise DataError(f"{field}={workdir!r} holds no finished run ({results.RESULTS_FILE} "
-                    "missing); train it first or leave the field empty to train one here.")
-  with open(path) as f:
-    return json.load(f)
 
 
 # --- self-supervised pre-training ---------------------------------------------------------
@@ -155,40 +172,38 @@ def run_ssp(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.model.init_from:
     raise ConfigError("model.init_from and pretrain.method are both set; the pipeline fills "
                       "model.init_from from its own pre-training stage. Unset one.")
-  finished = guard_workdir(workdir, config)
+  finished = _finished(workdir, config)
   if finished is not None:
-    print(f"{workdir} already holds a finished run; not retraining.")
     return finished
   method = config.pretrain.method
-  pre_dir = os.path.join(workdir, "pretrain")
-  epochs = config.pretrain.num_epochs or config.train.num_epochs
-  batch = config.pretrain.batch_size or config.train.batch_size
+  pre_dir = workdir_lib.stage_dir(workdir, "pretrain")
   print(f"== stage 1/3: {method} pre-training on the same imbalanced images -> {pre_dir}",
         flush=True)
   if method == "rotation":
+    epochs, batch = contrastive_stage.epochs_and_batch(config)
     pre_cfg = stage_config(config, **{
         "pretrain.method": "none", "task": "rotation", "model.head": "linear",
         "loss.name": "ce", "train.rule": "none", "train.sampler": "instance",
         "train.num_epochs": epochs, "train.batch_size": batch})
-    pretrain = train_and_evaluate(pre_cfg, pre_dir)
+    pretrain = train(pre_cfg, pre_dir)
   else:
-    from lt_jax.pretrain import contrastive_loop
-    pretrain = contrastive_loop.pretrain_and_evaluate(config, pre_dir)
+    pretrain = _finished(pre_dir, config) or contrastive_stage.pretrain_and_evaluate(
+        config, pre_dir, prepare_lib.prepare(config.dataset))
 
   stages = {"pretrain": pretrain}
   rows = {}
   if config.pretrain.probe_epochs:
-    probe_dir = os.path.join(workdir, "probe")
+    probe_dir = workdir_lib.stage_dir(workdir, "probe")
     print(f"== stage 2/3: linear probe of the frozen backbone -> {probe_dir}", flush=True)
-    probe = train_and_evaluate(probe_config(config, pre_dir), probe_dir)
+    probe = train(probe_config(config, pre_dir), probe_dir)
     stages["probe"] = probe
     rows["linear probe"] = probe["final"]
 
-  final_dir = os.path.join(workdir, "final")
+  final_dir = workdir_lib.stage_dir(workdir, "final")
   final_cfg = stage_config(config, **{"pretrain.method": "none", "model.init_from": pre_dir})
   print(f"== stage 3/3: {config.loss.name} from the pre-trained backbone -> {final_dir}",
         flush=True)
-  final = train_and_evaluate(final_cfg, final_dir)
+  final = train(final_cfg, final_dir)
   stages["final"] = final
   rows[f"SSP + {config.loss.name}"] = final["final"]
   return _finish(workdir, config, stages, final, rows)

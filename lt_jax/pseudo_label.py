@@ -34,13 +34,11 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lt_jax import checkpoint, io_utils, parallel  # noqa: E402
+from lt_jax import workdir as workdir_lib  # noqa: E402
 from lt_jax.data import augment as augment_lib  # noqa: E402
 from lt_jax.errors import ConfigError, DataError  # noqa: E402
 from lt_jax.models import create_model  # noqa: E402
 
-CONFIG_FILE = "config.json"
-RESULTS_FILE = "results.json"
-CHECKPOINT_KINDS = ("last", "best")
 REQUIRED_KEYS = ("indices", "pseudo_labels", "confidences", "keep")
 
 
@@ -60,25 +58,25 @@ class FrozenModel:
 def _locate(path: str, which: str) -> tuple[str, str]:
   """(workdir, checkpoint folder) for a workdir or a `.../checkpoints/<which>` folder."""
   path = os.path.abspath(path)
-  if os.path.isfile(os.path.join(path, CONFIG_FILE)):
-    return path, os.path.join(path, "checkpoints", which)
+  if os.path.isfile(os.path.join(path, workdir_lib.CONFIG_FILE)):
+    return path, workdir_lib.checkpoint_dir(path, which)
   workdir = os.path.dirname(os.path.dirname(path))
   parent = os.path.basename(os.path.dirname(path))
-  if parent == "checkpoints" and os.path.isfile(os.path.join(workdir, CONFIG_FILE)):
+  if parent == "checkpoints" and os.path.isfile(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
     return workdir, path
   raise _missing(path, which)
 
 
 def _missing(path: str, which: str) -> DataError:
   return DataError(
-      f"no finished base model in {path}: expected {CONFIG_FILE} and checkpoints/{which}; "
-      "train the base stage first or set semi.base_workdir.")
+      f"no finished base model in {path}: expected {workdir_lib.CONFIG_FILE} and "
+      f"checkpoints/{which}; train the base stage first or set semi.base_workdir.")
 
 
 def _num_classes(workdir: str, params: dict) -> int:
   """The head's output size; results.json, when the run finished, must agree with it."""
   n = int(np.shape(params["head"]["kernel"])[-1])
-  results_path = os.path.join(workdir, RESULTS_FILE)
+  results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
   if os.path.isfile(results_path):
     with open(results_path) as f:
       recorded = json.load(f).get("dataset", {}).get("num_classes")
@@ -95,18 +93,18 @@ def load_frozen(path: str, which: str = "last") -> FrozenModel:
   checkpoint folders, `<workdir>/checkpoints/last|best` (then `which` is not used). The newest
   step in the folder is restored; optimiser state and the run's key are dropped.
   """
-  if which not in CHECKPOINT_KINDS:
-    raise ValueError(f"which={which!r}; use one of {CHECKPOINT_KINDS}.")
+  if which not in workdir_lib.CHECKPOINT_KINDS:
+    raise ValueError(f"which={which!r}; use one of {workdir_lib.CHECKPOINT_KINDS}.")
   workdir, ckpt_dir = _locate(path, which)
   if checkpoint.latest_step(ckpt_dir) is None:
     raise _missing(path, which)
-  with open(os.path.join(workdir, CONFIG_FILE)) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = workdir_lib.read_config(workdir)
   state, _ = checkpoint.restore_saved(ckpt_dir)
   variables = jax.tree.map(np.asarray, {"params": state["params"],
                                         "batch_stats": state.get("batch_stats", {})})
   num_classes = _num_classes(workdir, variables["params"])
-  model = create_model(config.model.name, num_classes=num_classes, head=config.model.head)
+  model = create_model(config.model.name, num_classes=num_classes, head=config.model.head,
+                       dtype=config.model.get("dtype", "float32"))
   return FrozenModel(model=model, variables=variables, num_classes=num_classes, config=config)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,8 +10,16 @@ import numpy as np  # noqa: E402
 
 from lt_jax import io_utils  # noqa: E402
 
-RESULTS_FILE = "results.json"
 PLOT_FILE = "per_class_accuracy.png"
+# Config field train.select_on: which epoch the `best` block reports. auto: val when a
+# validation split exists, else test (the reference's habit, flagged as optimistic).
+SELECT_ON = ("auto", "val", "test", "last")
+
+
+def resolve_selection(config) -> str:
+  if config.train.select_on != "auto":
+    return config.train.select_on
+  return "val" if config.dataset.val_per_class > 0 else "test"
 
 
 def plot_per_class_accuracy(path: str, class_counts, blocks: dict[str, dict],
@@ -40,9 +46,3 @@ def plot_per_class_accuracy(path: str, class_counts, blocks: dict[str, dict],
   fig.tight_layout()
   io_utils.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
   plt.close(fig)
-
-
-def write_results(workdir: str, results: dict) -> str:
-  path = os.path.join(workdir, RESULTS_FILE)
-  io_utils.atomic_write_json(path, results)
-  return path

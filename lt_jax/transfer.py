@@ -14,14 +14,15 @@ import jax
 import numpy as np
 
 from lt_jax import checkpoint
+from lt_jax import workdir as workdir_lib
 from lt_jax.errors import ConfigError, DataError
 
 
 def _checkpoint_dir(path: str) -> str:
   """A workdir, its checkpoints/last folder, or a pre-training pipeline's workdir."""
   path = os.path.abspath(os.path.expanduser(path))
-  for candidate in (os.path.join(path, "checkpoints", "last"),
-                    os.path.join(path, "pretrain", "checkpoints", "last"), path):
+  for candidate in (workdir_lib.checkpoint_dir(path),
+                    workdir_lib.checkpoint_dir(workdir_lib.stage_dir(path, "pretrain")), path):
     if checkpoint.latest_step(candidate) is not None:
       return candidate
   raise DataError(f"model.init_from={path!r} holds no checkpoint: expected a workdir with "

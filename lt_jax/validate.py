@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from lt_jax.data import longtail, prepare, samplers, sources, unlabeled
+from lt_jax import results
+from lt_jax.data import augment, longtail, prepare, samplers, sources, unlabeled
 from lt_jax.errors import ConfigError
-from lt_jax.models import MODELS
+from lt_jax.models import DTYPES, HEADS, MODELS
+from lt_jax.pretrain import METHODS as PRETRAIN_METHODS
+from lt_jax.pretrain.rotation import TASKS
 from lt_jax.train import objective, optim
-
-HEADS = ("linear", "cosine")
-AUGMENTS = ("crop_flip", "none")
-SELECT_ON = ("auto", "val", "test", "last")
-TASKS = ("classify", "rotation")
-PRETRAIN_METHODS = ("none", "rotation", "moco", "simclr")
 
 
 def _choice(field: str, value, choices) -> None:
@@ -41,12 +38,13 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   if ds.name == "npz" and not ds.npz_path:
     raise ConfigError("dataset.npz_path is required when dataset.name='npz' (an .npz holding "
                       "x_train, y_train, x_test, y_test).")
-  _choice("augment.name", config.augment.name, AUGMENTS)
+  _choice("augment.name", config.augment.name, augment.AUGMENTS)
   if config.augment.crop_padding < 0:
     raise ConfigError(f"augment.crop_padding={config.augment.crop_padding} must be >= 0.")
 
   _choice("model.name", config.model.name, MODELS)
   _choice("model.head", config.model.head, HEADS)
+  _choice("model.dtype", config.model.dtype, DTYPES)
   _choice("loss.name", config.loss.name, objective.LOSSES)
   if config.loss.focal_gamma < 0:
     raise ConfigError(f"loss.focal_gamma={config.loss.focal_gamma} must be >= 0.")
@@ -54,16 +52,16 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
     raise ConfigError("loss.ldam_max_m and loss.ldam_s must be > 0.")
 
   _choice("train.rule", tr.rule, objective.RULES)
-  _choice("train.sampler", tr.sampler, tuple(s for s in samplers.SAMPLERS if s != "resample"))
-  if tr.rule == "resample" and tr.sampler != "instance":
-    raise ConfigError(f"train.rule='resample' brings its own sampler but train.sampler="
+  _choice("train.sampler", tr.sampler, samplers.CONFIG_SAMPLERS)
+  if tr.rule in objective.RULE_SAMPLERS and tr.sampler != "instance":
+    raise ConfigError(f"train.rule={tr.rule!r} brings its own sampler but train.sampler="
                       f"{tr.sampler!r}; set train.sampler='instance' or train.rule='none'.")
   if not 0 <= tr.cb_beta < 1:
     raise ConfigError(f"train.cb_beta={tr.cb_beta} must be in [0, 1).")
   for field in ("num_epochs", "batch_size", "eval_batch_size", "eval_every_epochs",
-                "checkpoint_every_epochs", "log_every_steps"):
+                "checkpoint_every_epochs", "log_every_steps", "steps_per_call"):
     _positive(f"train.{field}", tr[field])
-  _choice("train.select_on", tr.select_on, SELECT_ON)
+  _choice("train.select_on", tr.select_on, results.SELECT_ON)
   if tr.select_on == "val" and ds.val_per_class == 0:
     raise ConfigError("train.select_on='val' needs a validation split: set "
                       "dataset.val_per_class > 0 (or select_on='auto').")

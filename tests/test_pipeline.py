@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from lt_jax import pipeline, results, semi, transfer
+from lt_jax import pipeline, semi, transfer
+from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.data import prepare
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.models import create_model
-from lt_jax.train import loop, optim
+from lt_jax.train import driver, optim
 from lt_jax.train import step as step_lib
 
 
@@ -43,7 +44,7 @@ def test_pool_never_holds_test_labeled_or_validation_images():
 
 def test_semi_pipeline_runs_skips_and_resumes(tmp_path, monkeypatch):
   config = semi_config()
-  real_epoch, calls = loop._train_epoch, []
+  real_epoch, calls = driver._train_epoch, []
 
   def cut_in_final_stage(*args, **kwargs):
     calls.append(1)
@@ -51,15 +52,15 @@ def test_semi_pipeline_runs_skips_and_resumes(tmp_path, monkeypatch):
       raise KeyboardInterrupt("simulated kill")
     return real_epoch(*args, **kwargs)
 
-  monkeypatch.setattr(loop, "_train_epoch", cut_in_final_stage)
+  monkeypatch.setattr(driver, "_train_epoch", cut_in_final_stage)
   with pytest.raises(KeyboardInterrupt):
     pipeline.run(config, str(tmp_path))
-  base_results = tmp_path / "base" / results.RESULTS_FILE
-  labels_file = tmp_path / "pseudo_labels" / pipeline.PSEUDO_LABELS_FILE
+  base_results = tmp_path / "base" / workdir_lib.RESULTS_FILE
+  labels_file = tmp_path / "pseudo_labels" / workdir_lib.PSEUDO_LABELS_FILE
   stamps = mtime(base_results), mtime(labels_file)
-  assert not (tmp_path / results.RESULTS_FILE).exists()
+  assert not (tmp_path / workdir_lib.RESULTS_FILE).exists()
 
-  monkeypatch.setattr(loop, "_train_epoch", real_epoch)
+  monkeypatch.setattr(driver, "_train_epoch", real_epoch)
   out = pipeline.run(config, str(tmp_path))
   assert (mtime(base_results), mtime(labels_file)) == stamps  # Finished stages were skipped.
   assert set(out["stages"]) == {"base", "pseudo_labels", "final"}
@@ -77,25 +78,26 @@ def test_semi_pipeline_runs_skips_and_resumes(tmp_path, monkeypatch):
   assert (tmp_path / "pseudo_labels" / "pseudo_labels.png").exists()
 
   again = pipeline.run(config, str(tmp_path))  # Finished: read back, nothing retrained.
-  assert again == json.loads((tmp_path / results.RESULTS_FILE).read_text())
+  assert again == json.loads((tmp_path / workdir_lib.RESULTS_FILE).read_text())
 
   changed = pipeline.stage_config(config, **{"semi.enabled": False,
                                              "semi.pseudo_labels": str(labels_file),
                                              "semi.unlabeled_factor": 4})
   with pytest.raises(DataError, match="different unlabeled pool"):
-    loop.load_training_data(changed)
+    pipeline.training_data(changed)
 
 
 def test_pseudo_label_report_is_rebuilt_from_an_existing_file(tmp_path):
   config = semi_config()
   base = tmp_path / "base"
-  loop.train_and_evaluate(pipeline.stage_config(config, **{"semi.enabled": False,
+  pipeline.run(pipeline.stage_config(config, **{"semi.enabled": False,
                                                            "train.num_epochs": 1}), str(base))
   drawn = semi.draw_labeled(config)
   pool = semi.draw_pool(config, drawn)
   path, report = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"), pool,
                                                  drawn.data)
-  os.remove(tmp_path / "pl" / pipeline.REPORT_FILE)  # Cut off after the .npz was written.
+  # Cut off after the .npz was written.
+  os.remove(tmp_path / "pl" / workdir_lib.PSEUDO_LABEL_REPORT_FILE)
   stamp = mtime(path)
   _, again = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"), pool,
                                              drawn.data)
@@ -152,7 +154,7 @@ def fresh_state(name="resnet_tiny", num_classes=10):
 
 
 def test_init_from_restores_backbone_and_reinitialises_head(tmp_path):
-  loop.train_and_evaluate(tiny_config(train__num_epochs=1), str(tmp_path / "src"))
+  pipeline.run(tiny_config(train__num_epochs=1), str(tmp_path / "src"))
   source, _ = Checkpoints(str(tmp_path / "src" / "checkpoints" / "last")).restore()
   state, sharding = fresh_state(num_classes=7)  # Another head: only the backbone must fit.
   restored = transfer.init_backbone_from(state, str(tmp_path / "src"), sharding)
@@ -162,7 +164,7 @@ def test_init_from_restores_backbone_and_reinitialises_head(tmp_path):
 
 
 def test_init_from_mismatch_lists_the_leaves(tmp_path):
-  loop.train_and_evaluate(tiny_config(train__num_epochs=1), str(tmp_path / "src"))
+  pipeline.run(tiny_config(train__num_epochs=1), str(tmp_path / "src"))
   state, sharding = fresh_state("resnet20")
   with pytest.raises(ConfigError, match="missing from the checkpoint: .*layer1_1") as err:
     transfer.init_backbone_from(state, str(tmp_path / "src"), sharding)

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
+from lt_jax import pipeline
 from lt_jax import pseudo_label as pl
 from lt_jax.data import augment, prepare
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.models import create_model
-from lt_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,7 +37,7 @@ def workdir(tmp_path_factory):
   path = shared / "pseudo_label_base"
   with open(shared / "pseudo_label_base.lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    loop.train_and_evaluate(tiny_config(train__num_epochs=1), str(path))
+    pipeline.run(tiny_config(train__num_epochs=1), str(path))
   return path
 
 

@@ -28,7 +28,7 @@ def setup(frozen=False):
                              jnp.asarray([0, 1, 0, 0, 1, 0, 1, 1], jnp.int32))
   objective = objective_lib.make_objective(config, COUNTS)
   kwargs = dict(model=model, tx=tx, objective=objective, sampler=lambda k, s: jnp.arange(B),
-                augment=step_lib.no_augment, mean=(0.5,), std=(0.25,), steps_per_epoch=1,
+                augment=augment.no_augment, mean=(0.5,), std=(0.25,), steps_per_epoch=1,
                 schedule=optim.make_schedule(config.optim, 1, 1),
                 batch_sharding=parallel.batch_sharded(parallel.make_mesh()))
   return state, data, objective, kwargs
@@ -44,9 +44,9 @@ def test_labeled_and_unlabeled_parts_are_reduced_separately():
   expected = (objective(logits[:3], y[:3], epoch) + 0.4 * objective(logits[3:], y[3:], epoch))
   _, metrics = jax.jit(functools.partial(step_lib.train_step, labeled_per_batch=3,
                                          unlabeled_weight=0.4, **kwargs))(state, data)
-  np.testing.assert_allclose(float(metrics.compute()["loss"]), float(expected), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5)
   _, plain = jax.jit(functools.partial(step_lib.train_step, **kwargs))(state, data)
-  np.testing.assert_allclose(float(plain.compute()["loss"]),
+  np.testing.assert_allclose(float(plain["loss"]),
                              float(objective(logits, y, epoch)), rtol=1e-5)
 
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from lt_jax import results
+from lt_jax import pipeline, results
+from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.errors import ConfigError
-from lt_jax.train import loop
+from lt_jax.train import driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,8 +35,8 @@ def assert_trees_close(a, b, **tol):
 
 def test_results_json_and_plot(tmp_path):
   config = tiny_config(loss__name="ldam", model__head="cosine", train__rule="drw")
-  out = loop.train_and_evaluate(config, str(tmp_path))
-  saved = json.loads((tmp_path / results.RESULTS_FILE).read_text())
+  out = pipeline.run(config, str(tmp_path))
+  saved = json.loads((tmp_path / workdir_lib.RESULTS_FILE).read_text())
   assert saved["class_counts"] == [100, 77, 59, 46, 35, 27, 21, 16, 12, 10]
   assert saved["dataset"]["train_size"] == 403 and saved["dataset"]["test_size"] == 539
   for block in ("final", "best"):
@@ -63,7 +64,7 @@ def test_results_json_and_plot(tmp_path):
 
 
 def test_short_training_on_digits_beats_chance_by_far(tmp_path):
-  out = loop.train_and_evaluate(tiny_config(train__num_epochs=6, optim__decay_epochs=(5,)),
+  out = pipeline.run(tiny_config(train__num_epochs=6, optim__decay_epochs=(5,)),
                                 str(tmp_path))
   assert out["final"]["top1_acc"] > 60.0  # Chance is 10% on the balanced test set.
   assert out["final"]["balanced_acc"] > 50.0
@@ -71,7 +72,7 @@ def test_short_training_on_digits_beats_chance_by_far(tmp_path):
 
 def test_validation_split_drives_selection(tmp_path):
   config = tiny_config(dataset__val_per_class=5)
-  out = loop.train_and_evaluate(config, str(tmp_path))
+  out = pipeline.run(config, str(tmp_path))
   assert out["selected_on"] == "val" and out["selection_note"] is None
   assert out["dataset"]["val_size"] == 50
   best_epoch = max(out["history"], key=lambda h: (h["val/top1_acc"], -h["epoch"]))["epoch"]
@@ -84,9 +85,9 @@ def test_resume_gives_identical_parameters(tmp_path, monkeypatch):
   # be on disk) is replayed after the restart.
   config = tiny_config(train__rule="resample", train__num_epochs=4,
                        train__checkpoint_every_epochs=2)
-  whole_out = loop.train_and_evaluate(config, str(tmp_path / "whole"))
+  whole_out = pipeline.run(config, str(tmp_path / "whole"))
 
-  real_epoch = loop._train_epoch
+  real_epoch = driver._train_epoch
   calls = []
 
   def killed_in_fourth_epoch(*args, **kwargs):
@@ -95,12 +96,12 @@ def test_resume_gives_identical_parameters(tmp_path, monkeypatch):
       raise KeyboardInterrupt("simulated kill")
     return real_epoch(*args, **kwargs)
 
-  monkeypatch.setattr(loop, "_train_epoch", killed_in_fourth_epoch)
+  monkeypatch.setattr(driver, "_train_epoch", killed_in_fourth_epoch)
   with pytest.raises(KeyboardInterrupt):
-    loop.train_and_evaluate(config, str(tmp_path / "cut"))
-  assert not (tmp_path / "cut" / results.RESULTS_FILE).exists()
-  monkeypatch.setattr(loop, "_train_epoch", real_epoch)
-  resumed = loop.train_and_evaluate(config, str(tmp_path / "cut"))
+    pipeline.run(config, str(tmp_path / "cut"))
+  assert not (tmp_path / "cut" / workdir_lib.RESULTS_FILE).exists()
+  monkeypatch.setattr(driver, "_train_epoch", real_epoch)
+  resumed = pipeline.run(config, str(tmp_path / "cut"))
 
   whole, cut = last_params(tmp_path / "whole"), last_params(tmp_path / "cut")
   assert int(cut["step"]) == int(whole["step"])
@@ -117,25 +118,25 @@ def test_resume_gives_identical_parameters(tmp_path, monkeypatch):
 
 def test_finished_workdir_is_not_retrained_and_other_configs_are_refused(tmp_path, capsys):
   config = tiny_config(train__num_epochs=1)
-  first = loop.train_and_evaluate(config, str(tmp_path))
-  before = (tmp_path / results.RESULTS_FILE).stat().st_mtime_ns
-  again = loop.train_and_evaluate(config, str(tmp_path))
+  first = pipeline.run(config, str(tmp_path))
+  before = (tmp_path / workdir_lib.RESULTS_FILE).stat().st_mtime_ns
+  again = pipeline.run(config, str(tmp_path))
   assert again == json.loads(json.dumps(first))
-  assert (tmp_path / results.RESULTS_FILE).stat().st_mtime_ns == before
+  assert (tmp_path / workdir_lib.RESULTS_FILE).stat().st_mtime_ns == before
   assert "already holds a finished run" in capsys.readouterr().out
   with pytest.raises(ConfigError, match="loss.name"):
-    loop.train_and_evaluate(tiny_config(train__num_epochs=1, loss__name="focal"), str(tmp_path))
+    pipeline.run(tiny_config(train__num_epochs=1, loss__name="focal"), str(tmp_path))
 
 
 DEVICE_RUN = textwrap.dedent("""
   import sys, numpy as np, jax
   sys.path.insert(0, {tests!r})
   from conftest import tiny_config
-  from lt_jax.train import loop
+  from lt_jax import pipeline
   from lt_jax.checkpoint import Checkpoints
   assert jax.device_count() == {n}, jax.devices()
   config = tiny_config(train__num_epochs=2, augment__name="crop_flip", loss__name="focal")
-  loop.train_and_evaluate(config, {workdir!r})
+  pipeline.run(config, {workdir!r})
   state, _ = Checkpoints({workdir!r} + "/checkpoints/last").restore()
   flat = {{"/".join(map(str, p)): np.asarray(v) for p, v in
           jax.tree_util.tree_flatten_with_path(state["params"])[0]}}
@@ -143,7 +144,7 @@ DEVICE_RUN = textwrap.dedent("""
   if {n} == 2:  # A batch that does not split over the devices fails before any work.
     from lt_jax.errors import ConfigError
     try:
-      loop.train_and_evaluate(tiny_config(train__batch_size=33), {workdir!r} + "/odd")
+      pipeline.run(tiny_config(train__batch_size=33), {workdir!r} + "/odd")
     except ConfigError as e:
       assert "train.batch_size=33" in str(e), e
     else:

@@ -6,10 +6,13 @@ function of that key: resuming from a checkpoint replays exactly the same crops 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+
+AUGMENTS = ("crop_flip", "none")  # config field augment.name
 
 
 def random_crop(key: jax.Array, image: jax.Array, padding: int) -> jax.Array:
@@ -43,9 +46,26 @@ def crop_flip(key: jax.Array, images: jax.Array, *, padding: int = 4,
   return jax.vmap(one)(keys, images)
 
 
+def standardize(x: jax.Array, mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+  """Floats in [0, 1] -> (x - mean) / std per channel, torchvision's Normalize."""
+  return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
+
+
 def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float],
               dtype=jnp.float32) -> jax.Array:
   """uint8 [0, 255] -> (x / 255 - mean) / std per channel, as ToTensor + Normalize."""
-  mean = jnp.asarray(mean, dtype)
-  std = jnp.asarray(std, dtype)
-  return (images.astype(dtype) / 255.0 - mean) / std
+  return standardize(images.astype(dtype) / 255.0, mean, std)
+
+
+def no_augment(key: jax.Array, images: jax.Array) -> jax.Array:
+  del key
+  return images
+
+
+def make_augment(name: str, crop_padding: int = 4) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """`(key, images) -> images` for config field augment.name."""
+  if name == "crop_flip":
+    return functools.partial(crop_flip, padding=crop_padding)
+  if name == "none":
+    return no_augment
+  raise ValueError(f"augment.name={name!r} is unknown; choose one of {AUGMENTS}.")

@@ -27,6 +27,8 @@ import numpy as np
 from lt_jax.errors import ConfigError
 
 SAMPLERS = ("instance", "resample", "class_balanced", "sqrt", "progressive")
+# Choices of train.sampler; "resample" is chosen by train.rule='resample' instead.
+CONFIG_SAMPLERS = tuple(s for s in SAMPLERS if s != "resample")
 
 Sampler = Callable[[jax.Array, jax.Array], jax.Array]
 

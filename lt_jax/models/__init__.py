@@ -2,6 +2,7 @@
 
 from lt_jax.models.heads import HEADS, CosineHead, LinearHead
 from lt_jax.models.resnet_cifar import (
+    DTYPES,
     MODELS,
     BasicBlock,
     CifarResNet,
@@ -16,6 +17,7 @@ from lt_jax.models.resnet_cifar import (
 )
 
 __all__ = [
+    'DTYPES',
     'HEADS',
     'MODELS',
     'BasicBlock',

@@ -148,6 +148,9 @@ ResNet110 = functools.partial(CifarResNet, stage_sizes=(18, 18, 18))
 # For tests: one block per stage, a quarter of the width.
 ResNetTiny = functools.partial(CifarResNet, stage_sizes=(1, 1, 1), widths=(4, 8, 16))
 
+# Config field model.dtype: the backbone's compute dtype (parameters stay float32).
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
 MODELS = {
     'resnet20': ResNet20,
     'resnet32': ResNet32,
@@ -159,8 +162,13 @@ MODELS = {
 
 
 def create_model(name: str, *, num_classes: int, head: str = 'linear',
-                 dtype: Dtype = jnp.float32, frozen_backbone: bool = False) -> CifarResNet:
-  """Builds the model registered as `name` (config field `model.name`); fails on unknown names."""
+                 dtype: str | Dtype = 'float32', frozen_backbone: bool = False) -> CifarResNet:
+  """Builds the model registered as `name` (config field `model.name`); fails on unknown names.
+  `dtype` is a name from DTYPES (config field `model.dtype`) or a jnp dtype."""
+  if isinstance(dtype, str):
+    if dtype not in DTYPES:
+      raise ConfigError(f'model.dtype={dtype!r} is unknown; choose one of {tuple(DTYPES)}.')
+    dtype = DTYPES[dtype]
   if name not in MODELS:
     raise ConfigError(f'model.name={name!r} is not a known model; choose one of {sorted(MODELS)}.')
   if head not in HEADS:

@@ -51,7 +51,6 @@ negatives are "gathered across devices" in SimCLR; here the step sees the global
 [2B, 2B] similarity matrix already covers every device's examples (GSPMD does the gathering).
 """
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -334,14 +333,15 @@ def _constrain(x: jax.Array, sharding) -> jax.Array:
   return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
 
 
-def moco_train_step(state: MocoState, images_a: jax.Array, images_b: jax.Array, *,
-                    model: nn.Module, tx: optax.GradientTransformation, temperature: float,
-                    momentum: float, bn_groups: int | None = None,
-                    batch_sharding=None) -> tuple[MocoState, dict]:
+def moco_train_step(state: MocoState, images_a: jax.Array, images_b: jax.Array,
+                    shuffle_key: jax.Array, *, model: nn.Module,
+                    tx: optax.GradientTransformation, temperature: float, momentum: float,
+                    bn_groups: int | None = None, batch_sharding=None) -> tuple[MocoState, dict]:
   """One MoCo v2 step on two augmented (and normalised) views [B, H, W, C] of the same images.
 
   q = f_q(a) in contiguous ghost-BN groups; k = stop_gradient(f_k(b)) in groups of a random
-  permutation (drawn from fold_in(rng, step)), un-permuted; loss = mean_i info_nce(q, k, queue);
+  permutation (drawn from `shuffle_key`, which the stage splits from the step's key),
+  un-permuted; loss = mean_i info_nce(q, k, queue);
   SGD on params_q; params_k <- momentum_update(params_k, params_q, momentum); enqueue k.
   Metrics: loss, accuracy (the fraction of queries whose positive logit is the largest),
   queue_ptr (after the enqueue).
@@ -351,8 +351,7 @@ def moco_train_step(state: MocoState, images_a: jax.Array, images_b: jax.Array, 
   check_queue_size(state.queue.shape[0], batch)
   images_a = _constrain(images_a, batch_sharding)
   images_b = _constrain(images_b, batch_sharding)
-  rng = jax.random.wrap_key_data(state.rng)
-  perm = jax.random.permutation(jax.random.fold_in(rng, state.step), batch)
+  perm = jax.random.permutation(shuffle_key, batch)
 
   (k, _), batch_stats_k = ghost_bn_apply(
       model, {'params': state.params_k, 'batch_stats': state.batch_stats_k}, images_b,
@@ -408,17 +407,3 @@ def simclr_train_step(state: SimclrState, images_a: jax.Array, images_b: jax.Arr
                             opt_state=opt_state)
   metrics = {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, axis=-1) == positives)}
   return new_state, metrics
-
-
-def make_moco_step(*, state_sharding=None, **kwargs) -> Callable:
-  """jit(moco_train_step) with the static dependencies bound and the state donated."""
-  out = None if state_sharding is None else (state_sharding, None)
-  return jax.jit(functools.partial(moco_train_step, **kwargs), donate_argnums=0,
-                 out_shardings=out)
-
-
-def make_simclr_step(*, state_sharding=None, **kwargs) -> Callable:
-  """jit(simclr_train_step) with the static dependencies bound and the state donated."""
-  out = None if state_sharding is None else (state_sharding, None)
-  return jax.jit(functools.partial(simclr_train_step, **kwargs), donate_argnums=0,
-                 out_shardings=out)

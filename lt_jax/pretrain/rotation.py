@@ -9,11 +9,18 @@ evaluated under all four rotations, so rotation accuracy has no sampling noise.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lt_jax.data.prepare import LongTailData
+from lt_jax.data.sources import Split
+
 NUM_ROTATIONS = 4
+# Config field `task`: classify the images, or predict their rotation (the pretext task).
+TASKS = ("classify", "rotation")
 
 
 def rot90(image: jax.Array, k: jax.Array) -> jax.Array:
@@ -44,3 +51,18 @@ def rotated_copies(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   rotated = np.concatenate([np.rot90(images, k, axes=(1, 2)) for k in range(NUM_ROTATIONS)])
   ks = np.repeat(np.arange(NUM_ROTATIONS), len(images))
   return np.ascontiguousarray(rotated), ks.astype(np.int64)
+
+
+def rotation_data(data: LongTailData) -> LongTailData:
+  """Rotation prediction on the same (imbalanced) training images: 4 classes; the test and
+  validation images under all four rotations."""
+
+  def rotated(split):
+    if split is None:
+      return None
+    return Split(*rotated_copies(split.images))
+
+  counts = [len(data.train.labels)] * NUM_ROTATIONS  # Every rotation equally likely per image.
+  return dataclasses.replace(data, val=rotated(data.val), test=rotated(data.test),
+                             num_classes=NUM_ROTATIONS, class_counts=counts, num_labeled=None,
+                             group_counts=None)

@@ -20,8 +20,16 @@ from lt_jax.errors import ConfigError
 
 LOSSES = ("ce", "focal", "ldam", "balanced_softmax", "logit_adjust")
 RULES = ("none", "reweight", "resample", "drw")
+# Train rules that bring their own sampler: the reference's Resample draws images with
+# probability proportional to their class-balanced weight (data/samplers.py).
+RULE_SAMPLERS = {"resample": "resample"}
 
 Objective = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def sampler_for(rule: str, sampler: str) -> str:
+  """The sampler a run uses: the rule's own (Resample) or the configured train.sampler."""
+  return RULE_SAMPLERS.get(rule, sampler)
 
 
 def make_class_weights(rule: str, counts, *, beta: float, drw_epoch: int

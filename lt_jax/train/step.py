@@ -1,9 +1,10 @@
-"""Train state and the pure, jitted train and eval steps.
+"""Train state and the pure train and eval steps.
 
 `train_step(state, data) -> (state, metrics)`: sample indices, gather from the device-resident
 uint8 training set, augment, normalise, forward, loss, SGD update. Every random choice comes
-from `state.rng` folded with `state.step`, so a step is a pure function of its inputs and a
-resumed run replays the same batches, crops and flips.
+from `state.rng` and `state.step` through `step_keys`, so a step is a pure function of its
+inputs and a resumed run replays the same batches, crops and flips. The driver
+(`train/driver.py`) runs many of these steps per dispatch; metrics are per-step scalars.
 """
 
 
@@ -16,7 +17,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from clu import metrics as clu_metrics
 
 from lt_jax import metrics as lt_metrics
 from lt_jax.data import augment as augment_lib
@@ -39,12 +39,14 @@ class DeviceData:
   labels: jax.Array
 
 
-@flax.struct.dataclass
-class TrainMetrics(clu_metrics.Collection):
-  loss: clu_metrics.Average.from_output("loss")
-  accuracy: clu_metrics.Average.from_output("accuracy")
-  grad_norm: clu_metrics.Average.from_output("grad_norm")
-  lr: clu_metrics.LastValue.from_output("lr")
+def step_keys(rng_data: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(sampler key, step key) of a run's key data at `step`: every stage uses this scheme.
+
+  The sampler key is fixed for the run (samplers fold in the step or epoch themselves); the
+  step key drives this step's augmentation and pretext draws (split it, never reuse it).
+  """
+  rng = jax.random.wrap_key_data(rng_data)
+  return jax.random.fold_in(rng, 0), jax.random.fold_in(jax.random.fold_in(rng, 1), step)
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, seed: int,
@@ -68,14 +70,12 @@ def train_step(state: TrainState, data: DeviceData, *, model: nn.Module,
                augment: Callable, mean, std, steps_per_epoch: int,
                schedule: Callable, batch_sharding, task_transform: Callable | None = None,
                labeled_per_batch: int | None = None, unlabeled_weight: float = 1.0
-               ) -> tuple[TrainState, TrainMetrics]:
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step. `task_transform(key, images, labels) -> (images, labels)` turns the batch
   into a pretext task (rotation prediction). With `labeled_per_batch`, the first that many
   examples of the batch are labeled and the rest pseudo-labeled, and the loss is
   L_labeled + unlabeled_weight * L_unlabeled, each reduced over its own part."""
-  rng = jax.random.wrap_key_data(state.rng)
-  sample_key = jax.random.fold_in(rng, 0)
-  step_key = jax.random.fold_in(jax.random.fold_in(rng, 1), state.step)
+  sample_key, step_key = step_keys(state.rng, state.step)
   aug_key, task_key = jax.random.split(step_key)
   epoch = state.step // steps_per_epoch
 
@@ -106,16 +106,8 @@ def train_step(state: TrainState, data: DeviceData, *, model: nn.Module,
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
-  step_metrics = TrainMetrics.single_from_model_output(
-      loss=loss, accuracy=jnp.mean(jnp.argmax(logits, -1) == labels),
-      grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
-  return new_state, step_metrics
-
-
-def make_train_step(*, state_sharding, **kwargs) -> Callable:
-  """jit(train_step) with the static dependencies bound and the state donated."""
-  return jax.jit(functools.partial(train_step, **kwargs), donate_argnums=0,
-                 out_shardings=(state_sharding, None))
+  return new_state, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+                     "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
 
 
 def evaluate(state: TrainState, data: DeviceData, *, model: nn.Module, mean, std,
@@ -145,8 +137,3 @@ def evaluate(state: TrainState, data: DeviceData, *, model: nn.Module, mean, std
 
 def make_eval_fn(**kwargs) -> Callable:
   return jax.jit(functools.partial(evaluate, **kwargs))
-
-
-def no_augment(key, images):
-  del key
-  return images

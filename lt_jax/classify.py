@@ -1,0 +1,218 @@
+"""The supervised stage: a classifier trained on long-tailed data that the pipeline assembled.
+
+`train_and_evaluate(config, workdir, data)` builds the model, the optimiser, the pure train
+step (sampler, augmentation, loss and rule from the config) and the evaluators, hands them
+to the driver, and writes results.json and the per-class plot. It serves every stage that
+trains a classifier: the plain run, the semi-supervised base and final models, rotation
+pre-training (4-way labels from `pretrain.rotation`), the linear probe and SSP fine-tuning.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from clu import parameter_overview
+
+from lt_jax import metrics as lt_metrics
+from lt_jax import parallel, results, transfer
+from lt_jax import workdir as workdir_lib
+from lt_jax.data import augment as augment_lib
+from lt_jax.data import prepare as prepare_lib
+from lt_jax.data import samplers
+from lt_jax.models import create_model
+from lt_jax.pretrain import rotation
+from lt_jax.train import driver, optim
+from lt_jax.train import objective as objective_lib
+from lt_jax.train import step as step_lib
+from lt_jax.validate import validate
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       data: prepare_lib.LongTailData) -> dict:
+  """Trains and evaluates one classifier; returns (and writes) its results.json content.
+  A finished workdir is read back, not retrained."""
+  validate(config, check_data=False)
+  finished = workdir_lib.guard(workdir, config)
+  if finished is not None:
+    print(f"{workdir} already holds a finished run; not retraining. Its results:")
+    print(lt_metrics.format_table({k: finished[k] for k in ("final", "best")}))
+    return finished
+  mesh = parallel.make_mesh()
+  tr = config.train
+  parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
+  parallel.check_batch_divides(tr.eval_batch_size, mesh, "train.eval_batch_size")
+  print_counts(data)
+  spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
+  frozen = bool(config.model.freeze_backbone)
+  model = create_model(config.model.name, num_classes=data.num_classes, head=config.model.head,
+                       dtype=config.model.dtype, frozen_backbone=frozen)
+  tx = optim.make_optimizer(config.optim, tr.num_epochs, spe,
+                            frozen=("backbone",) if frozen else ())
+  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  state = step_lib.create_state(model, tx, data.train.images.shape[1:], config.seed, replicated)
+  multi_step = driver.make_multi_step(make_step(config, data, model, tx, batch_sharding),
+                                      replicated)
+  train_data = put_split(data.train.images, data.train.labels, replicated)
+  evaluate = make_evaluator(config, data, model, mesh)
+  selection = results.resolve_selection(config)
+
+  def epoch_eval(current_state, epoch: int) -> driver.EpochEval:
+    del epoch
+    evals = evaluate(current_state)
+    record = {f"{split}/{k}": s[k] for split, s in evals.items()
+              for k in ("top1_acc", "balanced_acc")}
+    line = ", ".join(f"{split} top-1 {s['top1_acc']:.2f}% (many {_fmt(s['many_acc'])}, medium "
+                     f"{_fmt(s['medium_acc'])}, few {_fmt(s['few_acc'])})"
+                     for split, s in evals.items())
+    score = None if selection == "last" else evals[selection]["top1_acc"]
+    return driver.EpochEval(record, line, score=score,
+                            keep={"test": evals["test"], "val": evals.get("val")})
+
+  def initialize(s):
+    s = transfer.init_backbone_from(s, config.model.init_from, replicated)
+    print(f"backbone initialised from {config.model.init_from}; head re-initialised"
+          + (" (backbone frozen)" if frozen else ""), flush=True)
+    return s
+
+  print(parameter_overview.get_parameter_overview(state.params), flush=True)
+  trained = driver.train(
+      workdir, state, multi_step, train_data, plan(config, spe), evaluate=epoch_eval,
+      initialize=initialize if config.model.init_from else None,
+      keep_best=selection != "last", log=lambda line: print(line, flush=True))
+  out = _results(config, data, trained, selection)
+  workdir_lib.write_results(workdir, out)
+  results.plot_per_class_accuracy(
+      os.path.join(workdir, results.PLOT_FILE), data.report_counts,
+      {"final": out["final"], "best": out["best"]},
+      title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}, {config.loss.name}, "
+            f"rule {tr.rule}")
+  print(lt_metrics.format_table({"final": out["final"], "best": out["best"]}), flush=True)
+  print(f"results: {os.path.join(workdir, workdir_lib.RESULTS_FILE)}", flush=True)
+  return out
+
+
+def plan(config: ml_collections.ConfigDict, steps_per_epoch: int,
+         prefix: str = "train") -> driver.Plan:
+  tr = config.train
+  return driver.Plan(num_epochs=tr.num_epochs, steps_per_epoch=steps_per_epoch,
+                     batch_size=tr.batch_size, steps_per_call=tr.steps_per_call,
+                     log_every_steps=tr.log_every_steps, eval_every_epochs=tr.eval_every_epochs,
+                     checkpoint_every_epochs=tr.checkpoint_every_epochs, prefix=prefix)
+
+
+def make_step(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData, model, tx,
+              batch_sharding) -> driver.StepFn:
+  """The pure supervised step for this config and data (not jitted: the driver jits it)."""
+  tr = config.train
+  spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
+  return functools.partial(
+      step_lib.train_step, model=model, tx=tx,
+      objective=objective_lib.make_objective(config, data.class_counts),
+      sampler=make_sampler(config, data),
+      augment=augment_lib.make_augment(config.augment.name, config.augment.crop_padding),
+      mean=data.mean, std=data.std, steps_per_epoch=spe,
+      schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
+      batch_sharding=batch_sharding,
+      task_transform=rotation.rotate_batch if config.task == "rotation" else None,
+      labeled_per_batch=labeled_per_batch(config, data),
+      unlabeled_weight=config.semi.unlabeled_weight)
+
+
+def make_evaluator(config, data: prepare_lib.LongTailData, model, mesh):
+  """state -> {split: summary} over the test (and validation) split, each in one jitted call
+  over device-resident, padded and masked batches."""
+  eval_batch = config.train.eval_batch_size
+  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
+  evaluators = {}
+  for name, split in splits.items():
+    images, labels, n = _pad_to_multiple(split, eval_batch)
+    fn = step_lib.make_eval_fn(model=model, mean=data.mean, std=data.std,
+                               num_classes=data.num_classes, batch_size=eval_batch,
+                               num_examples=n, batch_sharding=batch_sharding)
+    evaluators[name] = (fn, put_split(images, labels, replicated))
+
+  def evaluate(state) -> dict[str, dict]:
+    counts = jax.device_get({name: fn(state, split) for name, (fn, split) in evaluators.items()})
+    return {name: lt_metrics.summarize(c["confusion"], c["top5_correct"], data.report_counts)
+            for name, c in counts.items()}
+  return evaluate
+
+
+def make_sampler(config, data: prepare_lib.LongTailData) -> samplers.Sampler:
+  tr = config.train
+  labeled = labeled_per_batch(config, data)
+  if labeled is not None:
+    return samplers.make_mixed_sampler(data.num_labeled, len(data.train.labels) -
+                                       data.num_labeled, tr.batch_size, labeled)
+  return samplers.make_sampler(objective_lib.sampler_for(tr.rule, tr.sampler), data.train.labels,
+                               data.num_classes, tr.batch_size, num_epochs=tr.num_epochs,
+                               beta=tr.cb_beta)
+
+
+def labeled_per_batch(config, data: prepare_lib.LongTailData) -> int | None:
+  """Labeled examples per batch when batches mix a fixed proportion of pseudo-labeled ones."""
+  fraction = config.semi.unlabeled_batch_fraction
+  if data.num_labeled is None or not fraction:
+    return None
+  return int(round(config.train.batch_size * (1.0 - fraction)))
+
+
+def put_split(images, labels, sharding) -> step_lib.DeviceData:
+  return step_lib.DeviceData(parallel.put(images, sharding),
+                             parallel.put(np.asarray(labels).astype(np.int32), sharding))
+
+
+def _pad_to_multiple(split, multiple: int):
+  n = len(split.labels)
+  padded = -(-n // multiple) * multiple
+  images = np.zeros((padded, *split.images.shape[1:]), np.uint8)
+  labels = np.zeros((padded,), np.int32)
+  images[:n], labels[:n] = split.images, split.labels
+  return images, labels, n
+
+
+def print_counts(data: prepare_lib.LongTailData) -> None:
+  counts = data.class_counts
+  print(f"{data.name}: {len(data.train.labels)} training images in {data.num_classes} classes "
+        f"(imbalance {max(counts) / max(min(counts), 1):.1f}); test {len(data.test.labels)}"
+        + (f", val {len(data.val.labels)}" if data.val is not None else "")
+        + (f"; {data.num_labeled} labeled + {len(data.train.labels) - data.num_labeled} "
+           "pseudo-labeled" if data.num_labeled is not None else ""), flush=True)
+  print("class counts: " + ", ".join(str(c) for c in counts), flush=True)
+
+
+def _fmt(value) -> str:
+  return "-" if value is None else f"{value:.1f}"
+
+
+def _results(config, data, trained: driver.Trained, selection: str) -> dict:
+  meta, final = trained.meta, trained.final.keep
+  best = meta["best"] or {"test": final["test"], "val": final.get("val")}
+  best_block = dict(best["test"], epoch=meta["best_epoch"])
+  if best.get("val") is not None:
+    best_block["val"] = {k: best["val"][k] for k in ("top1_acc", "balanced_acc")}
+  if selection == "last":
+    best_block = dict(final["test"], epoch=config.train.num_epochs)
+  return {
+      "config": workdir_lib.config_json(config),
+      "dataset": {"name": data.name, "num_classes": data.num_classes,
+                  "train_size": int(len(data.train.labels)),
+                  "val_size": 0 if data.val is None else int(len(data.val.labels)),
+                  "test_size": int(len(data.test.labels))},
+      "class_counts": [int(c) for c in data.class_counts],
+      "group_counts": [int(c) for c in data.report_counts],
+      "final": dict(final["test"], epoch=config.train.num_epochs),
+      "best": best_block,
+      "selected_on": selection,
+      "selection_note": ("best epoch chosen by test accuracy, as the reference does; the "
+                         "best block is optimistic" if selection == "test" else None),
+      "wall_time_s": meta["wall_time_s"],
+      "train_images_per_s": driver.images_per_second(meta),
+      "history": meta["history"],
+      "devices": [str(d) for d in jax.devices()],
+  }

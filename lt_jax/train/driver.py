@@ -1,0 +1,272 @@
+"""The one training loop: epochs, evaluation hook, checkpoints, resume, timing and progress.
+
+Every stage (supervised, rotation, MoCo, SimCLR, and the multi-model steps built on them)
+hands the driver a pure step `step(state, data) -> (state, metrics)` wrapped by
+`make_multi_step`, a state to start from, and optionally an evaluation hook. The driver knows
+nothing else about the stage.
+
+Keeping the accelerator busy: within an epoch the host never waits on the device. It keeps
+its own step counter, dispatches up to `steps_per_call` steps per call (one compiled
+`fori_loop` whose trip count is an argument, so every chunk size runs the same program and
+results are bit-identical whatever `steps_per_call` is), and reads the metric sums of a log
+window only after the next call is queued. The loop runs under
+`jax.transfer_guard_device_to_host("disallow")`: an accidental host read fails loudly. Evaluation
+and checkpoints happen on epoch boundaries only.
+
+Restore order: the newest checkpoint of this workdir (resume; the stage's `initialize` is then
+skipped), else `initialize(state)` (e.g. a pre-trained backbone), else the state as given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lt_jax import workdir as workdir_lib
+from lt_jax.checkpoint import Checkpoints
+from lt_jax.train import writers
+
+StepFn = Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
+LAST_VALUE_METRICS = ("lr",)  # Reported as the window's last value; the rest are averaged.
+
+
+# --- many steps per dispatch ----------------------------------------------------------------
+
+
+class MultiStep:
+  """`(state, sums, data, num_steps) -> (state, sums)`: `num_steps` steps in one dispatch.
+
+  `sums` holds, per metric, the running sum over the window's steps (the last value for
+  LAST_VALUE_METRICS), `steps` (how many ran) and `nonfinite_step` (the first step whose
+  metrics were not finite, -1 if none); a window starts from `zeros(state, data)` and threads
+  through its calls, so the sums are added in the same order whatever the chunk sizes.
+  `num_steps` is traced: one compilation serves every chunk size. The state is donated.
+  """
+
+  def __init__(self, step: StepFn, state_sharding):
+    self.step = step
+    self._run = jax.jit(self._multi, donate_argnums=0, out_shardings=(state_sharding, None))
+
+  def zeros(self, state, data) -> dict:
+    _, shapes = jax.eval_shape(self.step, state, data)
+    return ({k: np.zeros((), np.float32) for k in shapes}
+            | {"steps": np.zeros((), np.int32), "nonfinite_step": np.full((), -1, np.int32)})
+
+  def __call__(self, state, sums, data, num_steps):
+    return self._run(state, sums, data, num_steps)
+
+  def _multi(self, state, sums, data, num_steps):
+    def body(_, carry):
+      state, sums = carry
+      at = state.step
+      state, metrics = self.step(state, data)
+      metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+      finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
+      new = {k: v if k in LAST_VALUE_METRICS else sums[k] + v for k, v in metrics.items()}
+      new["steps"] = sums["steps"] + 1
+      new["nonfinite_step"] = jnp.where((sums["nonfinite_step"] < 0) & ~finite,
+                                        at.astype(jnp.int32), sums["nonfinite_step"])
+      return state, new
+
+    return jax.lax.fori_loop(0, num_steps, body, (state, sums))
+
+
+def make_multi_step(step: StepFn, state_sharding) -> MultiStep:
+  return MultiStep(step, state_sharding)
+
+
+def combine(windows: list[dict]) -> dict:
+  """Host-side: several calls' sums (already read) into one window's sums."""
+  out = dict(windows[0])
+  for w in windows[1:]:
+    for k, v in w.items():
+      if k == "nonfinite_step":
+        out[k] = out[k] if out[k] >= 0 else v
+      elif k in LAST_VALUE_METRICS:
+        out[k] = v
+      else:
+        out[k] = out[k] + v
+  return out
+
+
+def means(sums: dict) -> dict[str, float]:
+  """A window's mean per metric (the last value for LAST_VALUE_METRICS), the loss first."""
+  n = max(int(sums["steps"]), 1)
+  names = sorted((k for k in sums if k not in ("steps", "nonfinite_step")),
+                 key=lambda k: (k != "loss", k))
+  return {k: float(sums[k]) if k in LAST_VALUE_METRICS else float(sums[k]) / n for k in names}
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """How long a stage trains and how often it logs, evaluates and checkpoints."""
+  num_epochs: int
+  steps_per_epoch: int
+  batch_size: int  # Images per step (the global batch), for images/s.
+  steps_per_call: int = 1
+  log_every_steps: int = 50
+  eval_every_epochs: int = 1
+  checkpoint_every_epochs: int = 10
+  prefix: str = "train"  # Scalars are written as <prefix>/<name> and <prefix>_step/<name>.
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochEval:
+  """What an evaluation hook returns after an epoch."""
+  record: dict[str, float]  # Scalars for the history and TensorBoard.
+  line: str  # Printed after the epoch's train scalars.
+  score: float | None = None  # Higher is better; None: no model selection.
+  keep: Any = None  # Stored as meta["best"] when `score` is the best so far.
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  state: Any
+  meta: dict  # history, best, best_score, best_epoch, wall_time_s, train_images_per_s, ...
+  final: EpochEval | None  # The last epoch's evaluation (None without a hook).
+
+
+def new_meta() -> dict:
+  return {"history": [], "best": None, "best_score": None, "best_epoch": None,
+          "wall_time_s": 0.0, "train_seconds": 0.0, "train_images": 0}
+
+
+def train(workdir: str, state: Any, multi_step: MultiStep, data: Any, plan: Plan, *,
+          evaluate: Callable[[Any, int], EpochEval] | None = None,
+          initialize: Callable[[Any], Any] | None = None, keep_best: bool = False,
+          log: Callable[[str], None] = print) -> Trained:
+  """Trains `state` for `plan.num_epochs` epochs (resuming from workdir's checkpoints).
+
+  `evaluate(state, epoch)` runs after every `plan.eval_every_epochs` epochs and the last one.
+  With `keep_best`, the state of the best score so far is kept on the device and written to
+  checkpoints/best whenever checkpoints/last is written: a resumed run replays the epochs
+  after its last checkpoint, so it finds the same best again.
+  """
+  start_time = time.time()
+  last_ckpt = Checkpoints(workdir_lib.checkpoint_dir(workdir, "last"))
+  best_ckpt = Checkpoints(workdir_lib.checkpoint_dir(workdir, "best")) if keep_best else None
+  meta = new_meta()
+  if last_ckpt.latest_step() is not None:
+    state, meta = last_ckpt.restore(state)
+    if best_ckpt is not None:
+      best_ckpt.delete_after(int(state.step))
+    log(f"resumed from {last_ckpt.directory} at step {int(state.step)}")
+  elif initialize is not None:
+    state = initialize(state)
+  spe, epochs = plan.steps_per_epoch, plan.num_epochs
+  start_step = int(state.step)
+  writer = writers.MetricWriter(workdir, resume_step=start_step)
+  progress = writers.Progress(spe * epochs, plan.batch_size, start_step)
+  final, best = None, None  # best: (state copy, step, epoch, score) not yet written.
+  try:
+    for epoch in range(start_step // spe, epochs):
+      epoch_start = time.perf_counter()
+      progress.restart_window(epoch * spe)
+      state, scalars = _train_epoch(state, multi_step, data, epoch, plan, writer, progress,
+                                    last_ckpt)
+      step = (epoch + 1) * spe
+      if epoch > 0 or epochs == 1:  # Epoch 0 includes compilation.
+        meta["train_seconds"] += time.perf_counter() - epoch_start
+        meta["train_images"] += spe * plan.batch_size
+      record = {"epoch": epoch + 1, **{f"{plan.prefix}/{k}": v for k, v in scalars.items()}}
+      line = f"epoch {epoch + 1}/{epochs}: {plan.prefix} " + ", ".join(
+          f"{k} {v:.4g}" for k, v in scalars.items() if k not in LAST_VALUE_METRICS)
+      is_last = epoch + 1 == epochs
+      if evaluate is not None and ((epoch + 1) % plan.eval_every_epochs == 0 or is_last):
+        ev = evaluate(state, epoch)
+        record |= ev.record
+        line += "; " + ev.line
+        best_so_far = -math.inf if meta["best_score"] is None else meta["best_score"]
+        if ev.score is not None and ev.score > best_so_far:
+          meta["best_score"], meta["best_epoch"], meta["best"] = ev.score, epoch + 1, ev.keep
+          if best_ckpt is not None:
+            best = (jax.tree.map(jnp.copy, state), step, epoch + 1, ev.score)
+        if ev.score is not None:
+          record["best/score"] = meta["best_score"]
+          line += f"; best {meta['best_score']:.2f} at epoch {meta['best_epoch']}"
+        if is_last:
+          final = ev
+      log(line)
+      writer.write(step, record)
+      meta["history"].append(record)
+      if (epoch + 1) % plan.checkpoint_every_epochs == 0 or is_last:
+        if best is not None:
+          best_state, best_step, best_epoch, score = best
+          best_ckpt.save(best_step, best_state, {"epoch": best_epoch, "score": score})
+          best = None
+        meta["wall_time_s"] += time.time() - start_time
+        start_time = time.time()
+        last_ckpt.save(step, state, meta)
+    last_ckpt.wait()
+    if best_ckpt is not None:
+      best_ckpt.wait()
+  finally:
+    writer.close()
+    last_ckpt.close()
+    if best_ckpt is not None:
+      best_ckpt.close()
+  if final is None and evaluate is not None:  # Resumed after the last epoch was saved.
+    final = evaluate(state, epochs - 1)
+  meta["wall_time_s"] += time.time() - start_time
+  return Trained(state, meta, final)
+
+
+def images_per_second(meta: dict) -> float | None:
+  """Training images per second over the epochs after the first (compilation excluded)."""
+  return meta["train_images"] / meta["train_seconds"] if meta["train_seconds"] > 0 else None
+
+
+def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progress,
+                 last_ckpt) -> tuple[Any, dict[str, float]]:
+  """One epoch in chunks of at most `steps_per_call` steps, cut at log boundaries; returns
+  the state and the epoch's mean scalars. The host reads the device only once per window."""
+  spe, log_every = plan.steps_per_epoch, plan.log_every_steps
+  step, end = epoch * spe, (epoch + 1) * spe
+  zeros = multi_step.zeros(state, data)
+  sums, pending, epoch_windows = zeros, None, []
+
+  def report(at: int, window_sums) -> None:
+    window = jax.device_get(window_sums)
+    _check_finite(window, epoch, last_ckpt)
+    epoch_windows.append(window)
+    if at % log_every == 0:
+      scalars = means(window)
+      rate = progress.report(epoch, plan.num_epochs, at, scalars)
+      writer.write(at, {f"{plan.prefix}_step/{k}": v for k, v in scalars.items()}
+                   | {f"{plan.prefix}_step/images_per_s": rate})
+
+  with jax.transfer_guard_device_to_host("disallow"):
+    while step < end:
+      n = min(plan.steps_per_call, end - step, log_every - step % log_every)
+      state, sums = multi_step(state, sums, data, np.int32(n))
+      step += n
+      if pending is not None:  # The next chunk is queued: now wait for the last window.
+        report(*pending)
+        pending = None
+      if step % log_every == 0 or step == end:
+        pending, sums = (step, sums), zeros
+  report(*pending)
+  return state, means(combine(epoch_windows))
+
+
+def _check_finite(sums: dict, epoch: int, last_ckpt: Checkpoints) -> None:
+  bad = int(sums["nonfinite_step"])
+  if bad < 0:
+    return
+  latest = last_ckpt.latest_step()
+  where = (f"the last good checkpoint is step {latest} in {last_ckpt.directory}"
+           if latest is not None else "no checkpoint was written yet")
+  raise FloatingPointError(
+      f"training diverged: a non-finite loss or gradient at step {bad} (epoch {epoch + 1}); "
+      f"{where}. Lower the learning rate, check the inputs, or change the seed.")
+
