@@ -143,9 +143,9 @@ def _folder_labels(folder: str, paths: list[str], dataset_name: str,
 def _stl10_how(data_dir: str | None) -> str:
   where = data_dir or "~/tensorflow_datasets"
   return (f"run `tfds build {STL10_TFDS_NAME} --file_format=array_record --data_dir={where}` "
-          f"(a 2.46 GiB download; on a machine with internet, then copy {where}/"
-          f"{STL10_TFDS_NAME} here) and set {TFDS_DIR_FIELD} if not the default, or choose "
-          "another semi.pool_source")
+          f"(a 2.46 GiB download; building needs TensorFlow and internet, reading does not: "
+          f"build elsewhere and copy {where}/{STL10_TFDS_NAME} here if need be) and set "
+          f"{TFDS_DIR_FIELD} if not the default, or choose another semi.pool_source")
 
 
 def stl10_unlabeled(data_dir: str | None, image_shape: Sequence[int]
