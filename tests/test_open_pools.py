@@ -97,6 +97,11 @@ def test_cinic10_pool_drawn_on_class_folders_is_read_lazily(tmp_path):
   assert np.bincount(pool.true_labels).tolist() == [5] * 10
   np.testing.assert_array_equal(image_source.to_array(pool.images),
                                 cand.images.read(pool.source_indices))
+  # 9 images per class cannot hold 10 of each: refused before any training, every class named.
+  short = r"\(classes by folder\) holds: class 0: 10 asked for, 9 exist;.*class 9"
+  with pytest.raises(ConfigError, match=r"than CINIC-10's ImageNet-derived images " + short):
+    unlabeled.select_pool(cand.images, cand.labels, [10] * 10, range(10),
+                          np.random.RandomState(0), source="cinic10")
 
 
 def test_cinic10_errors_name_the_path_and_the_download(tmp_path):
@@ -252,6 +257,19 @@ def digit_folder(folder):
   for k, image in enumerate(train.images):
     save(os.path.join(folder, f"{k:04d}.png"), image[..., 0], "L")
   return train.images
+
+
+def test_pool_drawn_on_predictions_checks_its_total_before_training(tmp_path):
+  gen = np.random.default_rng(4)
+  for k in range(20):
+    save(tmp_path / f"{k}.png", random_image(gen, (8, 8)), "L")
+  config = semi_config(semi__pool_source="image_folder", semi__image_folder=str(tmp_path))
+  drawn = semi.draw_labeled(config)
+  with pytest.raises(ConfigError, match=r"asks for 790 unlabeled images but the image folder "
+                                        r"holds only 20"):
+    semi.draw_pool(config, drawn)
+  with pytest.raises(ConfigError, match="pool_draw_on='labels' but semi.pool_source="):
+    semi.draw_pool(pipeline.stage_config(config, **{"semi.pool_draw_on": "labels"}), drawn)
 
 
 def test_pool_drawn_on_predictions_end_to_end(tmp_path):

@@ -38,6 +38,7 @@ class ImageSource:
 
   dtype = np.dtype(np.uint8)
   ndim = 4
+  _threaded = False  # Whether `read` decodes in a thread pool.
 
   def __init__(self, num_images: int, image_shape: Sequence[int], fingerprint: str):
     self._n = int(num_images)
@@ -70,8 +71,6 @@ class ImageSource:
       for k, i in enumerate(idx.tolist()):
         out[k] = self._read_one(i)
     return out
-
-  _threaded = False
 
   def _read_one(self, i: int) -> np.ndarray:
     raise NotImplementedError
@@ -125,7 +124,8 @@ class RecordImages(ImageSource):
 
 
 def take(images, indices):
-  """images[indices] for an array or an ImageSource (lazy for the latter)."""
+  """images[indices] (integer indices, not a mask) for an array or an ImageSource (lazy for the
+  latter)."""
   return images[np.asarray(indices, dtype=np.int64)]
 
 
