@@ -7,9 +7,12 @@ the 80M TinyImages selection, as the reference does; then train again on both (b
 
 TinyImages was withdrawn by its authors, so lt_jax cannot fetch it: bring your own copy of the
 reference's `ti_80M_selected.pickle` ('data' N x 32 x 32 x 3 uint8, 'extrapolated_targets')
-and point semi.tinyimages_path at it. CIFAR-10's own training split cannot hold this pool (the
-head class keeps all 5,000 of its images for D_L). Compare with the paper's Table 1 (CE with
-and without pseudo-labels, rho 50). Three 200-epoch stages: an accelerator job.
+and point semi.tinyimages_path at it. Without it the run stops at once and names the open
+pools: cifar10lt_semi_cinic.py (CINIC-10's ImageNet images) and cifar10lt_semi_stl10.py
+(STL-10's unlabelled split) run this same recipe. CIFAR-10's own training split cannot hold
+this pool (the head class keeps all 5,000 of its images for D_L). Compare with the paper's
+Table 1 (CE with and without pseudo-labels, rho 50). Three 200-epoch stages: an accelerator
+job.
 """
 
 from lt_jax.config import get_base_config

@@ -100,12 +100,26 @@ def get_base_config() -> ml_collections.ConfigDict:
   # --- semi-supervised: pseudo-label an unlabeled pool with a base model, train again --------
   c.semi = ml_collections.ConfigDict()
   c.semi.enabled = False  # One run: base model -> pseudo-labels -> final model.
-  # same_split (training images the labeled subset left) | svhn_extra | tinyimages | npz
+  # same_split (training images the labeled subset left) | svhn_extra | tinyimages | npz |
+  # cinic10 (CINIC-10's ImageNet-derived images) | stl10_unlabeled (TFDS stl10, 'unlabelled') |
+  # image_folder (any folder of PNG / JPEG files). README: which pool to pick.
   c.semi.pool_source = "same_split"
   c.semi.unlabeled_ratio = 1.0  # rho_U of the pool (1: balanced).
   c.semi.unlabeled_factor = 5  # |D_U| = factor * |D_L|.
+  # What the per-class rho_U draw runs on: labels (the pool's own: true, extrapolated, or
+  # class folders; the reference) | predictions (the classes the frozen base model predicts;
+  # the draw then happens in the pseudo-label stage) | auto (labels where the pool has them,
+  # else predictions; STL-10's unlabelled split and label-less folders / .npz have none).
+  c.semi.pool_draw_on = "auto"
   c.semi.tinyimages_path = config_dict.placeholder(str)  # ti_80M_selected.pickle (bring your own)
   c.semi.pool_npz_path = config_dict.placeholder(str)  # x_unlabeled [, y_unlabeled]
+  # The folder holding CINIC-10's train/ valid/ test/ (or a CINIC-10/ folder holding them).
+  c.semi.cinic10_dir = "~/.lt_jax/data/cinic10"
+  c.semi.cinic10_splits = ("train", "valid", "test")  # Whose ImageNet-derived images to use.
+  # A folder of PNG / JPEG files; top-level sub-folders named by class id or class name
+  # label their images (used to draw on labels and to measure pseudo-labels).
+  c.semi.image_folder = config_dict.placeholder(str)
+  c.semi.tfds_data_dir = config_dict.placeholder(str)  # stl10's TFDS folder; None: TFDS's default
   c.semi.base_workdir = config_dict.placeholder(str)  # Reuse a trained base model.
   c.semi.base_checkpoint = "last"  # last | best: which base checkpoint labels the pool.
   c.semi.base_batch_size = 128  # The base model trains with the supervised recipe's batch.

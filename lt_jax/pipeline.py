@@ -130,7 +130,8 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  final, rows)
 
 
-def generate_pseudo_labels(config, base_dir: str, labels_dir: str, pool: unlabeled.Pool,
+def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
+                           pool: unlabeled.Pool | unlabeled.PoolRequest,
                            labeled: prepare_lib.LongTailData) -> tuple[str, dict]:
   """Labels `pool` (this config's, see `semi.draw_pool`) with the frozen base model unless this
   stage already did (the .npz is written atomically, so its presence means it is complete).
@@ -141,19 +142,12 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str, pool: unlabel
     with open(report_path) as f:
       return path, json.load(f)
   if not os.path.exists(path):
-    frozen = pseudo_label.load_frozen(base_dir, which=config.semi.base_checkpoint)
-    pred, confidence = pseudo_label.predict(frozen, pool.images, labeled.mean, labeled.std,
-                                            batch_size=config.semi.label_batch_size)
-    keep = pseudo_label.select(pred, confidence, labeled.num_classes,
-                               threshold=config.semi.confidence_threshold,
-                               per_class_max=config.semi.per_class_max)
-    pseudo_label.write_pseudo_labels(path, indices=pool.source_indices, pred=pred,
-                                     confidence=confidence, keep=keep,
-                                     true_labels=pool.true_labels)
+    semi.pseudo_label_pool(config, base_dir, pool, labeled, path)
   saved = pseudo_label.read_pseudo_labels(path)
-  report = pseudo_label.report(saved["pseudo_labels"], saved["keep"], pool.true_labels,
+  report = pseudo_label.report(saved["pseudo_labels"], saved["keep"], saved.get("true_labels"),
                                labeled.num_classes)
   report["pool_source"] = config.semi.pool_source
+  report["pool_draw_on"] = str(saved.get("pool_draw_on", "labels"))
   report["requested_counts"] = pool.requested_counts
   report["file"] = path
   pseudo_label.plot_report(os.path.join(labels_dir, workdir_lib.PSEUDO_LABEL_PLOT_FILE), report)

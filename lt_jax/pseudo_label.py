@@ -10,8 +10,9 @@ the pool, then train again on D_L plus the pseudo-labeled pool. This module is t
 
 `predict` is one jitted function per batch, sharded over the mesh's data axis; the host loops
 over fixed-size batches (the last one zero-padded, the padding dropped), so every pool image is
-labeled exactly once whatever the pool size. The reference keeps every pseudo-label; `select`
-adds the usual confidence threshold and a per-class cap as options.
+labeled exactly once whatever the pool size; a lazy `image_source.ImageSource` is streamed
+batch by batch, so a pool larger than memory is never held decoded. The reference keeps every
+pseudo-label; `select` adds the usual confidence threshold and a per-class cap as options.
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ import numpy as np  # noqa: E402
 from lt_jax import checkpoint, io_utils, parallel  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
 from lt_jax.data import augment as augment_lib  # noqa: E402
+from lt_jax.data import image_source  # noqa: E402
 from lt_jax.errors import ConfigError, DataError  # noqa: E402
 from lt_jax.models import create_model  # noqa: E402
 
 REQUIRED_KEYS = ("indices", "pseudo_labels", "confidences", "keep")
+# Where the pool came from, stored as 0-d strings beside the per-image arrays.
+PROVENANCE_KEYS = ("pool_source", "pool_draw_on", "pool_fingerprint")
 
 
 # --- the frozen base model ----------------------------------------------------------------
@@ -138,9 +142,9 @@ _label_batch_jit = jax.jit(
     _label_batch, static_argnames=("model", "mean", "std", "scale", "out_sharding"))
 
 
-def _batch(images: np.ndarray, start: int, batch_size: int) -> np.ndarray:
-  """images[start:start + batch_size], zero-padded to batch_size rows."""
-  chunk = images[start:start + batch_size]
+def _batch(images, start: int, batch_size: int) -> np.ndarray:
+  """images[start:start + batch_size] (read from an ImageSource), zero-padded to batch_size."""
+  chunk = image_source.read_rows(images, start, min(start + batch_size, len(images)))
   if len(chunk) == batch_size:
     return chunk
   padded = np.zeros((batch_size, *images.shape[1:]), images.dtype)
@@ -148,18 +152,21 @@ def _batch(images: np.ndarray, start: int, batch_size: int) -> np.ndarray:
   return padded
 
 
-def _check_images(images) -> np.ndarray:
-  images = np.asarray(images)
+def _check_images(images):
+  if not isinstance(images, image_source.ImageSource):
+    images = np.asarray(images)
   if images.dtype != np.uint8 or images.ndim != 4:
     raise DataError(f"pool images must be uint8 [M, H, W, C], got {images.dtype} "
                     f"{list(images.shape)}; pass the raw pool images, before normalisation.")
   return images
 
 
-def predict(frozen: FrozenModel, images_uint8: np.ndarray, mean: Sequence[float],
+def predict(frozen: FrozenModel, images_uint8, mean: Sequence[float],
             std: Sequence[float], *, batch_size: int = 1024,
             mesh=None) -> tuple[np.ndarray, np.ndarray]:
   """Labels every pool image: (pred int64 [M], confidence float32 [M]).
+
+  `images_uint8` is a uint8 [M, H, W, C] array or an ImageSource, read one batch at a time.
 
   confidence is the max softmax probability of `logit_scale(frozen) * logits` (see there for
   cosine heads). Batches of `batch_size` (config `semi.label_batch_size`, split over the mesh's
@@ -239,8 +246,13 @@ def select(pred: np.ndarray, confidence: np.ndarray, num_classes: int, *,
 
 
 def write_pseudo_labels(path: str, *, indices, pred, confidence, keep, true_labels=None,
+                        provenance: dict[str, str] | None = None,
                         overwrite: bool = False) -> str:
-  """Writes the .npz atomically; refuses to replace an existing file unless overwrite=True."""
+  """Writes the .npz atomically; refuses to replace an existing file unless overwrite=True.
+
+  `provenance` (keys of PROVENANCE_KEYS) is stored as 0-d strings so that a later stage can
+  check the file was made for its pool.
+  """
   arrays = {"indices": np.asarray(indices, np.int64),
             "pseudo_labels": np.asarray(pred, np.int64),
             "confidences": np.asarray(confidence, np.float32),
@@ -250,6 +262,10 @@ def write_pseudo_labels(path: str, *, indices, pred, confidence, keep, true_labe
   lengths = {k: v.shape for k, v in arrays.items()}
   if len(set(lengths.values())) != 1 or arrays["indices"].ndim != 1:
     raise ValueError(f"pseudo-label arrays must be 1-D of one length, got {lengths}.")
+  unknown = sorted(set(provenance or {}) - set(PROVENANCE_KEYS))
+  if unknown:
+    raise ValueError(f"unknown provenance keys {unknown}; use {PROVENANCE_KEYS}.")
+  arrays.update({k: np.asarray(str(v)) for k, v in (provenance or {}).items()})
   if os.path.exists(path) and not overwrite:
     raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or "
                           "write to another path.")
@@ -276,7 +292,7 @@ def read_pseudo_labels(path: str) -> dict[str, np.ndarray]:
     if key not in out:
       raise DataError(f"{path} lacks the array {key!r}; it was not written by "
                       "write_pseudo_labels: delete it and rerun the pseudo-label stage.")
-  lengths = {k: v.shape for k, v in out.items()}
+  lengths = {k: v.shape for k, v in out.items() if k not in PROVENANCE_KEYS}
   if len(set(lengths.values())) != 1:
     raise DataError(f"{path} holds arrays of different lengths {lengths}; rerun the "
                     "pseudo-label stage.")

@@ -1,8 +1,12 @@
 """Semi-supervised data: the unlabeled pool a config describes, and D_L plus its pseudo-labels.
 
-The pool is drawn right after the labeled subset from the same seeded generator (as the
-reference does), so it is a pure function of the config: the final stage re-draws it and checks
-that the pseudo-label file was made for exactly this pool.
+A pool drawn on its own labels is drawn right after the labeled subset from the same seeded
+generator (as the reference does), so it is a pure function of the config: the final stage
+re-draws it and checks that the pseudo-label file was made for exactly this pool. A pool drawn
+on the base model's predictions (`semi.pool_draw_on`) depends on that model: the pseudo-label
+stage draws it and records the kept source indices, and the final stage loads exactly those
+images once the file's provenance (pool source, draw rule, the source's listing, the per-class
+counts of the request) matches this config.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ import ml_collections
 import numpy as np
 
 from lt_jax import pseudo_label
-from lt_jax.data import longtail, unlabeled
+from lt_jax.data import image_source, longtail, unlabeled
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data.sources import Split
-from lt_jax.errors import DataError
+from lt_jax.errors import ConfigError, DataError
 
 
 def draw_labeled(config: ml_collections.ConfigDict) -> prepare_lib.Draw:
@@ -25,21 +29,105 @@ def draw_labeled(config: ml_collections.ConfigDict) -> prepare_lib.Draw:
                           with_extra=config.semi.pool_source == "svhn_extra")
 
 
-def draw_pool(config: ml_collections.ConfigDict, drawn: prepare_lib.Draw) -> unlabeled.Pool:
+def draw_pool(config: ml_collections.ConfigDict, drawn: prepare_lib.Draw
+              ) -> unlabeled.Pool | unlabeled.PoolRequest:
   """The unlabeled pool D_U for this config (never the test split, never a labeled or
-  validation image)."""
+  validation image): drawn now on the pool's labels, or, when it is drawn on predictions, a
+  PoolRequest that `pseudo_label_pool` draws once the base model exists."""
   semi, data = config.semi, drawn.data
   candidates = unlabeled.candidate_pool(
       semi.pool_source, drawn.source, excluded_train_indices=drawn.used_train_indices,
-      tinyimages_path=semi.tinyimages_path, npz_path=semi.pool_npz_path)
+      tinyimages_path=semi.tinyimages_path, npz_path=semi.pool_npz_path,
+      cinic10_dir=semi.cinic10_dir, cinic10_splits=tuple(semi.cinic10_splits),
+      image_folder=semi.image_folder, tfds_data_dir=semi.tfds_data_dir)
   order = prepare_lib.class_order(data.name, data.num_classes)
-  labeled_in_order = [data.class_counts[c] for c in order]
   counts = longtail.unlabeled_counts(len(data.train.labels), data.num_classes,
                                      semi.unlabeled_ratio, semi.unlabeled_factor)
-  return unlabeled.select_pool(
-      candidates.images, candidates.labels, counts, order, drawn.rng, source=semi.pool_source,
-      source_indices=candidates.source_indices, labeled_counts=labeled_in_order,
-      unlabeled_ratio=semi.unlabeled_ratio, unlabeled_factor=semi.unlabeled_factor)
+  context = dict(source=semi.pool_source, labeled_counts=[data.class_counts[c] for c in order],
+                 unlabeled_ratio=semi.unlabeled_ratio, unlabeled_factor=semi.unlabeled_factor)
+  if unlabeled.draw_rule(semi.pool_draw_on, semi.pool_source, candidates.labels) == "labels":
+    return unlabeled.select_pool(candidates.images, candidates.labels, counts, order, drawn.rng,
+                                 source_indices=candidates.source_indices, **context)
+  return unlabeled.request_pool(candidates, counts, order, drawn.rng, **context)
+
+
+def _fingerprint(images) -> str:
+  if isinstance(images, image_source.ImageSource):
+    return images.fingerprint
+  return f"array:{tuple(images.shape)}"
+
+
+def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
+                      pool: unlabeled.Pool | unlabeled.PoolRequest,
+                      labeled: prepare_lib.LongTailData, path: str) -> None:
+  """Labels `pool` with the frozen base model in `base_dir` and writes the .npz at `path`.
+
+  A PoolRequest is drawn here: every candidate is labeled (streamed in batches), the rho_U
+  counts are drawn per predicted class, and only the drawn images are recorded. A predicted
+  class too rare for its count stops the run here, before the final stage trains.
+  """
+  semi = config.semi
+  frozen = pseudo_label.load_frozen(base_dir, which=semi.base_checkpoint)
+  label = lambda images: pseudo_label.predict(frozen, images, labeled.mean, labeled.std,
+                                              batch_size=semi.label_batch_size)
+  if isinstance(pool, unlabeled.PoolRequest):
+    candidates = pool.candidates
+    print(f"labeling all {len(candidates.images)} candidates of {semi.pool_source} to draw "
+          "the pool on their predicted classes", flush=True)
+    pred, confidence = label(candidates.images)
+    try:
+      picked = unlabeled.draw_by_predictions(pool, pred)
+    except ConfigError as e:
+      raise ConfigError(f"{e} The base model is trained: in a new workdir, "
+                        f"--config.semi.base_workdir={base_dir} skips its training.") from e
+    indices, pred, confidence = candidates.source_indices[picked], pred[picked], confidence[picked]
+    true_labels = None if candidates.labels is None else candidates.labels[picked]
+    draw_on, fingerprint = "predictions", _fingerprint(candidates.images)
+  else:
+    pred, confidence = label(pool.images)
+    indices, true_labels = pool.source_indices, pool.true_labels
+    draw_on, fingerprint = "labels", _fingerprint(pool.images)
+  keep = pseudo_label.select(pred, confidence, labeled.num_classes,
+                             threshold=semi.confidence_threshold,
+                             per_class_max=semi.per_class_max)
+  pseudo_label.write_pseudo_labels(
+      path, indices=indices, pred=pred, confidence=confidence, keep=keep,
+      true_labels=true_labels,
+      provenance={"pool_source": semi.pool_source, "pool_draw_on": draw_on,
+                  "pool_fingerprint": fingerprint})
+
+
+def _check_provenance(path: str, saved: dict, expected: dict[str, str]) -> None:
+  """The file's pool source, draw rule and source listing must be this config's. Files
+  written before these were recorded hold none; only a draw on labels can be checked then
+  (by its indices), so they pass here as 'labels'."""
+  recorded = {k: str(saved[k]) for k in pseudo_label.PROVENANCE_KEYS if k in saved}
+  recorded.setdefault("pool_draw_on", "labels")
+  for key, want in expected.items():
+    if key in recorded and recorded[key] != want:
+      raise DataError(f"{path} was made for a different unlabeled pool than this config draws "
+                      f"({key}: the file says {recorded[key]!r}, the config gives {want!r}); "
+                      "regenerate it in a new workdir.")
+
+
+def _drawn_on_predictions(path: str, saved: dict, request: unlabeled.PoolRequest):
+  """The candidates' images at the file's source indices, once the file's predicted classes
+  match this config's request exactly."""
+  candidates = request.candidates
+  indices, pseudo = saved["indices"], saved["pseudo_labels"]
+  got = np.bincount(pseudo, minlength=len(request.requested_counts)).tolist()
+  if got != request.requested_counts:
+    raise DataError(f"{path} was made for a different unlabeled pool than this config draws "
+                    f"(its images per predicted class are {got}, the config asks for "
+                    f"{request.requested_counts}); regenerate it in a new workdir.")
+  where = np.searchsorted(candidates.source_indices, indices)
+  found = where < len(candidates.source_indices)
+  found[found] = candidates.source_indices[where[found]] == indices[found]
+  if not found.all() or len(np.unique(indices)) != len(indices):
+    raise DataError(f"{path} was made for a different unlabeled pool than this config draws "
+                    "(some of its indices are not candidates of this pool, or repeat); "
+                    "regenerate it in a new workdir.")
+  return image_source.take(candidates.images, where)
 
 
 def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
@@ -48,14 +136,25 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
   margins) include the pseudo-labels, as in the reference."""
   drawn = draw_labeled(config)
   pool = draw_pool(config, drawn)
-  labels_file = pseudo_label.read_pseudo_labels(config.semi.pseudo_labels)
-  if not np.array_equal(labels_file["indices"], pool.source_indices):
-    raise DataError(f"{config.semi.pseudo_labels} was made for a different unlabeled pool than "
-                    "this config draws (dataset or semi settings changed); regenerate it in a "
-                    "new workdir.")
+  path = config.semi.pseudo_labels
+  labels_file = pseudo_label.read_pseudo_labels(path)
+  if isinstance(pool, unlabeled.PoolRequest):
+    _check_provenance(path, labels_file, {
+        "pool_source": pool.source, "pool_draw_on": "predictions",
+        "pool_fingerprint": _fingerprint(pool.candidates.images)})
+    pool_images = _drawn_on_predictions(path, labels_file, pool)
+  else:
+    _check_provenance(path, labels_file, {
+        "pool_source": pool.source, "pool_draw_on": "labels",
+        "pool_fingerprint": _fingerprint(pool.images)})
+    if not np.array_equal(labels_file["indices"], pool.source_indices):
+      raise DataError(f"{path} was made for a different unlabeled pool than this config draws "
+                      "(dataset or semi settings changed); regenerate it in a new workdir.")
+    pool_images = pool.images
   keep = labels_file["keep"].astype(bool)
   data = drawn.data
-  images = np.concatenate([data.train.images, pool.images[keep]])
+  kept = image_source.to_array(image_source.take(pool_images, np.flatnonzero(keep)))
+  images = np.concatenate([data.train.images, kept])
   labels = np.concatenate([data.train.labels,
                            labels_file["pseudo_labels"][keep].astype(np.int64)])
   counts = np.bincount(labels, minlength=data.num_classes).tolist()

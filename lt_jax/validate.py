@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from lt_jax import results
-from lt_jax.data import augment, longtail, prepare, samplers, sources, unlabeled
+from lt_jax.data import augment, longtail, open_pools, prepare, samplers, sources, unlabeled
 from lt_jax.errors import ConfigError
 from lt_jax.models import DTYPES, HEADS, MODELS
 from lt_jax.pretrain import METHODS as PRETRAIN_METHODS
@@ -89,6 +89,21 @@ def _validate_semi(config) -> None:
   if not (semi.enabled or semi.pseudo_labels):
     return
   _choice("semi.pool_source", semi.pool_source, unlabeled.POOL_SOURCES)
+  _choice("semi.pool_draw_on", semi.pool_draw_on, unlabeled.DRAW_RULES)
+  if semi.pool_draw_on == "labels" and semi.pool_source in unlabeled.UNLABELED_SOURCES:
+    raise ConfigError(f"semi.pool_draw_on='labels' but semi.pool_source={semi.pool_source!r} "
+                      "has no labels; set semi.pool_draw_on='predictions' (or 'auto').")
+  if semi.pool_source == "cinic10":
+    if config.dataset.name != "cifar10":
+      raise ConfigError("semi.pool_source='cinic10' needs dataset.name='cifar10' (its class "
+                        "folders are CIFAR-10's classes); use 'image_folder' for other data.")
+    splits = tuple(semi.cinic10_splits)
+    if not splits or any(s not in open_pools.CINIC10_SPLITS for s in splits):
+      raise ConfigError(f"semi.cinic10_splits={splits} must be a non-empty subset of "
+                        f"{open_pools.CINIC10_SPLITS}.")
+  if semi.pool_source == "image_folder" and not semi.image_folder:
+    raise ConfigError("semi.pool_source='image_folder' needs semi.image_folder, a folder of "
+                      "PNG / JPEG files.")
   if semi.unlabeled_ratio is None or semi.unlabeled_ratio < 1:
     raise ConfigError(f"semi.unlabeled_ratio={semi.unlabeled_ratio!r} must be >= 1 (rho_U).")
   _positive("semi.unlabeled_factor", semi.unlabeled_factor)

@@ -117,6 +117,57 @@ def test_whole_pool_draws_nothing():
   assert blind.true_labels is None and blind.requested_counts == []
 
 
+# --- the draw on predicted classes ----------------------------------------------------
+
+# |D_L| = 70 over 3 classes, rho_U 10, factor 5: T = 350, floor(T / 3) = 116, raw counts
+# int(116 * 0.1 ** (i / 2)) = 116, 36, 11 (sum 163), rescaled by 350 / 163 and truncated.
+HAND_COUNTS = [249, 77, 23]
+
+
+def predicted(per_class, seed=0):
+  """Predicted classes with the given count of each class id, in a shuffled order."""
+  pred = np.repeat(np.arange(len(per_class)), per_class)
+  np.random.default_rng(seed).shuffle(pred)
+  return pred
+
+
+def test_draw_on_predictions_gives_the_rho_u_counts_and_replays_the_reference():
+  assert longtail.unlabeled_counts(70, 3, 10, 5) == HAND_COUNTS
+  order = (2, 0, 1)  # Counts follow the labeled subset's class order: class 2 is the head.
+  labels = np.repeat(np.arange(3), 50)
+  labeled_counts = [40, 20, 10]
+  pred = predicted([120, 90, 300])
+  want_labeled, want_pool = reference_draw(labels, labeled_counts, pred, HAND_COUNTS, 5, order)
+
+  r = np.random.RandomState(5)
+  got_labeled = longtail.longtail_indices(labels, labeled_counts, class_order=order, rng=r)
+  cand = unlabeled.Candidates(fingerprinted(0, pred).images, None, np.arange(len(pred)) + 1000)
+  request = unlabeled.request_pool(cand, HAND_COUNTS, order, r, source="stl10_unlabeled")
+  assert request.requested_counts == [77, 23, 249]  # Per class id.
+  picked = unlabeled.draw_by_predictions(request, pred)
+  np.testing.assert_array_equal(got_labeled, want_labeled)
+  np.testing.assert_array_equal(picked, want_pool)
+  assert np.bincount(pred[picked], minlength=3).tolist() == [77, 23, 249]
+
+
+def test_draw_on_predictions_names_the_short_classes_before_drawing():
+  cand = unlabeled.Candidates(np.zeros((365, 1, 1, 1), np.uint8), None, np.arange(365))
+  r = np.random.RandomState(0)
+  request = unlabeled.request_pool(cand, HAND_COUNTS, range(3), r, source="stl10_unlabeled",
+                                   labeled_counts=[40, 20, 10], unlabeled_ratio=10,
+                                   unlabeled_factor=5)
+  state = r.get_state()[1].copy()
+  with pytest.raises(ConfigError) as info:
+    unlabeled.draw_by_predictions(request, predicted([300, 60, 5]))
+  msg = str(info.value)
+  assert ("class 1: 77 asked for, the base model predicts it for 60; class 2: 23 asked for, "
+          "the base model predicts it for 5") in msg
+  assert "class 0:" not in msg and "semi.pool_draw_on" in msg
+  real = unlabeled.max_fitting_factor(70, 3, 10, [300, 60, 5])
+  assert f"at most {int(real)} (the largest real factor that fits is {real:.2f}" in msg
+  np.testing.assert_array_equal(r.get_state()[1], state)  # Nothing drawn before the error.
+
+
 # --- what fits --------------------------------------------------------------------------
 
 
@@ -317,8 +368,11 @@ def test_tinyimages_reads_reference_layout(tmp_path):
 
 
 def test_tinyimages_missing(tmp_path):
-  with pytest.raises(DataError, match="withdrawn by its authors.*semi.tinyimages_path"):
+  with pytest.raises(DataError, match="withdrawn by its authors.*semi.tinyimages_path") as info:
     unlabeled.candidate_pool("tinyimages", cifar_like())
+  for open_pool in ("configs/cifar10lt_semi_cinic.py", "configs/cifar10lt_semi_stl10.py",
+                    "https://doi.org/10.7488/ds/2448", "tfds build stl10"):
+    assert open_pool in str(info.value)
   with pytest.raises(DataError, match="ti_80M_selected.pickle.*withdrawn"):
     unlabeled.candidate_pool("tinyimages", cifar_like(), tinyimages_path=str(tmp_path))
 
@@ -369,21 +423,23 @@ def test_npz_with_labels(tmp_path):
   assert np.bincount(pool.true_labels).tolist() == [2] * 10
 
 
-def test_npz_without_labels_takes_a_uniform_subset(tmp_path):
+def test_npz_without_labels_is_drawn_on_predictions(tmp_path):
   path = tmp_path / "pool.npz"
   np.savez(path, x_unlabeled=np.zeros((50, 4, 4, 1), np.uint8))
   cand = unlabeled.candidate_pool("npz", fmnist_small(), npz_path=str(path))
   assert cand.labels is None
-  counts = [10, 5, 3]
-  pool = unlabeled.select_pool(cand.images, cand.labels, counts, range(3),
-                               np.random.RandomState(4), source="npz")
-  want = np.random.RandomState(4).permutation(50)[:18]  # permutation == shuffle of arange.
-  np.testing.assert_array_equal(pool.source_indices, want)
-  assert pool.true_labels is None and pool.requested_counts == counts
+  assert unlabeled.draw_rule("auto", "npz", cand.labels) == "predictions"
+  assert unlabeled.draw_rule("auto", "npz", np.zeros(50, np.int64)) == "labels"
+  with pytest.raises(ConfigError, match="pool_draw_on='labels'.*'predictions'"):
+    unlabeled.draw_rule("labels", "npz", cand.labels)
+  with pytest.raises(ValueError, match="draw_by_predictions"):
+    unlabeled.select_pool(cand.images, None, [10, 5, 3], range(3), np.random.RandomState(4),
+                          source="npz")
+  # 12 labeled images, rho_U 1, factor 5 ask for 60 in all: only the total is known before the
+  # base model is trained, and factor 4 (48 images) is the largest that fits.
   with pytest.raises(ConfigError, match=r"asks for 60 unlabeled images.*only 50.*at most 4"):
-    unlabeled.select_pool(cand.images, cand.labels, [40, 15, 5], range(3),
-                          np.random.RandomState(4), source="npz", labeled_counts=[5, 4, 3],
-                          unlabeled_ratio=1, unlabeled_factor=5)
+    unlabeled.request_pool(cand, [20, 20, 20], range(3), np.random.RandomState(4), source="npz",
+                           labeled_counts=[5, 4, 3], unlabeled_ratio=1, unlabeled_factor=5)
 
 
 @pytest.mark.parametrize("arrays,match", [

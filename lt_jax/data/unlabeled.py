@@ -7,12 +7,21 @@ same stream, draws the pool: for each class in the labeled subset's class order,
 the pool's own labels (SVHN extra: true labels; TinyImages: the pickle's `extrapolated_targets`).
 They only choose the subset and later measure pseudo-label accuracy; they never reach training.
 
-Two steps keep I/O apart from the draw:
-  candidate_pool  reads or slices the images the pool may draw from, with their own labels
-                  (or None) and their indices in the source array.
-  select_pool     replays the reference's per-class draw on a RandomState that continues the
-                  labeled subset's stream, and refuses, before any training, a request that a
-                  class of the candidates cannot meet.
+A pool without labels of its own (STL-10's unlabelled split, a plain image folder, an .npz
+without 'y_unlabeled') is drawn the same way on the classes the frozen base model predicts
+(`semi.pool_draw_on`, see `draw_rule`): a deviation from the reference, whose labels come with
+the pool, that keeps the rho_U formula's exact per-class counts.
+
+The steps keep I/O apart from the draw:
+  candidate_pool       reads, slices or (for the open pools) indexes without decoding the images
+                       the pool may draw from, with their own labels (or None) and their
+                       indices in the source.
+  select_pool          replays the reference's per-class draw on a RandomState that continues
+                       the labeled subset's stream, and refuses, before any training, a request
+                       that a class of the candidates cannot meet.
+  request_pool         for a draw on predictions: checks the total before any training and
+                       keeps what `draw_by_predictions` needs once the base model has labeled
+                       every candidate.
 """
 
 from __future__ import annotations
@@ -26,16 +35,21 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lt_jax.data import longtail, sources
+from lt_jax.data import image_source, longtail, open_pools, sources
 from lt_jax.errors import ConfigError, DataError
 
-POOL_SOURCES = ("same_split", "svhn_extra", "tinyimages", "npz")
+POOL_SOURCES = ("same_split", "svhn_extra", "tinyimages", "npz", "cinic10", "stl10_unlabeled",
+                "image_folder")
+# Sources whose images never come with labels: a draw on labels is impossible.
+UNLABELED_SOURCES = ("stl10_unlabeled",)
+DRAW_RULES = ("auto", "labels", "predictions")
 
 SOURCE_FIELD = "semi.pool_source"
 FACTOR_FIELD = "semi.unlabeled_factor"
 RATIO_FIELD = "semi.unlabeled_ratio"
 TINYIMAGES_FIELD = "semi.tinyimages_path"
 NPZ_FIELD = "semi.pool_npz_path"
+DRAW_FIELD = "semi.pool_draw_on"
 
 TINYIMAGES_FILE = "ti_80M_selected.pickle"  # The reference's file name; a folder may hold it.
 
@@ -48,7 +62,12 @@ _SVHN_HOW = ("download extra_32x32.mat from http://ufldl.stanford.edu/housenumbe
 _TI_HOW = ("the 80 Million Tiny Images dataset was withdrawn by its authors in 2020 and cannot be "
            "downloaded, so bring your own copy of the reference's ti_80M_selected.pickle (a dict "
            "with 'data': uint8 (N, 32, 32, 3) and 'extrapolated_targets': (N,) ints 0..C-1) and "
-           f"set {TINYIMAGES_FIELD} to the file or its folder, or choose another {SOURCE_FIELD}")
+           f"set {TINYIMAGES_FIELD} to the file or its folder. Or run the same recipe on a pool "
+           "you can download today: CINIC-10's ImageNet images (about 690 MB, from "
+           "https://doi.org/10.7488/ds/2448; python run.py "
+           "--config=configs/cifar10lt_semi_cinic.py) or STL-10's unlabelled split (2.46 GiB, "
+           "`tfds build stl10 --file_format=array_record`; python run.py "
+           "--config=configs/cifar10lt_semi_stl10.py); README: Semi-supervised learning")
 _NPZ_HOW = ("save one with np.savez(path, x_unlabeled=..., y_unlabeled=...) (images uint8 NHWC or "
             "NHW; y_unlabeled is optional, ints 0..C-1, used only to size the classes and to "
             f"measure pseudo-label accuracy) and set {NPZ_FIELD}")
@@ -58,12 +77,16 @@ _DESCRIPTIONS = {
     "svhn_extra": "SVHN's extra split",
     "tinyimages": "the TinyImages pickle (classes by 'extrapolated_targets')",
     "npz": "the .npz pool (classes by 'y_unlabeled')",
+    "cinic10": "CINIC-10's ImageNet-derived images (classes by folder)",
+    "stl10_unlabeled": "STL-10's unlabelled split",
+    "image_folder": "the image folder (classes by sub-folder)",
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Pool:
-  images: np.ndarray  # (M, H, W, C) uint8.
+  """A pool drawn on its own labels (a lazy ImageSource for the open pools)."""
+  images: np.ndarray | image_source.ImageSource  # (M, H, W, C) uint8.
   true_labels: np.ndarray | None  # (M,) int64: the pool's own labels (true or extrapolated).
   source_indices: np.ndarray  # (M,) int64: each image's index in its source array.
   requested_counts: list[int]  # Per class id (not class order); see `select_pool`.
@@ -72,7 +95,7 @@ class Pool:
 
 class Candidates(NamedTuple):
   """What a pool may draw from; `source_indices` keeps provenance through the draw."""
-  images: np.ndarray  # (N, H, W, C) uint8.
+  images: np.ndarray | image_source.ImageSource  # (N, H, W, C) uint8.
   labels: np.ndarray | None  # (N,) int64, or None when the source has no labels.
   source_indices: np.ndarray  # (N,) int64 index of each candidate in its source array.
 
@@ -83,7 +106,11 @@ class Candidates(NamedTuple):
 def candidate_pool(source: str, data: sources.Dataset, *,
                    excluded_train_indices: np.ndarray | None = None,
                    tinyimages_path: str | None = None,
-                   npz_path: str | None = None) -> Candidates:
+                   npz_path: str | None = None,
+                   cinic10_dir: str | None = None,
+                   cinic10_splits: Sequence[str] = open_pools.CINIC10_SPLITS,
+                   image_folder: str | None = None,
+                   tfds_data_dir: str | None = None) -> Candidates:
   """The images (with their own labels, or None) that the pool may draw from.
 
   same_split  the training images not in `excluded_train_indices` (pass the labeled subset and
@@ -92,18 +119,29 @@ def candidate_pool(source: str, data: sources.Dataset, *,
   svhn_extra  `data.extra` (SVHN's extra_32x32.mat), with its true labels.
   tinyimages  the reference's ti_80M_selected.pickle, classes by its 'extrapolated_targets'.
               Unpickling runs code from the file: only use a copy you trust.
-  npz         'x_unlabeled' and, when present, 'y_unlabeled'. Without labels the pool cannot be
-              split by class: `select_pool` then takes the whole pool or a uniform random subset
-              of the requested total size.
+  npz         'x_unlabeled' and, when present, 'y_unlabeled'.
+  cinic10, stl10_unlabeled, image_folder
+              the open pools of `open_pools` (CINIC-10's ImageNet-derived images of
+              `cinic10_splits` with their class folders; STL-10's unlabelled split from TFDS;
+              any image folder), as lazy ImageSources fitted to the labeled data's (H, W, C).
 
   Returns Candidates(images, labels, source_indices); source_indices index `data.train` for
-  same_split and the source's own array otherwise. Images must have the labeled data's
-  (H, W, C), else DataError naming both shapes.
+  same_split and the source's own array or listing otherwise. Array images must have the
+  labeled data's (H, W, C), else DataError naming both shapes.
   """
   if source not in POOL_SOURCES:
     raise ConfigError(f"{SOURCE_FIELD}={source!r} is unknown; choose one of {POOL_SOURCES}.")
   if source == "same_split":
     return _same_split(data, excluded_train_indices)
+  shape = data.train.images.shape[1:]
+  if source in ("cinic10", "stl10_unlabeled", "image_folder"):
+    if source == "cinic10":
+      images, labels = open_pools.cinic10(cinic10_dir, shape, cinic10_splits)
+    elif source == "stl10_unlabeled":
+      images, labels = open_pools.stl10_unlabeled(tfds_data_dir, shape)
+    else:
+      images, labels = open_pools.image_folder(image_folder, shape, data.name, data.num_classes)
+    return Candidates(images, labels, np.arange(len(images), dtype=np.int64))
   if source == "svhn_extra":
     candidates, where = _svhn_extra(data), "SVHN's extra split (extra_32x32.mat)"
   elif source == "tinyimages":
@@ -242,7 +280,36 @@ def _read_npz_pool(path: str, num_classes: int) -> Candidates:
 # --- the draw ---------------------------------------------------------------------------
 
 
-def select_pool(images: np.ndarray, labels: np.ndarray | None,
+@dataclasses.dataclass(frozen=True)
+class _Request:
+  """What the error message needs to say how far the request is from fitting."""
+  source: str
+  field: str
+  labeled_counts: Sequence[int] | None
+  ratio: float | None
+  factor: int | None
+  draw_on: str = "labels"
+
+
+def draw_rule(setting: str, source: str, labels: np.ndarray | None) -> str:
+  """'labels' or 'predictions': what the per-class draw of this pool runs on.
+
+  auto draws on the pool's own labels where it has them (same_split, svhn_extra, tinyimages'
+  extrapolated targets, an .npz with 'y_unlabeled', CINIC-10's class folders, an image folder
+  with class sub-folders: the reference's rule) and on the base model's predictions otherwise.
+  """
+  if setting not in DRAW_RULES:
+    raise ConfigError(f"{DRAW_FIELD}={setting!r} is unknown; choose one of {DRAW_RULES}.")
+  if setting == "labels" and labels is None:
+    raise ConfigError(f"{DRAW_FIELD}='labels' but {SOURCE_FIELD}={source!r} gives no labels "
+                      f"for its images; set {DRAW_FIELD}='predictions' (or 'auto') to draw on "
+                      "the classes the base model predicts.")
+  if setting == "auto":
+    return "labels" if labels is not None else "predictions"
+  return setting
+
+
+def select_pool(images, labels: np.ndarray | None,
                 counts_in_order: Sequence[int] | None, class_order: Sequence[int],
                 rng: np.random.RandomState, *, source: str, field: str = RATIO_FIELD,
                 source_indices: np.ndarray | None = None,
@@ -251,11 +318,11 @@ def select_pool(images: np.ndarray, labels: np.ndarray | None,
                 unlabeled_factor: int | None = None) -> Pool:
   """The reference's per-class draw of the pool, continuing `rng` after the labeled subset.
 
-  With labels: for each class in `class_order`, shuffle that class's candidate indices with
-  `rng` and keep the first counts_in_order[k]. Without labels (an .npz pool with no
-  'y_unlabeled'), per-class sizes are impossible: a uniform random subset of sum(counts) is
-  kept (`rng.shuffle` of all indices, then the first sum). counts_in_order=None takes the whole
-  candidate pool in its own order and draws nothing from `rng`.
+  For each class in `class_order`, shuffle that class's candidate indices with `rng` and keep
+  the first counts_in_order[k]. counts_in_order=None takes the whole candidate pool in its own
+  order and draws nothing from `rng`. A pool without labels is drawn on predictions instead
+  (`request_pool`, `draw_by_predictions`). `images` may be an array or an ImageSource (the
+  result then holds a lazy subset).
 
   `source_indices` (default 0..N-1) are the candidates' indices in their source array, as
   `candidate_pool` returns them. When a class holds fewer candidates than asked for, raises
@@ -277,33 +344,71 @@ def select_pool(images: np.ndarray, labels: np.ndarray | None,
   if len(counts) != len(order):
     raise ConfigError(f"{len(counts)} unlabeled class counts were given for {len(order)} "
                       f"classes; {field} must describe one count per class.")
-  context = _Request(source, field, labeled_counts, unlabeled_ratio, unlabeled_factor)
   if labels is None:
-    picked = _draw_uniform(len(images), sum(counts), rng, context)
-  else:
-    picked = _draw_by_class(np.asarray(labels), counts, order, rng, context)
-  true_labels = None if labels is None else np.asarray(labels, dtype=np.int64)[picked]
-  return Pool(images[picked], true_labels, src[picked],
-              longtail.counts_by_class(counts, order, len(order)), source)
+    raise ValueError("a pool without labels cannot be drawn by class; draw it on the base "
+                     "model's predictions (request_pool, then draw_by_predictions).")
+  context = _Request(source, field, labeled_counts, unlabeled_ratio, unlabeled_factor)
+  picked = _draw_by_class(np.asarray(labels), counts, order, rng, context)
+  return Pool(image_source.take(images, picked), np.asarray(labels, dtype=np.int64)[picked],
+              src[picked], longtail.counts_by_class(counts, order, len(order)), source)
 
 
-def _whole_pool(images: np.ndarray, labels: np.ndarray | None, src: np.ndarray,
+@dataclasses.dataclass(frozen=True)
+class PoolRequest:
+  """A pool to be drawn on the base model's predictions: the candidates, the request and the
+  generator positioned right after the labeled subset (nothing drawn from it yet)."""
+  candidates: Candidates
+  counts_in_order: list[int]
+  class_order: list[int]
+  rng: np.random.RandomState
+  requested_counts: list[int]  # Per class id, as Pool's.
+  source: str
+  context: _Request
+
+
+def request_pool(candidates: Candidates, counts_in_order: Sequence[int],
+                 class_order: Sequence[int], rng: np.random.RandomState, *, source: str,
+                 labeled_counts: Sequence[int] | None = None,
+                 unlabeled_ratio: float | None = None,
+                 unlabeled_factor: int | None = None) -> PoolRequest:
+  """Checks what can be checked before the base model exists (one count per class, and the
+  total T against the number of candidates) and keeps the request for `draw_by_predictions`."""
+  order = [int(c) for c in class_order]
+  counts = [int(n) for n in counts_in_order]
+  if len(counts) != len(order):
+    raise ConfigError(f"{len(counts)} unlabeled class counts were given for {len(order)} "
+                      f"classes; {RATIO_FIELD} must describe one count per class.")
+  context = _Request(source, RATIO_FIELD, labeled_counts, unlabeled_ratio, unlabeled_factor,
+                     draw_on="predictions")
+  if sum(counts) > len(candidates.images):
+    raise ConfigError(_total_shortage_message(sum(counts), len(candidates.images), context))
+  return PoolRequest(candidates, counts, order, rng,
+                     longtail.counts_by_class(counts, order, len(order)), source, context)
+
+
+def draw_by_predictions(request: PoolRequest, predicted: np.ndarray) -> np.ndarray:
+  """Positions (into the candidates) of the pool drawn on predicted classes: the reference's
+  per-class draw with `predicted` in place of the pool's labels, on the same generator
+  continuation; every class in order, `rng.shuffle` of its indices, the first u_c kept.
+
+  A class the base model predicts for fewer candidates than asked for raises ConfigError,
+  naming every short class and what would fit, before anything is drawn.
+  """
+  predicted = np.asarray(predicted)
+  if predicted.shape != (len(request.candidates.images),):
+    raise ValueError(f"{predicted.shape} predictions for {len(request.candidates.images)} "
+                     "candidates.")
+  return _draw_by_class(predicted, request.counts_in_order, request.class_order, request.rng,
+                        request.context)
+
+
+def _whole_pool(images, labels: np.ndarray | None, src: np.ndarray,
                 num_classes: int, source: str) -> Pool:
   if labels is None:
     return Pool(images, None, src, [], source)
   labels = np.asarray(labels, dtype=np.int64)
   histogram = np.bincount(labels, minlength=num_classes).tolist()
   return Pool(images, labels, src, histogram, source)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Request:
-  """What the error message needs to say how far the request is from fitting."""
-  source: str
-  field: str
-  labeled_counts: Sequence[int] | None
-  ratio: float | None
-  factor: int | None
 
 
 def _draw_by_class(labels: np.ndarray, counts: list[int], order: list[int],
@@ -318,15 +423,6 @@ def _draw_by_class(labels: np.ndarray, counts: list[int], order: list[int],
     rng.shuffle(idx)
     kept.append(idx[:n])
   return np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
-
-
-def _draw_uniform(num_candidates: int, total: int, rng: np.random.RandomState,
-                  request: _Request) -> np.ndarray:
-  if total > num_candidates:
-    raise ConfigError(_total_shortage_message(total, num_candidates, request))
-  idx = np.arange(num_candidates, dtype=np.int64)
-  rng.shuffle(idx)
-  return idx[:total]
 
 
 # --- what fits --------------------------------------------------------------------------
@@ -419,6 +515,8 @@ def _asked(request: _Request) -> str:
 
 
 def _shortage_line(cls: int, asked: int, have: int, k: int, request: _Request) -> str:
+  if request.draw_on == "predictions":
+    return f"class {cls}: {asked} asked for, the base model predicts it for {have}"
   if request.source == "same_split" and request.labeled_counts is not None:
     return (f"class {cls}: {asked} asked for, but the training split keeps only {have} after "
             f"the labeled subset took {int(request.labeled_counts[k])}")
@@ -448,8 +546,14 @@ def _shortage_message(counts: list[int], available: list[int], order: list[int],
                       request: _Request) -> str:
   short = [k for k, (n, a) in enumerate(zip(counts, available)) if n > a]
   lines = "; ".join(_shortage_line(order[k], counts[k], available[k], k, request) for k in short)
-  text = (f"{_asked(request)} asks for more unlabeled images than "
-          f"{_DESCRIPTIONS[request.source]} holds: {lines}.")
+  if request.draw_on == "predictions":
+    name = _DESCRIPTIONS[request.source].split(" (")[0]  # Its own classes are not used.
+    text = (f"{_asked(request)} asks for more unlabeled images of some predicted classes than "
+            f"{name} holds ({DRAW_FIELD} draws on the base model's predicted classes): "
+            f"{lines}.")
+  else:
+    text = (f"{_asked(request)} asks for more unlabeled images than "
+            f"{_DESCRIPTIONS[request.source]} holds: {lines}.")
   if request.labeled_counts is None or request.ratio is None:
     fraction = min(available[k] / counts[k] for k in short)
     return text + (f" Shrink the request to at most {fraction:.0%} of its size (lower "
@@ -463,9 +567,10 @@ def _shortage_message(counts: list[int], available: list[int], order: list[int],
 
 
 def _total_shortage_message(total: int, num_candidates: int, request: _Request) -> str:
-  text = (f"{_asked(request)} asks for {total} unlabeled images but "
-          f"{_DESCRIPTIONS[request.source]} holds only {num_candidates} (without labels the "
-          "pool cannot be split by class, so only the total counts).")
+  name = _DESCRIPTIONS[request.source].split(" (")[0]
+  text = (f"{_asked(request)} asks for {total} unlabeled images but {name} holds only "
+          f"{num_candidates} (the pool is drawn on the base model's predicted classes, so the "
+          "total is what can be checked before it is trained).")
   if request.labeled_counts is None or request.ratio is None:
     return text + f" Lower {FACTOR_FIELD} or bring a larger pool."
   num_labeled, num_classes = int(sum(request.labeled_counts)), len(request.labeled_counts)
