@@ -54,8 +54,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                             frozen=("backbone",) if frozen else ())
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   state = step_lib.create_state(model, tx, data.train.images.shape[1:], config.seed, replicated)
-  multi_step = driver.make_multi_step(make_step(config, data, model, tx, batch_sharding),
-                                      replicated)
   train_data = put_split(data.train.images, data.train.labels, replicated)
   evaluate = make_evaluator(config, data, model, mesh)
   selection = results.resolve_selection(config)
@@ -80,7 +78,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   print(parameter_overview.get_parameter_overview(state.params), flush=True)
   trained = driver.train(
-      workdir, state, multi_step, train_data, plan(config, spe), evaluate=epoch_eval,
+      workdir, state, make_step(config, data, model, tx, batch_sharding), train_data,
+      plan(config, spe), state_sharding=replicated, evaluate=epoch_eval,
       initialize=initialize if config.model.init_from else None,
       keep_best=selection != "last", log=lambda line: print(line, flush=True))
   out = _results(config, data, trained, selection)
@@ -99,7 +98,8 @@ def plan(config: ml_collections.ConfigDict, steps_per_epoch: int,
          prefix: str = "train") -> driver.Plan:
   tr = config.train
   return driver.Plan(num_epochs=tr.num_epochs, steps_per_epoch=steps_per_epoch,
-                     batch_size=tr.batch_size, steps_per_call=tr.steps_per_call,
+                     batch_size=tr.batch_size,
+                     steps_per_call=driver.steps_per_call(tr.steps_per_call),
                      log_every_steps=tr.log_every_steps, eval_every_epochs=tr.eval_every_epochs,
                      checkpoint_every_epochs=tr.checkpoint_every_epochs, prefix=prefix)
 
@@ -213,6 +213,7 @@ def _results(config, data, trained: driver.Trained, selection: str) -> dict:
                          "best block is optimistic" if selection == "test" else None),
       "wall_time_s": meta["wall_time_s"],
       "train_images_per_s": driver.images_per_second(meta),
+      "eval_seconds": driver.seconds_per_evaluation(meta),
       "history": meta["history"],
       "devices": [str(d) for d in jax.devices()],
   }

@@ -59,8 +59,10 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   if not 0 <= tr.cb_beta < 1:
     raise ConfigError(f"train.cb_beta={tr.cb_beta} must be in [0, 1).")
   for field in ("num_epochs", "batch_size", "eval_batch_size", "eval_every_epochs",
-                "checkpoint_every_epochs", "log_every_steps", "steps_per_call"):
+                "checkpoint_every_epochs", "log_every_steps"):
     _positive(f"train.{field}", tr[field])
+  if tr.steps_per_call < 0:
+    raise ConfigError(f"train.steps_per_call={tr.steps_per_call} must be >= 1, or 0 for auto.")
   _choice("train.select_on", tr.select_on, results.SELECT_ON)
   if tr.select_on == "val" and ds.val_per_class == 0:
     raise ConfigError("train.select_on='val' needs a validation split: set "

@@ -84,7 +84,7 @@ def test_resume_gives_identical_parameters(tmp_path, monkeypatch):
   # Checkpoints every 2 epochs; killed in epoch 4, so epoch 3 (whose best checkpoint may already
   # be on disk) is replayed after the restart.
   config = tiny_config(train__rule="resample", train__num_epochs=4,
-                       train__checkpoint_every_epochs=2)
+                       train__checkpoint_every_epochs=2, train__steps_per_call=3)
   whole_out = pipeline.run(config, str(tmp_path / "whole"))
 
   real_epoch = driver._train_epoch

@@ -129,11 +129,11 @@ def pretrain_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   tr = config.train
   plan = driver.Plan(num_epochs=epochs,
                      steps_per_epoch=samplers.steps_per_epoch(len(data.train.labels), batch),
-                     batch_size=batch, steps_per_call=tr.steps_per_call,
+                     batch_size=batch, steps_per_call=driver.steps_per_call(tr.steps_per_call),
                      log_every_steps=tr.log_every_steps,
                      checkpoint_every_epochs=tr.checkpoint_every_epochs, prefix="pretrain")
-  trained = driver.train(workdir, state, driver.make_multi_step(step, replicated),
-                         parallel.put(data.train.images, replicated), plan,
+  trained = driver.train(workdir, state, step, parallel.put(data.train.images, replicated),
+                         plan, state_sharding=replicated,
                          log=lambda line: print(line, flush=True))
   meta = trained.meta
   last = meta["history"][-1] if meta["history"] else {}

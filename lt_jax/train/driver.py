@@ -35,6 +35,9 @@ from lt_jax.train import writers
 
 StepFn = Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
 LAST_VALUE_METRICS = ("lr",)  # Reported as the window's last value; the rest are averaged.
+# Steps per call on accelerators when train.steps_per_call is 0 (auto): enough to hide the
+# host's dispatch of a step behind the device's work on the previous ones.
+AUTO_STEPS_PER_CALL = 32
 
 
 # --- many steps per dispatch ----------------------------------------------------------------
@@ -44,14 +47,19 @@ class MultiStep:
   """`(state, sums, data, num_steps) -> (state, sums)`: `num_steps` steps in one dispatch.
 
   `sums` holds, per metric, the running sum over the window's steps (the last value for
-  LAST_VALUE_METRICS), `steps` (how many ran) and `nonfinite_step` (the first step whose
-  metrics were not finite, -1 if none); a window starts from `zeros(state, data)` and threads
-  through its calls, so the sums are added in the same order whatever the chunk sizes.
-  `num_steps` is traced: one compilation serves every chunk size. The state is donated.
+  LAST_VALUE_METRICS), `steps` (how many ran) and `nonfinite_step` (the position in the
+  window of the first step whose metrics were not finite, -1 if none). A window starts from
+  `zeros(state, data)` and threads through its calls, so the sums are added in the same order
+  whatever the chunk sizes. The state is donated.
+
+  With `loop`, the steps run in a `fori_loop` whose trip count `num_steps` is traced: one
+  compiled program serves every chunk size, so results do not depend on the chunking. Without
+  it, each call is one plain step (`num_steps` must be 1): XLA compiles a loop body apart from
+  the entry computation, and on XLA:CPU convolutions inside a loop body run 5-40x slower.
   """
 
-  def __init__(self, step: StepFn, state_sharding):
-    self.step = step
+  def __init__(self, step: StepFn, state_sharding, loop: bool = True):
+    self.step, self.loop = step, loop
     self._run = jax.jit(self._multi, donate_argnums=0, out_shardings=(state_sharding, None))
 
   def zeros(self, state, data) -> dict:
@@ -59,37 +67,48 @@ class MultiStep:
     return ({k: np.zeros((), np.float32) for k in shapes}
             | {"steps": np.zeros((), np.int32), "nonfinite_step": np.full((), -1, np.int32)})
 
-  def __call__(self, state, sums, data, num_steps):
-    return self._run(state, sums, data, num_steps)
+  def __call__(self, state, sums, data, num_steps: int):
+    if not self.loop and num_steps != 1:
+      raise ValueError(f"this MultiStep runs one step per call, not {num_steps}.")
+    return self._run(state, sums, data, np.int32(num_steps))
+
+  def _one(self, state, sums, data):
+    state, metrics = self.step(state, data)
+    metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
+    new = {k: v if k in LAST_VALUE_METRICS else sums[k] + v for k, v in metrics.items()}
+    new["steps"] = sums["steps"] + 1
+    new["nonfinite_step"] = jnp.where((sums["nonfinite_step"] < 0) & ~finite, sums["steps"],
+                                      sums["nonfinite_step"])
+    return state, new
 
   def _multi(self, state, sums, data, num_steps):
-    def body(_, carry):
-      state, sums = carry
-      at = state.step
-      state, metrics = self.step(state, data)
-      metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-      finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
-      new = {k: v if k in LAST_VALUE_METRICS else sums[k] + v for k, v in metrics.items()}
-      new["steps"] = sums["steps"] + 1
-      new["nonfinite_step"] = jnp.where((sums["nonfinite_step"] < 0) & ~finite,
-                                        at.astype(jnp.int32), sums["nonfinite_step"])
-      return state, new
-
-    return jax.lax.fori_loop(0, num_steps, body, (state, sums))
+    if not self.loop:
+      return self._one(state, sums, data)
+    return jax.lax.fori_loop(0, num_steps, lambda _, c: self._one(*c, data), (state, sums))
 
 
-def make_multi_step(step: StepFn, state_sharding) -> MultiStep:
-  return MultiStep(step, state_sharding)
+def steps_per_call(requested: int) -> int:
+  """Config field train.steps_per_call: 0 (auto) is 1 on CPU backends (a loop would slow the
+  convolutions down, see MultiStep) and AUTO_STEPS_PER_CALL on accelerators."""
+  if requested:
+    return requested
+  return 1 if jax.default_backend() == "cpu" else AUTO_STEPS_PER_CALL
+
+
+def make_multi_step(step: StepFn, state_sharding, steps: int) -> MultiStep:
+  """The driver's step for `steps` (>= 1) steps per call; 1 runs without a loop."""
+  return MultiStep(step, state_sharding, loop=steps > 1)
 
 
 def combine(windows: list[dict]) -> dict:
-  """Host-side: several calls' sums (already read) into one window's sums."""
+  """Host-side: consecutive windows' sums (already read and checked) into one."""
   out = dict(windows[0])
   for w in windows[1:]:
     for k, v in w.items():
       if k == "nonfinite_step":
-        out[k] = out[k] if out[k] >= 0 else v
-      elif k in LAST_VALUE_METRICS:
+        continue  # Every window was checked as it was read.
+      if k in LAST_VALUE_METRICS:
         out[k] = v
       else:
         out[k] = out[k] + v
@@ -113,7 +132,7 @@ class Plan:
   num_epochs: int
   steps_per_epoch: int
   batch_size: int  # Images per step (the global batch), for images/s.
-  steps_per_call: int = 1
+  steps_per_call: int = 1  # Resolved (>= 1): see steps_per_call().
   log_every_steps: int = 50
   eval_every_epochs: int = 1
   checkpoint_every_epochs: int = 10
@@ -138,14 +157,16 @@ class Trained:
 
 def new_meta() -> dict:
   return {"history": [], "best": None, "best_score": None, "best_epoch": None,
-          "wall_time_s": 0.0, "train_seconds": 0.0, "train_images": 0}
+          "wall_time_s": 0.0, "train_seconds": 0.0, "train_images": 0, "eval_seconds": 0.0,
+          "evals": 0}
 
 
-def train(workdir: str, state: Any, multi_step: MultiStep, data: Any, plan: Plan, *,
+def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, state_sharding,
           evaluate: Callable[[Any, int], EpochEval] | None = None,
           initialize: Callable[[Any], Any] | None = None, keep_best: bool = False,
           log: Callable[[str], None] = print) -> Trained:
-  """Trains `state` for `plan.num_epochs` epochs (resuming from workdir's checkpoints).
+  """Trains `state` with the pure `step` for `plan.num_epochs` epochs (resuming from
+  workdir's checkpoints); the state keeps `state_sharding`.
 
   `evaluate(state, epoch)` runs after every `plan.eval_every_epochs` epochs and the last one.
   With `keep_best`, the state of the best score so far is kept on the device and written to
@@ -153,6 +174,7 @@ def train(workdir: str, state: Any, multi_step: MultiStep, data: Any, plan: Plan
   after its last checkpoint, so it finds the same best again.
   """
   start_time = time.time()
+  multi_step = make_multi_step(step, state_sharding, plan.steps_per_call)
   last_ckpt = Checkpoints(workdir_lib.checkpoint_dir(workdir, "last"))
   best_ckpt = Checkpoints(workdir_lib.checkpoint_dir(workdir, "best")) if keep_best else None
   meta = new_meta()
@@ -168,6 +190,7 @@ def train(workdir: str, state: Any, multi_step: MultiStep, data: Any, plan: Plan
   writer = writers.MetricWriter(workdir, resume_step=start_step)
   progress = writers.Progress(spe * epochs, plan.batch_size, start_step)
   final, best = None, None  # best: (state copy, step, epoch, score) not yet written.
+  compiled_eval = False
   try:
     for epoch in range(start_step // spe, epochs):
       epoch_start = time.perf_counter()
@@ -183,7 +206,12 @@ def train(workdir: str, state: Any, multi_step: MultiStep, data: Any, plan: Plan
           f"{k} {v:.4g}" for k, v in scalars.items() if k not in LAST_VALUE_METRICS)
       is_last = epoch + 1 == epochs
       if evaluate is not None and ((epoch + 1) % plan.eval_every_epochs == 0 or is_last):
+        eval_start = time.perf_counter()
         ev = evaluate(state, epoch)
+        if compiled_eval:  # This process's first evaluation includes compilation.
+          meta["eval_seconds"] += time.perf_counter() - eval_start
+          meta["evals"] += 1
+        compiled_eval = True
         record |= ev.record
         line += "; " + ev.line
         best_so_far = -math.inf if meta["best_score"] is None else meta["best_score"]
@@ -221,6 +249,11 @@ def train(workdir: str, state: Any, multi_step: MultiStep, data: Any, plan: Plan
   return Trained(state, meta, final)
 
 
+def seconds_per_evaluation(meta: dict) -> float | None:
+  """Mean wall time of one evaluation hook call, the first (compiling) one excluded."""
+  return meta["eval_seconds"] / meta["evals"] if meta.get("evals") else None
+
+
 def images_per_second(meta: dict) -> float | None:
   """Training images per second over the epochs after the first (compilation excluded)."""
   return meta["train_images"] / meta["train_seconds"] if meta["train_seconds"] > 0 else None
@@ -237,7 +270,7 @@ def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progre
 
   def report(at: int, window_sums) -> None:
     window = jax.device_get(window_sums)
-    _check_finite(window, epoch, last_ckpt)
+    _check_finite(window, at, epoch, last_ckpt)
     epoch_windows.append(window)
     if at % log_every == 0:
       scalars = means(window)
@@ -248,7 +281,7 @@ def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progre
   with jax.transfer_guard_device_to_host("disallow"):
     while step < end:
       n = min(plan.steps_per_call, end - step, log_every - step % log_every)
-      state, sums = multi_step(state, sums, data, np.int32(n))
+      state, sums = multi_step(state, sums, data, n)
       step += n
       if pending is not None:  # The next chunk is queued: now wait for the last window.
         report(*pending)
@@ -259,10 +292,11 @@ def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progre
   return state, means(combine(epoch_windows))
 
 
-def _check_finite(sums: dict, epoch: int, last_ckpt: Checkpoints) -> None:
-  bad = int(sums["nonfinite_step"])
-  if bad < 0:
+def _check_finite(sums: dict, end_step: int, epoch: int, last_ckpt: Checkpoints) -> None:
+  """Raises when a step of the window ending at `end_step` had non-finite metrics."""
+  if int(sums["nonfinite_step"]) < 0:
     return
+  bad = end_step - int(sums["steps"]) + int(sums["nonfinite_step"])
   latest = last_ckpt.latest_step()
   where = (f"the last good checkpoint is step {latest} in {last_ckpt.directory}"
            if latest is not None else "no checkpoint was written yet")

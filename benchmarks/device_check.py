@@ -1,0 +1,135 @@
+"""The accelerator check: one command, one table (run by benchmarks/device_check.sh).
+
+  python benchmarks/device_check.py              # full size: a 200-epoch CIFAR-10-LT run
+  python benchmarks/device_check.py --size=cpu   # the same steps, CPU-sized
+
+1. Fashion-MNIST written as a CIFAR-10 archive (benchmarks/fmnist_as_cifar.py), so the run has
+   CIFAR-10-LT's shape (rho 100, 12,406 training images, 10,000 test images, 32x32x3).
+2. `configs/cifar10lt_ce.py` on it, end to end in a fresh process (ResNet-32, batch 128, 200
+   epochs, evaluation every epoch), in float32 and with `model.dtype=bfloat16`.
+3. Pseudo-labeling of 500,000 images (benchmarks/pseudo_label_throughput.py).
+4. Where PyTorch is installed: the reference-style PyTorch ResNet-32 epoch (DataLoader with
+   per-image crop/flip/normalise in worker processes, evaluation every epoch) on the same
+   files (benchmarks/torch_reference.py), projected to 200 epochs.
+
+Ratios are against the PyTorch row where it exists. Targets (one H100/H200): the float32 run
+under 60 s, an evaluation of the 10,000 test images under 50 ms, pseudo-labeling above
+300,000 images/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fmnist_as_cifar  # noqa: E402
+import pseudo_label_throughput as plt_bench  # noqa: E402
+import train_throughput  # noqa: E402
+
+SIZES = {
+    # epochs, largest class (None: CIFAR-10-LT's 5,000), pseudo-label images, PyTorch epochs
+    "full": (200, None, 500_000, 3),
+    "cpu": (2, 500, 4_000, 2),
+}
+
+
+def parse_args() -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--size", choices=sorted(SIZES), default="full")
+  parser.add_argument("--fmnist_dir", default=None, help="Fashion-MNIST IDX folder")
+  parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1),
+                      help="DataLoader workers of the PyTorch reference")
+  parser.add_argument("--json", default=None, help="also write the rows here")
+  return parser.parse_args()
+
+
+def lt_jax_row(name: str, data_dir: str, epochs: int, extra: list[str]) -> dict:
+  fields = [f"dataset.data_dir={data_dir}", f"train.num_epochs={epochs}",
+            "train.checkpoint_every_epochs=50", *extra]
+  out = train_throughput.run_once(train_throughput.ROOT, "configs/cifar10lt_ce.py",
+                                  train_throughput.overrides(fields), timeout=1800)
+  print(f"{name}: {json.dumps(out)}", flush=True)
+  return {"name": name, "wall_s": out["wall"], "images_per_s": out["images_per_s"],
+          "eval_ms": out["eval_ms"], "top1": out["top1"]}
+
+
+def pseudo_label_row(num: int) -> dict:
+  import numpy as np
+
+  from lt_jax import parallel
+  mesh = parallel.make_mesh()
+  images = np.random.default_rng(0).integers(0, 256, (num, 32, 32, 3), np.uint8)
+  frozen = plt_bench.frozen_resnet32(0)
+  seconds = plt_bench.time_predict(frozen, images, 1024, mesh)
+  print(f"pseudo-labels: {num} images in {seconds:.2f} s", flush=True)
+  return {"name": f"pseudo-label {num:,} images", "wall_s": seconds,
+          "images_per_s": num / seconds, "eval_ms": None, "top1": None}
+
+
+def torch_row(data_dir: str, epochs: int, total_epochs: int, workers: int,
+              img_max: int | None) -> dict | None:
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    print("PyTorch is not installed: no reference row", flush=True)
+    return None
+  script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
+  proc = subprocess.run([sys.executable, script, f"--data_dir={data_dir}",
+                         f"--epochs={epochs}", f"--workers={workers}"]
+                        + ([f"--img_max={img_max}"] if img_max else []),
+                        capture_output=True, text=True, timeout=1800)
+  if proc.returncode != 0:
+    print(f"PyTorch reference failed:\n{proc.stderr[-3000:]}", flush=True)
+    return None
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  print(f"torch reference: {json.dumps(out)}", flush=True)
+  return {"name": f"PyTorch reference ({workers} workers), {total_epochs} epochs projected",
+          "wall_s": out["epoch_s"] * total_epochs, "images_per_s": out["train_images_per_s"],
+          "eval_ms": 1000 * out["eval_s"], "top1": None}
+
+
+def print_table(rows: list[dict], reference: dict | None) -> None:
+  import jax
+  print(f"\n{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})")
+  print("| what | wall s | images/s | eval ms | top-1 | wall vs PyTorch | img/s vs PyTorch |")
+  print("|---|---|---|---|---|---|---|")
+  fmt = train_throughput.fmt
+  for row in rows:
+    wall_ratio = rate_ratio = None
+    if reference is not None and row is not reference and row["top1"] is not None:
+      wall_ratio = reference["wall_s"] / row["wall_s"]
+      rate_ratio = row["images_per_s"] / reference["images_per_s"]
+    print(f"| {row['name']} | {row['wall_s']:.1f} | {fmt(row['images_per_s'], ',.0f')} | "
+          f"{fmt(row['eval_ms'], '.1f')} | {fmt(row['top1'], '.2f')} | "
+          f"{fmt(wall_ratio, '.2f')}x | {fmt(rate_ratio, '.2f')}x |")
+
+
+def main() -> None:
+  args = parse_args()
+  epochs, img_max, num_pseudo, torch_epochs = SIZES[args.size]
+  extra = [f"dataset.img_max={img_max}"] if img_max else []
+  data_dir = tempfile.mkdtemp(prefix="lt_jax_fmnist_cifar_")
+  sys.argv = ["fmnist_as_cifar", f"--out={data_dir}"] + (
+      [f"--fmnist_dir={args.fmnist_dir}"] if args.fmnist_dir else [])
+  fmnist_as_cifar.main()
+  rows = [lt_jax_row(f"lt_jax float32, {epochs} epochs", data_dir, epochs, extra),
+          lt_jax_row(f"lt_jax bfloat16, {epochs} epochs", data_dir, epochs,
+                     extra + ["model.dtype=bfloat16"]),
+          pseudo_label_row(num_pseudo)]
+  reference = torch_row(data_dir, torch_epochs, epochs, args.workers, img_max)
+  if reference is not None:
+    rows.append(reference)
+  print_table(rows, reference)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()
