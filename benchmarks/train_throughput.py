@@ -86,8 +86,8 @@ def run_once(tree: str, config: str, flags: list[str], timeout: int) -> dict:
           "top1": out["final"]["top1_acc"]}
 
 
-def fmt(value, spec) -> str:
-  return "-" if value is None else format(value, spec)
+def fmt(value, spec, suffix: str = "") -> str:
+  return "-" if value is None else format(value, spec) + suffix
 
 
 def main() -> None:
@@ -121,7 +121,7 @@ def main() -> None:
   for label, (wall, rate, eval_ms, top1) in best.items():
     speed = None if not (rate and first_rate) else rate / first_rate
     print(f"| {label} | {wall:.1f} | {fmt(rate, ',.0f')} | {fmt(eval_ms, '.1f')} | "
-          f"{top1:.2f} | {first_wall / wall:.2f}x | {fmt(speed, '.2f')}x |")
+          f"{top1:.2f} | {first_wall / wall:.2f}x | {fmt(speed, '.2f', 'x')} |")
 
 
 if __name__ == "__main__":

@@ -46,3 +46,23 @@ def tiny_config(**overrides):
 @pytest.fixture
 def tiny():
   return tiny_config
+
+
+def killed_at_epoch(run, epoch: int) -> None:
+  """Calls `run()` with the training driver killed (KeyboardInterrupt) as it starts its
+  `epoch`-th epoch (counted over every stage `run` trains), then restores the driver."""
+  from lt_jax.train import driver
+  real, calls = driver._train_epoch, []
+
+  def epoch_or_kill(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == epoch:
+      raise KeyboardInterrupt("simulated kill")
+    return real(*args, **kwargs)
+
+  driver._train_epoch = epoch_or_kill
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      run()
+  finally:
+    driver._train_epoch = real

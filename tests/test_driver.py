@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import killed_at_epoch, tiny_config
 
 from lt_jax import parallel, pipeline
 from lt_jax import workdir as workdir_lib
@@ -148,24 +148,14 @@ def moco_config(**overrides):
   return c
 
 
-def test_contrastive_stage_resumes_to_identical_parameters(tmp_path, monkeypatch):
+def test_contrastive_stage_resumes_to_identical_parameters(tmp_path):
   config = moco_config()
   data = prepare.prepare(config.dataset)
   whole = contrastive_stage.pretrain_and_evaluate(config, str(tmp_path / "whole"), data)
 
-  real_epoch, calls = driver._train_epoch, []
-
-  def killed_in_second_epoch(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 2:
-      raise KeyboardInterrupt("simulated kill")
-    return real_epoch(*args, **kwargs)
-
-  monkeypatch.setattr(driver, "_train_epoch", killed_in_second_epoch)
-  with pytest.raises(KeyboardInterrupt):
-    contrastive_stage.pretrain_and_evaluate(config, str(tmp_path / "cut"), data)
+  killed_at_epoch(
+      lambda: contrastive_stage.pretrain_and_evaluate(config, str(tmp_path / "cut"), data), 2)
   assert not os.path.exists(tmp_path / "cut" / workdir_lib.RESULTS_FILE)
-  monkeypatch.setattr(driver, "_train_epoch", real_epoch)
   resumed = contrastive_stage.pretrain_and_evaluate(config, str(tmp_path / "cut"), data)
 
   assert_trees_equal(saved_state(tmp_path / "whole"), saved_state(tmp_path / "cut"))

@@ -6,7 +6,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import killed_at_epoch, tiny_config
 
 from lt_jax import pipeline, semi, transfer
 from lt_jax import workdir as workdir_lib
@@ -14,7 +14,7 @@ from lt_jax.checkpoint import Checkpoints
 from lt_jax.data import prepare
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.models import create_model
-from lt_jax.train import driver, optim
+from lt_jax.train import optim
 from lt_jax.train import step as step_lib
 
 
@@ -42,25 +42,15 @@ def test_pool_never_holds_test_labeled_or_validation_images():
   np.testing.assert_array_equal(pool.true_labels, train.labels[pool.source_indices])
 
 
-def test_semi_pipeline_runs_skips_and_resumes(tmp_path, monkeypatch):
+def test_semi_pipeline_runs_skips_and_resumes(tmp_path):
   config = semi_config()
-  real_epoch, calls = driver._train_epoch, []
-
-  def cut_in_final_stage(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 3:  # Base: epochs 1-2; the final stage's first epoch is cut off.
-      raise KeyboardInterrupt("simulated kill")
-    return real_epoch(*args, **kwargs)
-
-  monkeypatch.setattr(driver, "_train_epoch", cut_in_final_stage)
-  with pytest.raises(KeyboardInterrupt):
-    pipeline.run(config, str(tmp_path))
+  # Base: epochs 1-2; the final stage's first epoch is cut off.
+  killed_at_epoch(lambda: pipeline.run(config, str(tmp_path)), 3)
   base_results = tmp_path / "base" / workdir_lib.RESULTS_FILE
   labels_file = tmp_path / "pseudo_labels" / workdir_lib.PSEUDO_LABELS_FILE
   stamps = mtime(base_results), mtime(labels_file)
   assert not (tmp_path / workdir_lib.RESULTS_FILE).exists()
 
-  monkeypatch.setattr(driver, "_train_epoch", real_epoch)
   out = pipeline.run(config, str(tmp_path))
   assert (mtime(base_results), mtime(labels_file)) == stamps  # Finished stages were skipped.
   assert set(out["stages"]) == {"base", "pseudo_labels", "final"}

@@ -9,13 +9,12 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import killed_at_epoch, tiny_config
 
 from lt_jax import pipeline, results
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.errors import ConfigError
-from lt_jax.train import driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,27 +79,15 @@ def test_validation_split_drives_selection(tmp_path):
   assert out["best"]["top1_acc"] == out["history"][best_epoch - 1]["test/top1_acc"]
 
 
-def test_resume_gives_identical_parameters(tmp_path, monkeypatch):
+def test_resume_gives_identical_parameters(tmp_path):
   # Checkpoints every 2 epochs; killed in epoch 4, so epoch 3 (whose best checkpoint may already
   # be on disk) is replayed after the restart.
   config = tiny_config(train__rule="resample", train__num_epochs=4,
                        train__checkpoint_every_epochs=2, train__steps_per_call=3)
   whole_out = pipeline.run(config, str(tmp_path / "whole"))
 
-  real_epoch = driver._train_epoch
-  calls = []
-
-  def killed_in_fourth_epoch(*args, **kwargs):
-    calls.append(1)
-    if len(calls) == 4:
-      raise KeyboardInterrupt("simulated kill")
-    return real_epoch(*args, **kwargs)
-
-  monkeypatch.setattr(driver, "_train_epoch", killed_in_fourth_epoch)
-  with pytest.raises(KeyboardInterrupt):
-    pipeline.run(config, str(tmp_path / "cut"))
+  killed_at_epoch(lambda: pipeline.run(config, str(tmp_path / "cut")), 4)
   assert not (tmp_path / "cut" / workdir_lib.RESULTS_FILE).exists()
-  monkeypatch.setattr(driver, "_train_epoch", real_epoch)
   resumed = pipeline.run(config, str(tmp_path / "cut"))
 
   whole, cut = last_params(tmp_path / "whole"), last_params(tmp_path / "cut")
@@ -131,7 +118,7 @@ def test_finished_workdir_is_not_retrained_and_other_configs_are_refused(tmp_pat
 DEVICE_RUN = textwrap.dedent("""
   import sys, numpy as np, jax
   sys.path.insert(0, {tests!r})
-  from conftest import tiny_config
+  from conftest import killed_at_epoch, tiny_config
   from lt_jax import pipeline
   from lt_jax.checkpoint import Checkpoints
   assert jax.device_count() == {n}, jax.devices()
