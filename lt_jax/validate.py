@@ -6,7 +6,7 @@ import ml_collections
 
 from lt_jax.data import longtail, prepare, samplers, sources, unlabeled
 from lt_jax.errors import ConfigError
-from lt_jax.models import MODELS
+from lt_jax.models import CONV_IMPLS, MODELS
 from lt_jax.train import objective, optim
 
 HEADS = ("linear", "cosine")
@@ -47,6 +47,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
 
   _choice("model.name", config.model.name, MODELS)
   _choice("model.head", config.model.head, HEADS)
+  _choice("model.conv_impl", config.model.conv_impl, CONV_IMPLS)
   _choice("loss.name", config.loss.name, objective.LOSSES)
   if config.loss.focal_gamma < 0:
     raise ConfigError(f"loss.focal_gamma={config.loss.focal_gamma} must be >= 0.")

@@ -75,7 +75,8 @@ def pretrain_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
   schedule = cosine_per_epoch(pre.lr, epochs, spe)
   tx = optax.chain(optax.add_decayed_weights(pre.weight_decay),
                    optax.sgd(schedule, momentum=pre.momentum))
-  model = contrastive.ContrastiveModel(backbone_fn(config.model.name), hidden=pre.proj_hidden,
+  backbone = functools.partial(backbone_fn(config.model.name), conv_impl=config.model.conv_impl)
+  model = contrastive.ContrastiveModel(backbone, hidden=pre.proj_hidden,
                                        out=pre.proj_dim)
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   shape = data.train.images.shape[1:]

@@ -128,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   frozen = bool(config.model.freeze_backbone)
   model = create_model(config.model.name, num_classes=data.num_classes, head=config.model.head,
-                       frozen_backbone=frozen)
+                       frozen_backbone=frozen, conv_impl=config.model.conv_impl)
   tx = optim.make_optimizer(config.optim, tr.num_epochs, spe,
                             frozen=("backbone",) if frozen else ())
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
