@@ -10,9 +10,11 @@ markdown table of images/s and the ratio to PyTorch, and the CPU model.
   python benchmarks/cpu_step.py --batch 128 --steps 10
 
 Each measurement is the median of `--steps` timed calls after `--warmup` untimed ones (the first
-compiles). PyTorch is an optional extra (`pip install torch`, CPU build), imported only here:
-without it the lt_jax rows are printed alone. PyTorch runs on as many threads as the process may
-use (`os.sched_getaffinity`), which is also the size of XLA:CPU's thread pool.
+compiles). The timed calls are interleaved (one train step of each model in turn, then one
+evaluation of each), so a machine shared with other work slows every row alike. PyTorch is an
+optional extra (`pip install torch`, CPU build), imported only here: without it the lt_jax rows
+are printed alone. PyTorch runs on as many threads as the process may use
+(`os.sched_getaffinity`), which is also the size of XLA:CPU's thread pool.
 """
 
 from __future__ import annotations
@@ -70,23 +72,25 @@ def cpu_flags() -> str:
   return "unknown"
 
 
-def median_seconds(fn, steps: int, warmup: int) -> float:
-  for _ in range(warmup):
-    fn()
-  times = []
+def interleaved_medians(fns: list, steps: int, warmup: int) -> list[float]:
+  """Median seconds of each of `fns`, timed in turn `steps` times after `warmup` calls each."""
+  for fn in fns:
+    for _ in range(warmup):
+      fn()
+  times = [[] for _ in fns]
   for _ in range(steps):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    for fn, record in zip(fns, times):
+      start = time.perf_counter()
+      fn()
+      record.append(time.perf_counter() - start)
+  return [statistics.median(record) for record in times]
 
 
 # --- lt_jax -----------------------------------------------------------------------------------
 
 
-def time_lt_jax(conv_impl: str, images: np.ndarray, labels: np.ndarray, steps: int,
-                warmup: int) -> tuple[float, float]:
-  """Seconds per train step and per evaluation batch of lt_jax's ResNet-32."""
+def lt_jax_runners(conv_impl: str, images: np.ndarray, labels: np.ndarray):
+  """(one train step, one evaluation batch) of lt_jax's ResNet-32, each blocking until done."""
   model = create_model("resnet32", num_classes=NUM_CLASSES, conv_impl=conv_impl)
   variables = jax.jit(lambda key: model.init(key, jnp.zeros((1, 32, 32, 3)), train=False))(
       jax.random.key(0))
@@ -120,10 +124,10 @@ def time_lt_jax(conv_impl: str, images: np.ndarray, labels: np.ndarray, steps: i
     state[:] = new_state
     jax.block_until_ready(loss)
 
-  train_s = median_seconds(one_train_step, steps, warmup)
-  eval_s = median_seconds(lambda: jax.block_until_ready(evaluate(state[0], state[1], x)),
-                          steps, warmup)
-  return train_s, eval_s
+  def one_eval():
+    jax.block_until_ready(evaluate(state[0], state[1], x))
+
+  return one_train_step, one_eval
 
 
 # --- PyTorch ----------------------------------------------------------------------------------
@@ -173,10 +177,8 @@ def torch_resnet32(torch):
   return ResNet32()
 
 
-def time_torch(torch, images: np.ndarray, labels: np.ndarray, steps: int,
-               warmup: int) -> tuple[float, float]:
-  """Seconds per train step and per evaluation batch of the PyTorch ResNet-32 (NCHW)."""
-  torch.manual_seed(0)
+def torch_runners(torch, images: np.ndarray, labels: np.ndarray):
+  """(one train step, one evaluation batch) of the PyTorch ResNet-32 (NCHW)."""
   model = torch_resnet32(torch)
   optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
                               weight_decay=WEIGHT_DECAY)
@@ -195,7 +197,7 @@ def time_torch(torch, images: np.ndarray, labels: np.ndarray, steps: int,
     with torch.no_grad():
       model(x).argmax(dim=1)
 
-  return median_seconds(one_train_step, steps, warmup), median_seconds(one_eval, steps, warmup)
+  return one_train_step, one_eval
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -208,13 +210,12 @@ def main() -> None:
   images = rng.standard_normal((args.batch, 32, 32, 3)).astype(np.float32)
   labels = rng.integers(0, NUM_CLASSES, args.batch).astype(np.int32)
 
-  rows = []  # (name, train s/step, eval s/batch)
+  names, runners = [], []
   for impl in args.impls:
-    train_s, eval_s = time_lt_jax(impl, images, labels, args.steps, args.warmup)
-    rows.append((f"lt_jax, conv_impl={impl}", train_s, eval_s))
-    print(f"measured {rows[-1][0]}", flush=True)
+    names.append(f"lt_jax, conv_impl={impl}")
+    runners.append(lt_jax_runners(impl, images, labels))
 
-  torch_row = None
+  with_torch = False
   if not args.no_torch:
     try:
       import torch
@@ -222,10 +223,15 @@ def main() -> None:
       print("PyTorch is not installed (pip install torch): printing the lt_jax rows only.")
     else:
       torch.set_num_threads(threads)
-      train_s, eval_s = time_torch(torch, images, labels, args.steps, args.warmup)
-      torch_row = (f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)",
-                   train_s, eval_s)
-      rows.append(torch_row)
+      torch.manual_seed(0)
+      names.append(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads)")
+      runners.append(torch_runners(torch, images, labels))
+      with_torch = True
+
+  train_s = interleaved_medians([r[0] for r in runners], args.steps, args.warmup)
+  eval_s = interleaved_medians([r[1] for r in runners], args.steps, args.warmup)
+  rows = list(zip(names, train_s, eval_s))
+  torch_row = rows[-1] if with_torch else None
 
   print(f"\nCPU: {cpu_model()} ({threads} usable cores; {cpu_flags()}); JAX {jax.__version__} "
         f"on {jax.default_backend()}; ResNet-32, batch {args.batch}, 32x32x3, median of "

@@ -167,25 +167,25 @@ def _uses_custom_vjp(module, x):
 
 
 def test_small_layers_keep_xla_and_large_ones_use_cpu_fast(monkeypatch):
-  small = jnp.zeros((2, 8, 8, 3))  # 128 output pixels
-  # 8 x 8 output pixels an image at stride 2: MIN_PIXELS in all.
-  large = jnp.zeros((conv_lib.MIN_PIXELS // 64, 16, 16, 3))
+  small = jnp.zeros((2, 8, 8, 3))
+  large = jnp.zeros((-(-conv_lib.MIN_INPUT_BYTES // (32 * 32 * 16 * 4)), 32, 32, 16))
   assert not _uses_custom_vjp(Conv3x3(4, conv_impl='cpu_fast'), small)
   assert not _uses_custom_vjp(Conv3x3(4, 2, conv_impl='xla'), large)
   assert _uses_custom_vjp(Conv3x3(4, 2, conv_impl='cpu_fast'), large)
-  monkeypatch.setattr(conv_lib, 'MIN_PIXELS', 0)
+  assert not _uses_custom_vjp(Conv3x3(4, 2, conv_impl='cpu_fast'), large[:-1])
+  monkeypatch.setattr(conv_lib, 'MIN_INPUT_BYTES', 0)
   assert _uses_custom_vjp(Conv3x3(4, conv_impl='cpu_fast'), small)
 
 
 @pytest.mark.slow
 def test_resnet32_loss_curve_is_the_same_with_either_conv(monkeypatch):
-  # Three SGD steps of ResNet-32 from the same initialisation on the same 8 images, every layer
-  # on the custom weight gradient (MIN_PIXELS 0). Rounding differences (1e-7 relative) grow about
-  # tenfold a step while the model memorises 8 images through BatchNorm over small batches
-  # (measured: 2e-7 after one step, 3e-5 after two), hence 1e-5 for the first step's loss and
-  # 1e-3 for the curve. A weight gradient 5% off moves the first step's loss by 1.2e-2, one with
-  # its taps flipped by 3e-1.
-  monkeypatch.setattr(conv_lib, 'MIN_PIXELS', 0)
+  # Three SGD steps of ResNet-32 from the same initialisation on the same 8 images, every
+  # layer on the custom weight gradient (MIN_INPUT_BYTES 0). Rounding differences (1e-7
+  # relative) grow about tenfold a step while the model memorises 8 images through BatchNorm
+  # over small batches (measured: 2e-7 after one step, 3e-5 after two), hence 1e-5 for the
+  # first step's loss and 1e-3 for the curve. A weight gradient 5% off moves the first step's
+  # loss by 1.2e-2, one with its taps flipped by 3e-1.
+  monkeypatch.setattr(conv_lib, 'MIN_INPUT_BYTES', 0)
   rng = np.random.default_rng(5)
   x = jnp.asarray(rng.standard_normal((8, 32, 32, 3)), jnp.float32)
   y = jnp.asarray(rng.integers(0, 10, 8), jnp.int32)

@@ -11,9 +11,11 @@ the nine slices of a chunk stay in cache; over the whole batch at once the same 
 from memory and are three times slower.
 
 `model.conv_impl` picks the implementation: `xla` (XLA's convolution and its autodiff),
-`cpu_fast` (this custom VJP), or `auto` (`cpu_fast` when JAX's default backend is the CPU,
-`xla` on GPU and TPU, whose convolution gradients are fast). Both give the same forward values
-bit for bit; gradients agree to float32 rounding (another summation order).
+`cpu_fast` (this custom VJP on every layer whose input holds at least `MIN_INPUT_BYTES`, XLA's
+autodiff below), or `auto` (`cpu_fast` when JAX's default backend is the CPU, `xla` on GPU and
+TPU, whose convolution gradients are fast). Both give the same forward values bit for bit;
+gradients agree to float32 rounding (another summation order). The custom VJP defines reverse
+mode only: forward-mode differentiation (`jax.jvp`) needs `conv_impl='xla'`.
 """
 
 import functools
@@ -33,11 +35,13 @@ CONV_IMPLS = ('auto', 'xla', 'cpu_fast')
 
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 _PADDING = ((1, 1), (1, 1))
-# Layers with fewer output pixels (batch x height x width) than this keep XLA's weight gradient:
-# there it is about as fast, and it compiles faster (tests and small inputs are compile-bound).
-# XLA's kernel slows down by an order of magnitude beyond roughly this size (measured on the
-# ResNet layer shapes: 16 -> 16 channels at 32x32 costs 3 ms at batch 8, 365 ms at batch 128).
-MIN_PIXELS = 16384
+# Layers whose input holds fewer bytes than this keep XLA's weight gradient: there it is about
+# as fast, and it compiles faster (tests and small inputs are compile-bound). XLA's kernel slows
+# down by an order of magnitude as the input outgrows the caches (16 -> 16 channels at 32x32:
+# 3 ms at batch 8, 365 ms at batch 128), and in a whole model it adds transposed copies of the
+# activations. 1 MiB takes every layer of a CIFAR ResNet from batch 64 on, none of an 8x8
+# digits model at batch 128.
+MIN_INPUT_BYTES = 1 << 20
 # Bytes of padded input per chunk of the weight gradient: a chunk's nine slices and its output
 # gradient then fit in a core's L2 cache. Measured best near here on the ResNet layer shapes.
 _CHUNK_BYTES = 160 * 1024
@@ -144,10 +148,8 @@ class Conv3x3(nn.Module):
       raise ValueError(f'Conv3x3 expects NHWC input [batch, height, width, channels], got shape '
                        f'{x.shape}.')
     impl = _IMPLS[resolve_conv_impl(self.conv_impl)]
-    batch, height, width, _ = x.shape
-    out_pixels = batch * ((height - 1) // self.stride + 1) * ((width - 1) // self.stride + 1)
-    if out_pixels < MIN_PIXELS:
-      impl = conv3x3_xla
     kernel = self.param('kernel', kaiming_normal, (3, 3, x.shape[-1], self.features), jnp.float32)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+    if x.size * x.dtype.itemsize < MIN_INPUT_BYTES:
+      impl = conv3x3_xla
     return impl(x, kernel, self.stride)
