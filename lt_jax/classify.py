@@ -49,7 +49,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
   frozen = bool(config.model.freeze_backbone)
   model = create_model(config.model.name, num_classes=data.num_classes, head=config.model.head,
-                       dtype=config.model.dtype, frozen_backbone=frozen)
+                       dtype=config.model.dtype, frozen_backbone=frozen,
+                       conv_impl=config.model.conv_impl)
   tx = optim.make_optimizer(config.optim, tr.num_epochs, spe,
                             frozen=("backbone",) if frozen else ())
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)

@@ -40,6 +40,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet32"  # resnet20/32/44/56/110 | resnet_tiny
   c.model.head = "linear"  # linear | cosine (the normalised head that LDAM uses)
+  # auto | xla | cpu_fast. cpu_fast keeps XLA's convolution but computes its weight gradient
+  # as nine matmuls, which XLA:CPU runs several times faster; auto picks it when JAX's backend
+  # is the CPU and xla on GPU/TPU. Same parameters and forward values either way.
+  c.model.conv_impl = "auto"
   # A workdir or checkpoint whose backbone (every parameter and BatchNorm statistic) starts
   # this run; the head is re-initialised. SSP configs fill it from their pre-training stage.
   c.model.init_from = config_dict.placeholder(str)

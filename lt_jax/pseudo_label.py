@@ -108,7 +108,8 @@ def load_frozen(path: str, which: str = "last") -> FrozenModel:
                                         "batch_stats": state.get("batch_stats", {})})
   num_classes = _num_classes(workdir, variables["params"])
   model = create_model(config.model.name, num_classes=num_classes, head=config.model.head,
-                       dtype=config.model.get("dtype", "float32"))
+                       dtype=config.model.get("dtype", "float32"),
+                       conv_impl=config.model.get("conv_impl", "auto"))
   return FrozenModel(model=model, variables=variables, num_classes=num_classes, config=config)
 
 

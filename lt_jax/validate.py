@@ -7,7 +7,7 @@ import ml_collections
 from lt_jax import results
 from lt_jax.data import augment, longtail, open_pools, prepare, samplers, sources, unlabeled
 from lt_jax.errors import ConfigError
-from lt_jax.models import DTYPES, HEADS, MODELS
+from lt_jax.models import CONV_IMPLS, DTYPES, HEADS, MODELS
 from lt_jax.pretrain import METHODS as PRETRAIN_METHODS
 from lt_jax.pretrain.rotation import TASKS
 from lt_jax.train import objective, optim
@@ -45,6 +45,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   _choice("model.name", config.model.name, MODELS)
   _choice("model.head", config.model.head, HEADS)
   _choice("model.dtype", config.model.dtype, DTYPES)
+  _choice("model.conv_impl", config.model.conv_impl, CONV_IMPLS)
   _choice("loss.name", config.loss.name, objective.LOSSES)
   if config.loss.focal_gamma < 0:
     raise ConfigError(f"loss.focal_gamma={config.loss.focal_gamma} must be >= 0.")

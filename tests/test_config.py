@@ -44,7 +44,7 @@ def test_required_configs_exist():
     ("train__sampler", "oversample"), ("model__name", "resnet18"), ("model__head", "arc"),
     ("optim__schedule", "linear"), ("dataset__name", "mnist"), ("dataset__imb_type", "linear"),
     ("train__batch_size", 0), ("train__select_on", "train"), ("augment__name", "autoaugment"),
-    ("train__cb_beta", 1.0),
+    ("train__cb_beta", 1.0), ("model__conv_impl", "fast"),
 ])
 def test_bad_field_is_named(field, value):
   config = tiny_config(**{field: value})

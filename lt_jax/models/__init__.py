@@ -1,5 +1,6 @@
 """Models: CIFAR ResNets (option-A shortcut) with linear or cosine heads, and a name registry."""
 
+from lt_jax.models.conv import CONV_IMPLS, Conv3x3
 from lt_jax.models.heads import HEADS, CosineHead, LinearHead
 from lt_jax.models.resnet_cifar import (
     DTYPES,
@@ -17,12 +18,14 @@ from lt_jax.models.resnet_cifar import (
 )
 
 __all__ = [
+    'CONV_IMPLS',
     'DTYPES',
     'HEADS',
     'MODELS',
     'BasicBlock',
     'CifarResNet',
     'CifarResNetBackbone',
+    'Conv3x3',
     'CosineHead',
     'LinearHead',
     'ResNet20',

@@ -19,6 +19,8 @@ Fidelity notes, each a place where a naive port would differ from PyTorch:
   linear head's kernel; the linear bias keeps PyTorch's default uniform(+-1/sqrt(fan_in)).
 - Multi-device. Under `jit` with a batch sharded over devices, batch statistics are computed over
   the global batch (XLA inserts the reductions), so BatchNorm needs no `axis_name`.
+- Convolution. `conv_impl` (`model.conv_impl`) chooses XLA's convolution or one whose weight
+  gradient is fast on XLA:CPU (`lt_jax/models/conv.py`); parameters are the same either way.
 """
 
 import functools
@@ -29,16 +31,16 @@ import jax
 import jax.numpy as jnp
 
 from lt_jax.errors import ConfigError
-from lt_jax.models.heads import HEADS, kaiming_normal
+from lt_jax.models.conv import Conv3x3, resolve_conv_impl
+from lt_jax.models.heads import HEADS
 
 Dtype = Any
 
 
 def conv3x3(features: int, stride: int = 1, *, dtype: Dtype = jnp.float32,
-            name: str | None = None) -> nn.Conv:
+            conv_impl: str = 'auto', name: str | None = None) -> Conv3x3:
   """3x3 conv without bias, padded by one pixel on each side like PyTorch's `padding=1`."""
-  return nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
-                 use_bias=False, kernel_init=kaiming_normal, dtype=dtype, name=name)
+  return Conv3x3(features, stride, dtype=dtype, conv_impl=conv_impl, name=name)
 
 
 def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, name: str | None = None):
@@ -69,12 +71,14 @@ class BasicBlock(nn.Module):
   planes: int
   stride: int = 1
   dtype: Dtype = jnp.float32
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    y = conv3x3(self.planes, self.stride, dtype=self.dtype, name='conv1')(x)
+    conv = functools.partial(conv3x3, dtype=self.dtype, conv_impl=self.conv_impl)
+    y = conv(self.planes, self.stride, name='conv1')(x)
     y = nn.relu(batch_norm(train, dtype=self.dtype, name='bn1')(y))
-    y = conv3x3(self.planes, dtype=self.dtype, name='conv2')(y)
+    y = conv(self.planes, name='conv2')(y)
     y = batch_norm(train, dtype=self.dtype, name='bn2')(y)
     if self.stride != 1 or x.shape[-1] != self.planes:
       x = shortcut_option_a(x, self.planes, self.stride)
@@ -91,6 +95,7 @@ class CifarResNetBackbone(nn.Module):
   stage_sizes: Sequence[int] = (5, 5, 5)
   widths: Sequence[int] = (16, 32, 64)
   dtype: Dtype = jnp.float32
+  conv_impl: str = 'auto'  # auto | xla | cpu_fast: see lt_jax/models/conv.py
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -98,12 +103,13 @@ class CifarResNetBackbone(nn.Module):
       raise ValueError(f'stage_sizes {tuple(self.stage_sizes)} and widths {tuple(self.widths)} '
                        'must have one entry per stage.')
     x = jnp.asarray(x, self.dtype)
-    x = conv3x3(self.widths[0], dtype=self.dtype, name='conv1')(x)
+    x = conv3x3(self.widths[0], dtype=self.dtype, conv_impl=self.conv_impl, name='conv1')(x)
     x = nn.relu(batch_norm(train, dtype=self.dtype, name='bn1')(x))
     for i, (num_blocks, planes) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
       for j in range(num_blocks):
         stride = 2 if i > 0 and j == 0 else 1
-        x = BasicBlock(planes, stride, dtype=self.dtype, name=f'layer{i + 1}_{j}')(x, train)
+        x = BasicBlock(planes, stride, dtype=self.dtype, conv_impl=self.conv_impl,
+                       name=f'layer{i + 1}_{j}')(x, train)
     return jnp.mean(x, axis=(1, 2))
 
 
@@ -125,14 +131,15 @@ class CifarResNet(nn.Module):
   # A frozen backbone runs in inference mode (running BatchNorm statistics, no updates) and
   # passes no gradient: only the head trains (linear probing, decoupled classifier training).
   frozen_backbone: bool = False
+  conv_impl: str = 'auto'  # auto | xla | cpu_fast: see lt_jax/models/conv.py
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
     if self.head not in HEADS:
       raise ConfigError(f'model.head={self.head!r} is not a known head; '
                         f'choose one of {sorted(HEADS)}.')
-    features = CifarResNetBackbone(self.stage_sizes, self.widths, self.dtype, name='backbone')(
-        x, train and not self.frozen_backbone)
+    features = CifarResNetBackbone(self.stage_sizes, self.widths, self.dtype, self.conv_impl,
+                                   name='backbone')(x, train and not self.frozen_backbone)
     if self.frozen_backbone:
       features = jax.lax.stop_gradient(features)
     features = jnp.asarray(features, jnp.float32)
@@ -162,9 +169,14 @@ MODELS = {
 
 
 def create_model(name: str, *, num_classes: int, head: str = 'linear',
-                 dtype: str | Dtype = 'float32', frozen_backbone: bool = False) -> CifarResNet:
+                 dtype: str | Dtype = 'float32', frozen_backbone: bool = False,
+                 conv_impl: str = 'auto') -> CifarResNet:
   """Builds the model registered as `name` (config field `model.name`); fails on unknown names.
-  `dtype` is a name from DTYPES (config field `model.dtype`) or a jnp dtype."""
+
+  `dtype` is a name from DTYPES (config field `model.dtype`) or a jnp dtype. `conv_impl`
+  (`model.conv_impl`) is checked here, but `auto` is resolved when the model is traced, so a
+  model built on one host follows the backend it runs on.
+  """
   if isinstance(dtype, str):
     if dtype not in DTYPES:
       raise ConfigError(f'model.dtype={dtype!r} is unknown; choose one of {tuple(DTYPES)}.')
@@ -173,5 +185,6 @@ def create_model(name: str, *, num_classes: int, head: str = 'linear',
     raise ConfigError(f'model.name={name!r} is not a known model; choose one of {sorted(MODELS)}.')
   if head not in HEADS:
     raise ConfigError(f'model.head={head!r} is not a known head; choose one of {sorted(HEADS)}.')
+  resolve_conv_impl(conv_impl)
   return MODELS[name](num_classes=num_classes, head=head, dtype=dtype,
-                      frozen_backbone=frozen_backbone)
+                      frozen_backbone=frozen_backbone, conv_impl=conv_impl)

@@ -32,13 +32,15 @@ from lt_jax.train import step as step_lib
 
 
 def backbone_fn(model_config: ml_collections.ConfigDict):
-  """The backbone of `model.name` (its stage sizes and widths, `model.dtype`)."""
+  """The backbone of `model.name` (its stage sizes and widths), `model.dtype` and
+  `model.conv_impl`."""
   if model_config.name not in MODELS:
     raise ConfigError(f"model.name={model_config.name!r} is unknown; choose one of "
                       f"{sorted(MODELS)}.")
   keywords = MODELS[model_config.name].keywords
   kwargs = {k: keywords[k] for k in ("stage_sizes", "widths") if k in keywords}
-  return functools.partial(CifarResNetBackbone, dtype=DTYPES[model_config.dtype], **kwargs)
+  return functools.partial(CifarResNetBackbone, dtype=DTYPES[model_config.dtype],
+                           conv_impl=model_config.conv_impl, **kwargs)
 
 
 def cosine_per_epoch(lr: float, num_epochs: int, steps_per_epoch: int):
