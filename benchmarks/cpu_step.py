@@ -133,53 +133,10 @@ def lt_jax_runners(conv_impl: str, images: np.ndarray, labels: np.ndarray):
 # --- PyTorch ----------------------------------------------------------------------------------
 
 
-def torch_resnet32(torch):
-  """The reference's ResNet-32 (`resnet_cifar.py`, option-A shortcut), written out here."""
-  nn, functional = torch.nn, torch.nn.functional
-
-  class Block(nn.Module):
-    def __init__(self, in_planes, planes, stride):
-      super().__init__()
-      self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-      self.bn1 = nn.BatchNorm2d(planes)
-      self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-      self.bn2 = nn.BatchNorm2d(planes)
-      self.pad = (planes - in_planes) // 2 if stride != 1 or in_planes != planes else None
-
-    def forward(self, x):
-      out = functional.relu(self.bn1(self.conv1(x)))
-      out = self.bn2(self.conv2(out))
-      shortcut = x
-      if self.pad is not None:
-        shortcut = functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-      return functional.relu(out + shortcut)
-
-  class ResNet32(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-      self.bn1 = nn.BatchNorm2d(16)
-      layers, in_planes = [], 16
-      for i, planes in enumerate((16, 32, 64)):
-        for j in range(5):
-          layers.append(Block(in_planes, planes, 2 if i > 0 and j == 0 else 1))
-          in_planes = planes
-      self.layers = nn.Sequential(*layers)
-      self.linear = nn.Linear(64, NUM_CLASSES)
-      for m in self.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-          nn.init.kaiming_normal_(m.weight)
-
-    def forward(self, x):
-      out = self.layers(functional.relu(self.bn1(self.conv1(x))))
-      return self.linear(functional.adaptive_avg_pool2d(out, 1).flatten(1))
-
-  return ResNet32()
-
-
 def torch_runners(torch, images: np.ndarray, labels: np.ndarray):
   """(one train step, one evaluation batch) of the PyTorch ResNet-32 (NCHW)."""
-  model = torch_resnet32(torch)
+  from torch_reference import torch_resnet32  # Beside this file; it imports torch.
+  model = torch_resnet32(NUM_CLASSES)
   optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
                               weight_decay=WEIGHT_DECAY)
   x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))

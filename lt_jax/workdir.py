@@ -17,6 +17,7 @@ import os
 import ml_collections
 
 from lt_jax import io_utils
+from lt_jax.config import get_base_config
 from lt_jax.errors import ConfigError, DataError
 
 CONFIG_FILE = "config.json"
@@ -62,7 +63,9 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     return
   with open(path) as f:
     theirs = json.load(f)
-  diff = sorted(_diff(theirs, config_json(config)))
+  defaults = config_json(get_base_config())
+  diff = sorted(d for d in _diff(theirs, config_json(config))
+                if not _added_at_default(d, theirs, config_json(config), defaults))
   if diff:
     raise ConfigError(
         f"workdir {workdir} holds a run with a different config ({', '.join(diff[:8])}"
@@ -93,6 +96,23 @@ def write_results(workdir: str, results: dict) -> str:
   path = os.path.join(workdir, RESULTS_FILE)
   io_utils.atomic_write_json(path, results)
   return path
+
+
+def _lookup(tree: dict, dotted: str):
+  for key in dotted.split("."):
+    if not isinstance(tree, dict) or key not in tree:
+      return _MISSING
+    tree = tree[key]
+  return tree
+
+
+_MISSING = object()
+
+
+def _added_at_default(dotted: str, theirs: dict, ours: dict, defaults: dict) -> bool:
+  """A field that a run's saved config predates, set to its default: the same run."""
+  return (_lookup(theirs, dotted) is _MISSING
+          and _lookup(ours, dotted) == _lookup(defaults, dotted))
 
 
 def _diff(a, b, prefix=""):

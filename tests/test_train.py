@@ -156,3 +156,15 @@ def test_one_and_two_devices_give_the_same_parameters(tmp_path):
   assert one.keys() == two.keys()
   for key in one:
     np.testing.assert_allclose(one[key], two[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_a_field_added_since_the_run_counts_only_when_set_away_from_its_default(tmp_path):
+  config = tiny_config()
+  saved = json.loads(config.to_json_best_effort())
+  del saved["model"]["conv_impl"]  # A workdir written before the field existed.
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text(json.dumps(saved))
+  workdir_lib.check_config(str(tmp_path), config)  # Default value: the same run.
+  with pytest.raises(ConfigError, match="model.conv_impl"):
+    workdir_lib.check_config(str(tmp_path), tiny_config(model__conv_impl="xla"))
+  with pytest.raises(ConfigError, match="loss.name"):
+    workdir_lib.check_config(str(tmp_path), tiny_config(loss__name="focal"))
