@@ -1,5 +1,5 @@
 """End-to-end training speed: the same config run by this checkout (and by other commits, or
-with other settings) in one session, as a table of wall times, images/s and ratios.
+with other settings) in one invocation, as a table of wall times, images/s and ratios.
 
   # this tree against an older commit, on digits (no download), 2 repeats interleaved:
   python benchmarks/train_throughput.py --config=configs/digits_lt_ce.py \\
