@@ -16,6 +16,7 @@ ever held in memory. Every image is fitted to the labeled data's (H, W, C) as it
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 import hashlib
 import os
@@ -33,7 +34,7 @@ _PIL_MODES = {1: "L", 3: "RGB"}
 _READ_THREADS = min(8, os.cpu_count() or 1)
 
 
-class ImageSource:
+class ImageSource(abc.ABC):
   """N images of one (H, W, C), uint8, read on demand; subclasses implement `_read_one`."""
 
   dtype = np.dtype(np.uint8)
@@ -72,8 +73,9 @@ class ImageSource:
         out[k] = self._read_one(i)
     return out
 
+  @abc.abstractmethod
   def _read_one(self, i: int) -> np.ndarray:
-    raise NotImplementedError
+    """Image i, decoded and fitted to `image_shape`."""
 
 
 def _checked(idx: np.ndarray, n: int) -> np.ndarray:
@@ -89,10 +91,10 @@ def _checked(idx: np.ndarray, n: int) -> np.ndarray:
 class _Subset(ImageSource):
   def __init__(self, parent: ImageSource, idx: np.ndarray):
     super().__init__(len(idx), parent.image_shape, parent.fingerprint)
-    self._parent, self._idx = parent, idx
+    self._parent, self._idx, self._threaded = parent, idx, parent._threaded
 
-  def read(self, indices) -> np.ndarray:
-    return self._parent.read(self._idx[_checked(np.asarray(indices), len(self))])
+  def _read_one(self, i: int) -> np.ndarray:
+    return self._parent._read_one(int(self._idx[i]))
 
 
 class FileImages(ImageSource):
