@@ -97,6 +97,11 @@ def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
                   "pool_fingerprint": fingerprint})
 
 
+def _different_pool(path: str, why: str) -> DataError:
+  return DataError(f"{path} was made for a different unlabeled pool than this config draws "
+                   f"({why}); regenerate it in a new workdir.")
+
+
 def _check_provenance(path: str, saved: dict, expected: dict[str, str]) -> None:
   """The file's pool source, draw rule and source listing must be this config's. Files
   written before these were recorded hold none; only a draw on labels can be checked then
@@ -105,9 +110,8 @@ def _check_provenance(path: str, saved: dict, expected: dict[str, str]) -> None:
   recorded.setdefault("pool_draw_on", "labels")
   for key, want in expected.items():
     if key in recorded and recorded[key] != want:
-      raise DataError(f"{path} was made for a different unlabeled pool than this config draws "
-                      f"({key}: the file says {recorded[key]!r}, the config gives {want!r}); "
-                      "regenerate it in a new workdir.")
+      raise _different_pool(path, f"{key}: the file says {recorded[key]!r}, the config "
+                                  f"gives {want!r}")
 
 
 def _drawn_on_predictions(path: str, saved: dict, request: unlabeled.PoolRequest):
@@ -117,16 +121,14 @@ def _drawn_on_predictions(path: str, saved: dict, request: unlabeled.PoolRequest
   indices, pseudo = saved["indices"], saved["pseudo_labels"]
   got = np.bincount(pseudo, minlength=len(request.requested_counts)).tolist()
   if got != request.requested_counts:
-    raise DataError(f"{path} was made for a different unlabeled pool than this config draws "
-                    f"(its images per predicted class are {got}, the config asks for "
-                    f"{request.requested_counts}); regenerate it in a new workdir.")
+    raise _different_pool(path, f"its images per predicted class are {got}, the config asks "
+                                f"for {request.requested_counts}")
   where = np.searchsorted(candidates.source_indices, indices)
   found = where < len(candidates.source_indices)
   found[found] = candidates.source_indices[where[found]] == indices[found]
   if not found.all() or len(np.unique(indices)) != len(indices):
-    raise DataError(f"{path} was made for a different unlabeled pool than this config draws "
-                    "(some of its indices are not candidates of this pool, or repeat); "
-                    "regenerate it in a new workdir.")
+    raise _different_pool(path, "some of its indices are not candidates of this pool, or "
+                                "repeat")
   return image_source.take(candidates.images, where)
 
 
@@ -148,8 +150,7 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
         "pool_source": pool.source, "pool_draw_on": "labels",
         "pool_fingerprint": _fingerprint(pool.images)})
     if not np.array_equal(labels_file["indices"], pool.source_indices):
-      raise DataError(f"{path} was made for a different unlabeled pool than this config draws "
-                      "(dataset or semi settings changed); regenerate it in a new workdir.")
+      raise _different_pool(path, "dataset or semi settings changed")
     pool_images = pool.images
   keep = labels_file["keep"].astype(bool)
   data = drawn.data

@@ -340,10 +340,7 @@ def select_pool(images, labels: np.ndarray | None,
                      f"{'no' if labels is None else len(labels)} labels; they must agree.")
   if counts_in_order is None:
     return _whole_pool(images, labels, src, len(order), source)
-  counts = [int(n) for n in counts_in_order]
-  if len(counts) != len(order):
-    raise ConfigError(f"{len(counts)} unlabeled class counts were given for {len(order)} "
-                      f"classes; {field} must describe one count per class.")
+  counts = _one_count_per_class(counts_in_order, order, field)
   if labels is None:
     raise ValueError("a pool without labels cannot be drawn by class; draw it on the base "
                      "model's predictions (request_pool, then draw_by_predictions).")
@@ -374,10 +371,7 @@ def request_pool(candidates: Candidates, counts_in_order: Sequence[int],
   """Checks what can be checked before the base model exists (one count per class, and the
   total T against the number of candidates) and keeps the request for `draw_by_predictions`."""
   order = [int(c) for c in class_order]
-  counts = [int(n) for n in counts_in_order]
-  if len(counts) != len(order):
-    raise ConfigError(f"{len(counts)} unlabeled class counts were given for {len(order)} "
-                      f"classes; {RATIO_FIELD} must describe one count per class.")
+  counts = _one_count_per_class(counts_in_order, order, RATIO_FIELD)
   context = _Request(source, RATIO_FIELD, labeled_counts, unlabeled_ratio, unlabeled_factor,
                      draw_on="predictions")
   if sum(counts) > len(candidates.images):
@@ -400,6 +394,15 @@ def draw_by_predictions(request: PoolRequest, predicted: np.ndarray) -> np.ndarr
                      "candidates.")
   return _draw_by_class(predicted, request.counts_in_order, request.class_order, request.rng,
                         request.context)
+
+
+def _one_count_per_class(counts_in_order: Sequence[int], order: list[int],
+                         field: str) -> list[int]:
+  counts = [int(n) for n in counts_in_order]
+  if len(counts) != len(order):
+    raise ConfigError(f"{len(counts)} unlabeled class counts were given for {len(order)} "
+                      f"classes; {field} must describe one count per class.")
+  return counts
 
 
 def _whole_pool(images, labels: np.ndarray | None, src: np.ndarray,
