@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import fmnistlt_semi, fmnistlt_ssp_ce  # noqa: E402
 from lt_jax import io_utils, pipeline  # noqa: E402
-from lt_jax.config import use_ldam_drw  # noqa: E402
+from lt_jax.config import override, use_ldam_drw  # noqa: E402
 
 BUDGET = {
     "dataset.img_max": 600,  # 600, 359, ..., 6: 1,485 labeled images.
@@ -44,18 +44,18 @@ BUDGET = {
 
 
 def semi_runs(seed: int) -> dict:
-  config = pipeline.stage_config(fmnistlt_semi.get_config(), **BUDGET, seed=seed,
+  config = override(fmnistlt_semi.get_config(), **BUDGET, seed=seed,
                                  **{"semi.base_batch_size": 128})
   return {"semi": config}
 
 
 def ssp_runs(seed: int) -> dict:
-  scratch = pipeline.stage_config(fmnistlt_ssp_ce.get_config(), **BUDGET, seed=seed,
+  scratch = override(fmnistlt_ssp_ce.get_config(), **BUDGET, seed=seed,
                                   **{"pretrain.method": "none"})
-  ssp = pipeline.stage_config(fmnistlt_ssp_ce.get_config(), **BUDGET, seed=seed,
+  ssp = override(fmnistlt_ssp_ce.get_config(), **BUDGET, seed=seed,
                               **{"pretrain.probe_epochs": 0})
-  return {"CE": scratch, "LDAM-DRW": use_ldam_drw(pipeline.stage_config(scratch)),
-          "SSP + CE": ssp, "SSP + LDAM-DRW": use_ldam_drw(pipeline.stage_config(ssp))}
+  return {"CE": scratch, "LDAM-DRW": use_ldam_drw(override(scratch)),
+          "SSP + CE": ssp, "SSP + LDAM-DRW": use_ldam_drw(override(ssp))}
 
 
 def rows_for(study: str, name: str, out: dict) -> dict[str, dict]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -18,7 +19,7 @@ import numpy as np
 from clu import parameter_overview
 
 from lt_jax import metrics as lt_metrics
-from lt_jax import parallel, results, transfer
+from lt_jax import parallel, results, semi, transfer
 from lt_jax import workdir as workdir_lib
 from lt_jax.data import augment as augment_lib
 from lt_jax.data import prepare as prepare_lib
@@ -83,7 +84,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       plan(config, spe), state_sharding=replicated, evaluate=epoch_eval,
       initialize=initialize if config.model.init_from else None,
       keep_best=selection != "last", log=lambda line: print(line, flush=True))
-  out = _results(config, data, trained, selection)
+  out = results_json(config, data, trained, selection)
   workdir_lib.write_results(workdir, out)
   results.plot_per_class_accuracy(
       os.path.join(workdir, results.PLOT_FILE), data.report_counts,
@@ -93,6 +94,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   print(lt_metrics.format_table({"final": out["final"], "best": out["best"]}), flush=True)
   print(f"results: {os.path.join(workdir, workdir_lib.RESULTS_FILE)}", flush=True)
   return out
+
+
+def training_data(config: ml_collections.ConfigDict) -> prepare_lib.LongTailData:
+  """The data a classifier stage trains on: the labeled long-tailed set, plus the
+  pseudo-labeled pool for a semi-supervised final stage, or turned into rotation prediction
+  for the rotation pretext stage."""
+  if config.semi.pseudo_labels:
+    data = semi.training_data_with_pseudo_labels(config)
+  else:
+    data = prepare_lib.prepare(config.dataset)
+  if config.task == "rotation":
+    data = rotation.rotation_data(data)
+  return data
 
 
 def plan(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -123,19 +137,27 @@ def make_step(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData,
       unlabeled_weight=config.semi.unlabeled_weight)
 
 
-def make_evaluator(config, data: prepare_lib.LongTailData, model, mesh):
-  """state -> {split: summary} over the test (and validation) split, each in one jitted call
-  over device-resident, padded and masked batches."""
+def split_evaluators(config, data: prepare_lib.LongTailData, model, mesh
+                     ) -> dict[str, tuple[Callable, step_lib.DeviceData]]:
+  """{split: (counts(state, split_data), split_data)} for the test (and validation) split: the
+  pure (not jitted) count function over the device-resident, padded and masked split."""
   eval_batch = config.train.eval_batch_size
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
-  evaluators = {}
+  out = {}
   for name, split in splits.items():
     images, labels, n = _pad_to_multiple(split, eval_batch)
-    fn = step_lib.make_eval_fn(model=model, mean=data.mean, std=data.std,
-                               num_classes=data.num_classes, batch_size=eval_batch,
-                               num_examples=n, batch_sharding=batch_sharding)
-    evaluators[name] = (fn, put_split(images, labels, replicated))
+    fn = functools.partial(step_lib.evaluate, model=model, mean=data.mean, std=data.std,
+                           num_classes=data.num_classes, batch_size=eval_batch,
+                           num_examples=n, batch_sharding=batch_sharding)
+    out[name] = (fn, put_split(images, labels, replicated))
+  return out
+
+
+def make_evaluator(config, data: prepare_lib.LongTailData, model, mesh):
+  """state -> {split: summary} over the test (and validation) split, each in one jitted call."""
+  evaluators = {name: (jax.jit(fn), split)
+                for name, (fn, split) in split_evaluators(config, data, model, mesh).items()}
 
   def evaluate(state) -> dict[str, dict]:
     counts = jax.device_get({name: fn(state, split) for name, (fn, split) in evaluators.items()})
@@ -191,7 +213,8 @@ def _fmt(value) -> str:
   return "-" if value is None else f"{value:.1f}"
 
 
-def _results(config, data, trained: driver.Trained, selection: str) -> dict:
+def results_json(config, data, trained: driver.Trained, selection: str) -> dict:
+  """The results.json content of a trained classifier stage."""
   meta, final = trained.meta, trained.final.keep
   best = meta["best"] or {"test": final["test"], "val": final.get("val")}
   best_block = dict(best["test"], epoch=meta["best_epoch"])

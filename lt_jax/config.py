@@ -7,6 +7,8 @@ recipe (CIFAR-10-LT, rho 100, ResNet-32, CE, 200 epochs) unless a comment says o
 
 from __future__ import annotations
 
+import copy
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -155,6 +157,25 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.pretrain.crop_scale = (0.2, 1.0)
   c.pretrain.blur = True
   c.pretrain.probe_epochs = 30  # Linear probe (frozen features) to score the backbone.
+
+  # --- a grid of runs: methods x seeds (x settings), trained together -----------------------
+  c.grid = ml_collections.ConfigDict()
+  # Names from lt_jax/methods.py (ce, focal, reweight, resample, drw, ldam_drw, ...); a non-empty
+  # tuple makes run.py train the grid instead of one run. Every other field of this config is
+  # shared by all members.
+  c.grid.methods = ()
+  c.grid.seeds = (0, 1, 2)
+  # scratch (the method from random weights) | ssp (from a pretrain.method backbone, one
+  # pre-training per seed) | semi (on D_L + pseudo-labels, one base model and one pseudo-label
+  # file per seed, the semi.* fields describing the pool).
+  c.grid.settings = ("scratch",)
+  # Batch of the semi members (D_L + pseudo-labeled D_U); None: train.batch_size. The reference
+  # trains its semi-supervised models at 256 and its base models at 128 (semi.base_batch_size).
+  c.grid.semi_batch_size = config_dict.placeholder(int)
+  # How the models of one program share its step: auto (unroll on CPU backends, vmap on
+  # accelerators) | vmap (one batched computation) | unroll (each model's own ops side by side).
+  c.grid.member_map = "auto"
+  c.grid.max_models_per_program = 0  # 0: no cap; else split bigger programs (device memory).
   return c
 
 
@@ -166,3 +187,15 @@ def use_ldam_drw(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.train.rule = "drw"
   return c
 
+
+
+def override(config: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
+  """A copy of `config` with dotted fields replaced: override(c, **{"train.batch_size": 256})."""
+  out = ml_collections.ConfigDict(copy.deepcopy(config.to_dict()))
+  for dotted, value in fields.items():
+    *parents, leaf = dotted.split(".")
+    node = out
+    for name in parents:
+      node = node[name]
+    node[leaf] = value
+  return out

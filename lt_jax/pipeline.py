@@ -6,6 +6,10 @@
 - `pretrain.method`: workdir/pretrain (rotation, MoCo v2 or SimCLR on the same imbalanced
   images) -> workdir/probe (linear probe of the frozen backbone) -> workdir/final (the config's
   method, initialised from the pre-trained backbone).
+- `grid.methods`: every method x seed x setting as a member in
+  workdir/<setting>/<method>/seed_<s>, trained together by the grid stage (grid.py), after
+  what the settings need (workdir/pretrain/<method>/seed_<s>, workdir/semi_base/seed_<s>,
+  workdir/pseudo_labels/seed_<s>); workdir/summary.md, .csv and plots compare them.
 
 Each stage lives in its own folder with its own config.json: a finished stage is skipped (its
 results are read back), a stage that was cut off resumes from its last checkpoint, and the
@@ -14,42 +18,31 @@ root results.json gathers `stages.<name>` once the last stage is done.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 
 import ml_collections
 
-from lt_jax import classify, io_utils, pseudo_label, semi
+from lt_jax import classify, grid, io_utils, pseudo_label, semi, summary
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
+from lt_jax.config import override
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data import unlabeled
 from lt_jax.errors import ConfigError
-from lt_jax.pretrain import contrastive_stage, rotation
+from lt_jax.pretrain import contrastive_stage
 from lt_jax.validate import validate
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
+  if config.grid.methods:
+    return run_grid(config, workdir)
   if config.semi.enabled:
     return run_semi(config, workdir)
   if config.pretrain.method != "none":
     return run_ssp(config, workdir)
   return train(config, workdir)
-
-
-def training_data(config: ml_collections.ConfigDict) -> prepare_lib.LongTailData:
-  """The data a classifier stage trains on: the labeled long-tailed set, plus the
-  pseudo-labeled pool for a semi-supervised final stage, or turned into rotation prediction
-  for the rotation pretext stage."""
-  if config.semi.pseudo_labels:
-    data = semi.training_data_with_pseudo_labels(config)
-  else:
-    data = prepare_lib.prepare(config.dataset)
-  if config.task == "rotation":
-    data = rotation.rotation_data(data)
-  return data
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -58,7 +51,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finished = _finished(workdir, config)
   if finished is not None:
     return finished
-  return classify.train_and_evaluate(config, workdir, training_data(config))
+  return classify.train_and_evaluate(config, workdir, classify.training_data(config))
 
 
 def _finished(workdir: str, config: ml_collections.ConfigDict) -> dict | None:
@@ -66,19 +59,6 @@ def _finished(workdir: str, config: ml_collections.ConfigDict) -> dict | None:
   if finished is not None:
     print(f"{workdir} already holds a finished run; not retraining.", flush=True)
   return finished
-
-
-def stage_config(config: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
-  """A copy of `config` with dotted fields replaced:
-  stage_config(c, **{"train.batch_size": 128})."""
-  out = ml_collections.ConfigDict(copy.deepcopy(config.to_dict()))
-  for dotted, value in fields.items():
-    *parents, leaf = dotted.split(".")
-    node = out
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
-  return out
 
 
 def _finish(workdir: str, config, stages: dict, final: dict, rows: dict) -> dict:
@@ -110,7 +90,7 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.semi.base_workdir:
     base = workdir_lib.finished_results(base_dir, "semi.base_workdir")
   else:
-    base_cfg = stage_config(config, **{"semi.enabled": False,
+    base_cfg = override(config, **{"semi.enabled": False,
                                        "train.batch_size": config.semi.base_batch_size})
     print(f"== stage 1/3: base model on the labeled data -> {base_dir}", flush=True)
     base = train(base_cfg, base_dir)
@@ -120,7 +100,7 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
   labels_path, report = generate_pseudo_labels(config, base_dir, labels_dir, pool, labeled)
 
   final_dir = workdir_lib.stage_dir(workdir, "final")
-  final_cfg = stage_config(config, **{"semi.enabled": False,
+  final_cfg = override(config, **{"semi.enabled": False,
                                       "semi.pseudo_labels": labels_path})
   print(f"== stage 3/3: final model on labeled + pseudo-labeled data -> {final_dir}",
         flush=True)
@@ -174,12 +154,7 @@ def run_ssp(config: ml_collections.ConfigDict, workdir: str) -> dict:
   print(f"== stage 1/3: {method} pre-training on the same imbalanced images -> {pre_dir}",
         flush=True)
   if method == "rotation":
-    epochs, batch = contrastive_stage.epochs_and_batch(config)
-    pre_cfg = stage_config(config, **{
-        "pretrain.method": "none", "task": "rotation", "model.head": "linear",
-        "loss.name": "ce", "train.rule": "none", "train.sampler": "instance",
-        "train.num_epochs": epochs, "train.batch_size": batch})
-    pretrain = train(pre_cfg, pre_dir)
+    pretrain = train(rotation_config(config), pre_dir)
   else:
     pretrain = _finished(pre_dir, config) or contrastive_stage.pretrain_and_evaluate(
         config, pre_dir, prepare_lib.prepare(config.dataset))
@@ -194,7 +169,7 @@ def run_ssp(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rows["linear probe"] = probe["final"]
 
   final_dir = workdir_lib.stage_dir(workdir, "final")
-  final_cfg = stage_config(config, **{"pretrain.method": "none", "model.init_from": pre_dir})
+  final_cfg = override(config, **{"pretrain.method": "none", "model.init_from": pre_dir})
   print(f"== stage 3/3: {config.loss.name} from the pre-trained backbone -> {final_dir}",
         flush=True)
   final = train(final_cfg, final_dir)
@@ -203,13 +178,126 @@ def run_ssp(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return _finish(workdir, config, stages, final, rows)
 
 
+def rotation_config(config) -> ml_collections.ConfigDict:
+  """Rotation pre-training: 4-way rotation prediction on the same images, plain CE, the
+  pretrain stage's epochs and batch."""
+  epochs, batch = contrastive_stage.epochs_and_batch(config)
+  return override(config, **{
+      "pretrain.method": "none", "task": "rotation", "model.head": "linear",
+      "loss.name": "ce", "train.rule": "none", "train.sampler": "instance",
+      "train.num_epochs": epochs, "train.batch_size": batch})
+
+
 def probe_config(config, pre_dir: str) -> ml_collections.ConfigDict:
   """Linear probe: the pre-trained backbone frozen, a linear head trained with plain CE on the
   same long-tailed labels, no augmentation, cosine schedule; its test accuracy scores the
   representation."""
-  return stage_config(config, **{
+  return override(config, **{
       "pretrain.method": "none", "model.init_from": pre_dir, "model.freeze_backbone": True,
       "model.head": "linear", "loss.name": "ce", "train.rule": "none",
       "train.sampler": "instance", "augment.name": "none",
       "train.num_epochs": config.pretrain.probe_epochs, "optim.schedule": "cosine",
       "optim.warmup_epochs": 0, "optim.lr": 0.1, "optim.weight_decay": 0.0})
+
+
+# --- a grid of methods x seeds x settings ---------------------------------------------------
+
+GRID_LIST_FIELDS = ("grid.methods", "grid.seeds", "grid.settings")  # A grid may grow.
+
+
+def run_grid(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains every member of the grid that is not finished yet (members finished by an earlier
+  run of a smaller grid are read back) and writes the grid's summary."""
+  if os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)) and \
+      not workdir_lib.read_config(workdir).get("grid", {}).get("methods"):
+    raise ConfigError(f"workdir {workdir} holds a single run, not a grid; use a new --workdir.")
+  workdir_lib.check_config(workdir, config, ignore=GRID_LIST_FIELDS)
+  os.makedirs(workdir, exist_ok=True)
+  io_utils.atomic_write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE),
+                             workdir_lib.config_json(config))
+  g = config.grid
+  settings, seeds = tuple(g.settings), tuple(g.seeds)
+
+  def train_all(members):
+    return grid.train_members(members, workdir, member_map=g.member_map,
+                              max_models=g.max_models_per_program)
+
+  def members_of(setting, fields_for_seed):
+    return [grid.Member(f"{setting}/{m}/seed_{s}",
+                        grid.member_config(config, m, s, **fields_for_seed(s)),
+                        os.path.join(workdir, setting, m, f"seed_{s}"))
+            for m in g.methods for s in seeds]
+
+  pool = None
+  if "semi" in settings:  # A pool that cannot be drawn fails here, before any training.
+    drawn = semi.draw_labeled(config)
+    pool = (semi.draw_pool(config, drawn), drawn.data)
+    del drawn
+  members = []
+  if "scratch" in settings:
+    members += members_of("scratch", lambda s: {})
+  if "ssp" in settings:
+    pre_dirs = _grid_pretraining(config, workdir, seeds, train_all)
+    members += members_of("ssp", lambda s: {"model.init_from": pre_dirs[s]})
+  results = train_all(members)  # From scratch and from SSP share programs.
+  if "semi" in settings:
+    labels = _grid_pseudo_labels(config, workdir, seeds, results, train_all, *pool)
+    batch = g.semi_batch_size or config.train.batch_size
+    results |= train_all(members_of("semi", lambda s: {"semi.pseudo_labels": labels[s],
+                                                       "train.batch_size": batch}))
+  title = (f"{config.dataset.name}-LT, rho {config.dataset.imbalance_ratio:g}, "
+           f"{config.model.name}, {config.train.num_epochs} epochs")
+  text = summary.write(workdir, results, title)
+  print(text, flush=True)
+  out = {"config": workdir_lib.config_json(config), "summary": summary.rows(results, "final"),
+         "members": {name: {"workdir": os.path.join(*name.split("/")),
+                            "status": r.get("status", "ok"),
+                            "final_top1_err": r["final"]["top1_err"],
+                            "best_top1_err": r["best"]["top1_err"]}
+                     for name, r in results.items()}}
+  workdir_lib.write_results(workdir, out)
+  print(f"summary: {os.path.join(workdir, summary.MARKDOWN_FILE)}", flush=True)
+  return out
+
+
+def _grid_pretraining(config, workdir: str, seeds, train_all) -> dict[int, str]:
+  """One pre-training per seed (pretrain.method): rotation runs as one grid program over the
+  seeds, MoCo / SimCLR one seed after another. Returns the pre-trained workdir of each seed."""
+  method = config.pretrain.method
+  dirs = {s: os.path.join(workdir, "pretrain", method, f"seed_{s}") for s in seeds}
+  if method == "rotation":
+    train_all([grid.Member(f"pretrain/rotation/seed_{s}",
+                           rotation_config(grid.member_config(config, "ce", s)), dirs[s])
+               for s in seeds])
+    return dirs
+  for s in seeds:
+    cfg = override(grid.member_config(config, "ce", s), **{"pretrain.method": method})
+    if _finished(dirs[s], cfg) is None:
+      print(f"== {method} pre-training, seed {s} -> {dirs[s]}", flush=True)
+      contrastive_stage.pretrain_and_evaluate(cfg, dirs[s], prepare_lib.prepare(cfg.dataset))
+  return dirs
+
+
+def _grid_pseudo_labels(config, workdir: str, seeds, results: dict, train_all, pool, labeled
+                        ) -> dict[int, str]:
+  """One base model (plain CE on D_L) and one pseudo-label file per seed. The scratch CE
+  member of a seed is its base model when its config is the base's (same batch)."""
+  bases = {s: grid.member_config(config, "ce", s,
+                                 **{"train.batch_size": config.semi.base_batch_size})
+           for s in seeds}
+  base_dirs, to_train = {}, []
+  for s in seeds:
+    scratch = results.get(f"scratch/ce/seed_{s}")
+    if scratch is not None and scratch["config"] == workdir_lib.config_json(bases[s]):
+      base_dirs[s] = os.path.join(workdir, "scratch", "ce", f"seed_{s}")
+    else:
+      base_dirs[s] = os.path.join(workdir, "semi_base", f"seed_{s}")
+      to_train.append(grid.Member(f"semi_base/ce/seed_{s}", bases[s], base_dirs[s]))
+  if to_train:
+    train_all(to_train)
+  labels = {}
+  for s in seeds:
+    labels_dir = os.path.join(workdir, "pseudo_labels", f"seed_{s}")
+    print(f"== pseudo-labels, seed {s}: base {base_dirs[s]} -> {labels_dir}", flush=True)
+    labels[s], _ = generate_pseudo_labels(bases[s], base_dirs[s], labels_dir, pool, labeled)
+  return labels

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import ml_collections
 
-from lt_jax import results
+from lt_jax import methods, results
+from lt_jax.config import override
 from lt_jax.data import augment, longtail, open_pools, prepare, samplers, sources, unlabeled
 from lt_jax.errors import ConfigError
 from lt_jax.models import CONV_IMPLS, DTYPES, HEADS, MODELS
 from lt_jax.pretrain import METHODS as PRETRAIN_METHODS
 from lt_jax.pretrain.rotation import TASKS
 from lt_jax.train import objective, optim
+from lt_jax.train.members import MEMBER_MAPS
 
 
 def _choice(field: str, value, choices) -> None:
@@ -82,6 +84,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   _choice("task", config.task, TASKS)
   _validate_semi(config)
   _validate_pretrain(config)
+  _validate_grid(config)
 
   if check_data:
     sources.check_available(ds.name, ds.data_dir, ds.source, **prepare.source_options(ds))
@@ -147,3 +150,47 @@ def _validate_pretrain(config) -> None:
       raise ConfigError("pretrain.encoder_momentum must be in [0, 1), pretrain.temperature and "
                         "pretrain.lr > 0.")
 
+
+
+GRID_SETTINGS = ("scratch", "ssp", "semi")
+
+
+def _validate_grid(config) -> None:
+  g = config.grid
+  if not g.methods:
+    return
+  for name in g.methods:
+    methods.check_method(name)
+  _unique("grid.methods", g.methods)
+  if not g.seeds or not all(isinstance(s, int) and s >= 0 for s in g.seeds):
+    raise ConfigError(f"grid.seeds={tuple(g.seeds)} must be a non-empty tuple of seeds >= 0.")
+  _unique("grid.seeds", g.seeds)
+  if not g.settings:
+    raise ConfigError(f"grid.settings is empty; choose from {GRID_SETTINGS}.")
+  for name in g.settings:
+    _choice("grid.settings", name, GRID_SETTINGS)
+  _unique("grid.settings", g.settings)
+  _choice("grid.member_map", g.member_map, MEMBER_MAPS)
+  if g.max_models_per_program < 0:
+    raise ConfigError(f"grid.max_models_per_program={g.max_models_per_program} must be >= 0 "
+                      "(0: no cap).")
+  if g.semi_batch_size is not None:
+    _positive("grid.semi_batch_size", g.semi_batch_size)
+  if config.semi.enabled:
+    raise ConfigError("semi.enabled is set in a grid config; add 'semi' to grid.settings "
+                      "instead (the semi.* fields describe its pool) and unset semi.enabled.")
+  if "ssp" in g.settings and config.pretrain.method == "none":
+    raise ConfigError("grid.settings has 'ssp' but pretrain.method='none'; set "
+                      "pretrain.method to rotation, moco or simclr.")
+  if "semi" in g.settings:
+    _validate_semi(_with_semi_enabled(config))
+
+
+def _unique(field: str, values) -> None:
+  repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+  if repeated:
+    raise ConfigError(f"{field} repeats {', '.join(repeated)}; list each once.")
+
+
+def _with_semi_enabled(config):
+  return override(config, **{"semi.enabled": True, "pretrain.method": "none"})

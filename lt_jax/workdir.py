@@ -56,8 +56,9 @@ def read_results(workdir: str) -> dict | None:
     return json.load(f)
 
 
-def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Raises when `workdir` holds a run of a different config, naming the fields that differ."""
+def check_config(workdir: str, config: ml_collections.ConfigDict, ignore: tuple = ()) -> None:
+  """Raises when `workdir` holds a run of a different config, naming the fields that differ
+  (the dotted fields in `ignore` may differ)."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return
@@ -65,7 +66,8 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     theirs = json.load(f)
   defaults = config_json(get_base_config())
   diff = sorted(d for d in _diff(theirs, config_json(config))
-                if not _added_at_default(d, theirs, config_json(config), defaults))
+                if d not in ignore
+                and not _added_at_default(d, theirs, config_json(config), defaults))
   if diff:
     raise ConfigError(
         f"workdir {workdir} holds a run with a different config ({', '.join(diff[:8])}"

@@ -11,6 +11,7 @@ from PIL import Image
 
 from lt_jax import pipeline, pseudo_label, semi
 from lt_jax import workdir as workdir_lib
+from lt_jax.config import override
 from lt_jax.data import image_source, open_pools, unlabeled
 from lt_jax.data.sources import Dataset, Split
 from lt_jax.errors import ConfigError, DataError
@@ -270,7 +271,7 @@ def test_pool_drawn_on_predictions_checks_its_total_before_training(tmp_path):
                                         r"holds only 20"):
     semi.draw_pool(config, drawn)
   with pytest.raises(ConfigError, match="pool_draw_on='labels' but semi.pool_source="):
-    semi.draw_pool(pipeline.stage_config(config, **{"semi.pool_draw_on": "labels"}), drawn)
+    semi.draw_pool(override(config, **{"semi.pool_draw_on": "labels"}), drawn)
 
 
 def test_pool_drawn_on_predictions_end_to_end(tmp_path):
@@ -299,7 +300,7 @@ def test_pool_drawn_on_predictions_end_to_end(tmp_path):
   assert report["num_pool"] == sum(want) and "accuracy" not in report
   assert str(saved["pool_draw_on"]) == "predictions" and "true_labels" not in saved
   assert np.bincount(saved["pseudo_labels"], minlength=10).tolist() == want
-  final_cfg = pipeline.stage_config(config, **{"semi.enabled": False,
+  final_cfg = override(config, **{"semi.enabled": False,
                                                "semi.pseudo_labels": str(labels_file)})
   data = semi.training_data_with_pseudo_labels(final_cfg)
   np.testing.assert_array_equal(data.train.images[159:], images[saved["indices"]])
@@ -311,7 +312,7 @@ def test_pool_drawn_on_predictions_end_to_end(tmp_path):
   os.remove(tmp_path / "pool" / "9999.png")
   # A request the predicted classes cannot meet stops in the pseudo-label stage, before the
   # final stage trains, naming the short classes and how to reuse the trained base model.
-  greedy = pipeline.stage_config(config, **{"semi.unlabeled_factor": 7,
+  greedy = override(config, **{"semi.unlabeled_factor": 7,
                                             "semi.unlabeled_ratio": 1.0})
   with pytest.raises(ConfigError, match=r"class 9: 111 asked for, the base model predicts it "
                                         r"for 0.*semi.base_workdir="):

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from conftest import killed_at_epoch, tiny_config
 
-from lt_jax import pipeline, semi, transfer
+from lt_jax import classify, pipeline, semi, transfer
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
+from lt_jax.config import override
 from lt_jax.data import prepare
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.models import create_model
@@ -70,17 +71,17 @@ def test_semi_pipeline_runs_skips_and_resumes(tmp_path):
   again = pipeline.run(config, str(tmp_path))  # Finished: read back, nothing retrained.
   assert again == json.loads((tmp_path / workdir_lib.RESULTS_FILE).read_text())
 
-  changed = pipeline.stage_config(config, **{"semi.enabled": False,
+  changed = override(config, **{"semi.enabled": False,
                                              "semi.pseudo_labels": str(labels_file),
                                              "semi.unlabeled_factor": 4})
   with pytest.raises(DataError, match="different unlabeled pool"):
-    pipeline.training_data(changed)
+    classify.training_data(changed)
 
 
 def test_pseudo_label_report_is_rebuilt_from_an_existing_file(tmp_path):
   config = semi_config()
   base = tmp_path / "base"
-  pipeline.run(pipeline.stage_config(config, **{"semi.enabled": False,
+  pipeline.run(override(config, **{"semi.enabled": False,
                                                            "train.num_epochs": 1}), str(base))
   drawn = semi.draw_labeled(config)
   pool = semi.draw_pool(config, drawn)

@@ -15,6 +15,10 @@ and checkpoints happen on epoch boundaries only.
 
 Restore order: the newest checkpoint of this workdir (resume; the stage's `initialize` is then
 skipped), else `initialize(state)` (e.g. a pre-trained backbone), else the state as given.
+
+Metrics are scalars, or vectors (one entry per model of a stacked state, see train/members.py):
+vectors are summed and averaged like scalars and kept in the history as lists, while progress
+lines and TensorBoard show the scalars.
 """
 
 from __future__ import annotations
@@ -34,7 +38,12 @@ from lt_jax.checkpoint import Checkpoints
 from lt_jax.train import writers
 
 StepFn = Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
-LAST_VALUE_METRICS = ("lr",)  # Reported as the window's last value; the rest are averaged.
+# Reported as the window's last value (also under a prefix: member/lr); the rest are averaged.
+LAST_VALUE_METRICS = ("lr",)
+
+
+def is_last_value(name: str) -> bool:
+  return name.rsplit("/", 1)[-1] in LAST_VALUE_METRICS
 # Steps per call on accelerators when train.steps_per_call is 0 (auto): enough to hide the
 # host's dispatch of a step behind the device's work on the previous ones.
 AUTO_STEPS_PER_CALL = 32
@@ -69,7 +78,7 @@ class MultiStep:
   def zeros(self, state, data) -> dict:
     if self._zeros is None:  # Tracing the step once tells the metrics' names.
       _, shapes = jax.eval_shape(self.step, state, data)
-      zeros = ({k: np.zeros((), np.float32) for k in shapes}
+      zeros = ({k: np.zeros(v.shape, np.float32) for k, v in shapes.items()}
                | {"steps": np.zeros((), np.int32), "nonfinite_step": np.full((), -1, np.int32)})
       self._zeros = jax.device_put(zeros, self._sharding)
     return self._zeros
@@ -82,8 +91,8 @@ class MultiStep:
   def _one(self, state, sums, data):
     state, metrics = self.step(state, data)
     metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
-    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
-    new = {k: v if k in LAST_VALUE_METRICS else sums[k] + v for k, v in metrics.items()}
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+    new = {k: v if is_last_value(k) else sums[k] + v for k, v in metrics.items()}
     new["steps"] = sums["steps"] + 1
     new["nonfinite_step"] = jnp.where((sums["nonfinite_step"] < 0) & ~finite, sums["steps"],
                                       sums["nonfinite_step"])
@@ -115,19 +124,30 @@ def combine(windows: list[dict]) -> dict:
     for k, v in w.items():
       if k == "nonfinite_step":
         continue  # Every window was checked as it was read.
-      if k in LAST_VALUE_METRICS:
+      if is_last_value(k):
         out[k] = v
       else:
         out[k] = out[k] + v
   return out
 
 
-def means(sums: dict) -> dict[str, float]:
-  """A window's mean per metric (the last value for LAST_VALUE_METRICS), the loss first."""
+def means(sums: dict) -> dict[str, float | list[float]]:
+  """A window's mean per metric (the last value for LAST_VALUE_METRICS), the loss first;
+  vector metrics as lists."""
   n = max(int(sums["steps"]), 1)
   names = sorted((k for k in sums if k not in ("steps", "nonfinite_step")),
                  key=lambda k: (k != "loss", k))
-  return {k: float(sums[k]) if k in LAST_VALUE_METRICS else float(sums[k]) / n for k in names}
+  out = {}
+  for k in names:
+    value = np.asarray(sums[k], np.float64)
+    value = value if is_last_value(k) else value / n
+    out[k] = float(value) if value.ndim == 0 else value.tolist()
+  return out
+
+
+def scalars_only(values: dict) -> dict[str, float]:
+  """The scalar entries of a metrics dict (what progress lines and TensorBoard show)."""
+  return {k: v for k, v in values.items() if not isinstance(v, list)}
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -144,6 +164,7 @@ class Plan:
   eval_every_epochs: int = 1
   checkpoint_every_epochs: int = 10
   prefix: str = "train"  # Scalars are written as <prefix>/<name> and <prefix>_step/<name>.
+  label: str = ""  # Starts every progress line (e.g. which of several programs this is).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +174,9 @@ class EpochEval:
   line: str  # Printed after the epoch's train scalars.
   score: float | None = None  # Higher is better; None: no model selection.
   keep: Any = None  # Stored as meta["best"] when `score` is the best so far.
+  # The state training goes on with, when the hook changed it (a stacked state keeps each
+  # model's best copy inside itself, so it is checkpointed and resumed with the rest).
+  state: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +220,7 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
   spe, epochs = plan.steps_per_epoch, plan.num_epochs
   start_step = int(state.step)
   writer = writers.MetricWriter(workdir, resume_step=start_step)
-  progress = writers.Progress(spe * epochs, plan.batch_size, start_step)
+  progress = writers.Progress(spe * epochs, plan.batch_size, start_step, label=plan.label)
   final, best = None, None  # best: (state copy, step, epoch, score) not yet written.
   compiled_eval = False
   try:
@@ -211,11 +235,13 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
         meta["train_images"] += spe * plan.batch_size
       record = {"epoch": epoch + 1, **{f"{plan.prefix}/{k}": v for k, v in scalars.items()}}
       line = f"epoch {epoch + 1}/{epochs}: {plan.prefix} " + ", ".join(
-          f"{k} {v:.4g}" for k, v in scalars.items() if k not in LAST_VALUE_METRICS)
+          f"{k} {v:.4g}" for k, v in scalars_only(scalars).items() if not is_last_value(k))
       is_last = epoch + 1 == epochs
       if evaluate is not None and ((epoch + 1) % plan.eval_every_epochs == 0 or is_last):
         eval_start = time.perf_counter()
         ev = evaluate(state, epoch)
+        if ev.state is not None:
+          state = ev.state
         if compiled_eval:  # This process's first evaluation includes compilation.
           meta["eval_seconds"] += time.perf_counter() - eval_start
           meta["evals"] += 1
@@ -253,6 +279,7 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
       best_ckpt.close()
   if final is None and evaluate is not None:  # Resumed after the last epoch was saved.
     final = evaluate(state, epochs - 1)
+    state = state if final.state is None else final.state
   meta["wall_time_s"] += time.time() - start_time
   return Trained(state, meta, final)
 
@@ -285,7 +312,7 @@ def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progre
     _check_finite(window, at, epoch, last_ckpt)
     epoch_windows.append(window)
     if at % log_every == 0:
-      scalars = means(window)
+      scalars = scalars_only(means(window))
       rate = progress.report(epoch, plan.num_epochs, at, scalars)
       writer.write(at, {f"{plan.prefix}_step/{k}": v for k, v in scalars.items()}
                    | {f"{plan.prefix}_step/images_per_s": rate})

@@ -8,7 +8,6 @@ inputs and a resumed run replays the same batches, crops and flips. The driver
 """
 
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -133,7 +132,3 @@ def evaluate(state: TrainState, data: DeviceData, *, model: nn.Module, mean, std
   zeros = {"confusion": jnp.zeros((num_classes, num_classes), jnp.int32),
            "top5_correct": jnp.zeros((num_classes,), jnp.int32)}
   return jax.lax.fori_loop(0, num_batches, body, zeros)
-
-
-def make_eval_fn(**kwargs) -> Callable:
-  return jax.jit(functools.partial(evaluate, **kwargs))

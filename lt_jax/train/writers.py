@@ -45,8 +45,10 @@ class MetricWriter:
 class Progress:
   """Step counter that reports images/s since the last report and the ETA of the run."""
 
-  def __init__(self, total_steps: int, batch_size: int, start_step: int = 0, stream=None):
+  def __init__(self, total_steps: int, batch_size: int, start_step: int = 0, stream=None,
+               label: str = ""):
     self.total_steps = total_steps
+    self.label = label
     self.batch_size = batch_size
     self.stream = stream or sys.stdout
     self._t0 = self._last_t = time.perf_counter()
@@ -74,7 +76,8 @@ class Progress:
   def report(self, epoch: int, num_epochs: int, step: int, scalars: dict[str, float]) -> float:
     rate = self.rate(step)
     eta = self.eta_seconds(step)
-    parts = [f"epoch {epoch + 1}/{num_epochs}", f"step {step}/{self.total_steps}"]
+    parts = [self.label] if self.label else []
+    parts += [f"epoch {epoch + 1}/{num_epochs}", f"step {step}/{self.total_steps}"]
     parts += [f"{k} {v:.4g}" for k, v in scalars.items()]
     parts += [f"{rate:,.0f} img/s", f"ETA {format_seconds(eta)}"]
     print(" | ".join(parts), file=self.stream, flush=True)

@@ -1,0 +1,333 @@
+"""The grid stage: many classifier runs (methods x seeds) trained together.
+
+`train_members(members, grid_dir)` trains every member whose workdir holds no finished run, in
+as few programs as their configs allow. Members share a program when their configs agree on
+everything but SHARED_PROGRAM_FIELDS (so on the data, the model, the batch, the schedule): one
+copy of the data on the device, one jitted step over a stacked state (train/members.py). Within
+a program, members whose configs differ only in their seed and starting weights form a cohort
+and share one step function mapped over their stacked states.
+
+Each member's workdir ends up holding what a run of its config alone would write (config.json,
+results.json, checkpoints/last and best, metrics.jsonl, TensorBoard events, the per-class plot),
+plus a `grid` block in results.json. The program's own checkpoints, step logs and progress live
+in <grid_dir>/programs/<name>. A member whose loss or gradient stops being finite is frozen at
+its last good state and its results.json says `status: diverged` with the step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from lt_jax import classify, methods, parallel, results, transfer
+from lt_jax import metrics as lt_metrics
+from lt_jax import workdir as workdir_lib
+from lt_jax.checkpoint import Checkpoints
+from lt_jax.config import get_base_config, override
+from lt_jax.data import samplers
+from lt_jax.models import create_model
+from lt_jax.train import driver, optim, writers
+from lt_jax.train import members as members_lib
+from lt_jax.train import step as step_lib
+from lt_jax.validate import validate
+
+# Config fields in which the members of one program may differ. Everything else (dataset,
+# model, batch, epochs, optimiser, augmentation, pseudo-labels) is one program's.
+COHORT_FIELDS = ("seed", "model.init_from")  # Members of a cohort differ in these only.
+SHARED_PROGRAM_FIELDS = COHORT_FIELDS + ("model.head", "loss", "train.rule", "train.sampler",
+                                         "train.cb_beta", "train.drw_epoch")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+  name: str  # e.g. "scratch/ldam_drw/seed_1"
+  config: ml_collections.ConfigDict
+  workdir: str
+
+
+def member_config(config: ml_collections.ConfigDict, method: str, seed: int,
+                  **fields) -> ml_collections.ConfigDict:
+  """The config of one member: what `run.py` would train alone (its grid fields at their
+  defaults, no pipeline of its own), with `method`, `seed` and dotted `fields` set."""
+  defaults = {f"grid.{k}": v for k, v in get_base_config().grid.items()}
+  return override(methods.apply_method(config, method), seed=seed, **defaults,
+                  **{"pretrain.method": "none", "semi.enabled": False}, **fields)
+
+
+def _without(config: ml_collections.ConfigDict, fields) -> str:
+  tree = workdir_lib.config_json(config)
+  for dotted in fields:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for name in parents:
+      node = node[name]
+    node.pop(leaf, None)
+  return json.dumps(tree, sort_keys=True)
+
+
+def plan_programs(todo: list[Member], max_models: int = 0) -> list[list[list[Member]]]:
+  """Programs (lists of cohorts, each a list of members) for the members still to train, in
+  the order given; `max_models` > 0 caps the members of one program."""
+  by_program: dict[str, list[Member]] = {}
+  for m in todo:
+    by_program.setdefault(_without(m.config, SHARED_PROGRAM_FIELDS), []).append(m)
+  programs = []
+  for group in by_program.values():
+    size = max_models or len(group)
+    for start in range(0, len(group), size):
+      cohorts: dict[str, list[Member]] = {}
+      for m in group[start:start + size]:
+        cohorts.setdefault(_without(m.config, COHORT_FIELDS), []).append(m)
+      programs.append(list(cohorts.values()))
+  return programs
+
+
+def train_members(members: list[Member], grid_dir: str, *, member_map: str = "auto",
+                  max_models: int = 0) -> dict[str, dict]:
+  """Every member's results.json content by name: read back when finished, else trained."""
+  out, todo = {}, []
+  for m in members:
+    validate(m.config, check_data=False)
+    finished = workdir_lib.guard(m.workdir, m.config)
+    if finished is None:
+      todo.append(m)
+    else:
+      out[m.name] = finished
+  if out:
+    print(f"{len(out)} of {len(members)} members already finished; read back.", flush=True)
+  programs = plan_programs(todo, max_models)
+  how = members_lib.resolve_member_map(member_map)
+  for i, cohorts in enumerate(programs):
+    names = [m.name for c in cohorts for m in c]
+    program_dir = os.path.join(grid_dir, "programs", _program_name(names))
+    print(f"== program {i + 1}/{len(programs)} ({how}): {len(names)} models in "
+          f"{len(cohorts)} cohorts -> {program_dir}\n   " + ", ".join(names), flush=True)
+    out |= train_program(cohorts, program_dir, how, label=f"program {i + 1}/{len(programs)}")
+  return {m.name: out[m.name] for m in members}
+
+
+def _program_name(names: list[str]) -> str:
+  digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:10]
+  return f"{names[0].split('/')[0]}-{len(names)}-{digest}"
+
+
+@dataclasses.dataclass
+class Program:
+  """What the driver needs to train one program's members: built, not yet trained."""
+  cohorts: list[list[Member]]
+  how: str
+  data: Any  # prepare.LongTailData
+  state: members_lib.StackedState
+  step: driver.StepFn  # Pure: (StackedState, DeviceData) -> (StackedState, metrics).
+  train_data: step_lib.DeviceData
+  evaluate: _Evaluator
+  plan: driver.Plan
+  sharding: Any
+
+  @property
+  def members(self) -> list[Member]:
+    return [m for c in self.cohorts for m in c]
+
+  @property
+  def sizes(self) -> list[int]:
+    return [len(c) for c in self.cohorts]
+
+
+def build_program(cohorts: list[list[Member]], how: str, label: str = "") -> Program:
+  """Data on the device, every member's initial state stacked per cohort, the stacked step,
+  the evaluation hook and the driver's plan (batch: all members' images per step)."""
+  config = cohorts[0][0].config
+  tr = config.train
+  data = classify.training_data(config)
+  classify.print_counts(data)
+  mesh = parallel.make_mesh()
+  parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
+  parallel.check_batch_divides(tr.eval_batch_size, mesh, "train.eval_batch_size")
+  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
+  sizes = [len(c) for c in cohorts]
+  selection = results.resolve_selection(config)
+  steps, evals, stacked = [], [], []
+  for cohort in cohorts:
+    cfg = cohort[0].config
+    model = create_model(cfg.model.name, num_classes=data.num_classes, head=cfg.model.head,
+                         dtype=cfg.model.dtype, frozen_backbone=bool(cfg.model.freeze_backbone),
+                         conv_impl=cfg.model.conv_impl)
+    tx = optim.make_optimizer(cfg.optim, tr.num_epochs, spe, frozen=(
+        ("backbone",) if cfg.model.freeze_backbone else ()))
+    steps.append(classify.make_step(cfg, data, model, tx, batch_sharding))
+    evals.append(_cohort_evaluator(cfg, data, model, mesh, how, len(cohort)))
+    stacked.append(_stack([step_lib.create_state(model, tx, data.train.images.shape[1:],
+                                                 m.config.seed, replicated) for m in cohort],
+                          replicated))
+  plan = dataclasses.replace(classify.plan(config, spe),
+                             batch_size=tr.batch_size * sum(sizes), label=label)
+  return Program(cohorts, how, data, members_lib.create(stacked, selection != "last"),
+                 members_lib.make_step(steps, sizes, how),
+                 classify.put_split(data.train.images, data.train.labels, replicated),
+                 _Evaluator(evals, sizes, data, selection, replicated), plan, replicated)
+
+
+def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label: str = ""
+                  ) -> dict[str, dict]:
+  """Trains one program's members together and writes each member's workdir."""
+  p = build_program(cohorts, how, label)
+  keep_best = p.state.best is not None
+
+  def initialize(s: members_lib.StackedState) -> members_lib.StackedState:
+    cohorts_out = []
+    for cohort, cohort_state in zip(p.cohorts, s.cohorts):
+      ones = members_lib.unstack(cohort_state, len(cohort))
+      ones = [transfer.init_backbone_from(one, m.config.model.init_from, p.sharding)
+              if m.config.model.init_from else one for one, m in zip(ones, cohort)]
+      cohorts_out.append(_stack(ones, p.sharding))
+    print("backbones initialised from " + ", ".join(
+        sorted({m.config.model.init_from for m in p.members if m.config.model.init_from})),
+          flush=True)
+    return members_lib.create(cohorts_out, keep_best)
+
+  trained = driver.train(
+      program_dir, p.state, p.step, p.train_data, p.plan, state_sharding=p.sharding,
+      evaluate=p.evaluate,
+      initialize=initialize if any(m.config.model.init_from for m in p.members) else None,
+      log=lambda line: print(line, flush=True))
+  return _write_members(p, trained, program_dir)
+
+
+def _stack(states, sharding):
+  return jax.jit(members_lib.stack, out_shardings=sharding)(states)
+
+
+def _cohort_evaluator(config, data, model, mesh, how: str, n: int):
+  """stacked cohort state -> {split: counts stacked over the cohort's models}."""
+  fns = {name: (jax.jit(members_lib.map_models(one, how, n)), split)
+         for name, (one, split) in classify.split_evaluators(config, data, model, mesh).items()}
+  return lambda cohort_state: {name: fn(cohort_state, split) for name, (fn, split) in fns.items()}
+
+
+class _Evaluator:
+  """The driver's evaluation hook for a stacked state: every member's summaries, each member's
+  best state kept inside the state, and the summaries of those best states on the host."""
+
+  def __init__(self, evals, sizes, data, selection: str, sharding):
+    self.evals, self.sizes, self.data, self.selection = evals, sizes, data, selection
+    self.best: list[dict] | None = None  # Per member: summaries at its best epoch.
+    self._update = jax.jit(functools.partial(members_lib.update_best, sizes=sizes),
+                           donate_argnums=0, out_shardings=sharding)
+
+  def summaries(self, cohort_states) -> list[dict]:
+    counts = jax.device_get([ev(s) for ev, s in zip(self.evals, cohort_states)])
+    out = []
+    for cohort_counts, n in zip(counts, self.sizes):
+      for i in range(n):
+        out.append({split: lt_metrics.summarize(c["confusion"][i], c["top5_correct"][i],
+                                                self.data.report_counts)
+                    for split, c in cohort_counts.items()})
+    return out
+
+  def __call__(self, state: members_lib.StackedState, epoch: int) -> driver.EpochEval:
+    evals = self.summaries(state.cohorts)
+    record = {f"member/{split}/{k}": [e[split][k] for e in evals]
+              for split in evals[0] for k in ("top1_acc", "balanced_acc")}
+    record |= {f"{split}/top1_acc_mean": float(np.mean(record[f"member/{split}/top1_acc"]))
+               for split in evals[0]}
+    top1 = record["member/test/top1_acc"]
+    line = f"test top-1 mean {np.mean(top1):.2f}% (min {min(top1):.2f}, max {max(top1):.2f})"
+    failed = int(np.sum(jax.device_get(state.failed_at) >= 0))
+    if failed:
+      line += f"; {failed} diverged and frozen"
+    if self.selection != "last":
+      if self.best is None:  # First evaluation of this process: a resumed run's best states.
+        self.best = (self.summaries(state.best) if int(np.max(jax.device_get(state.best_epoch)))
+                     else [None] * len(evals))
+      scores = np.asarray([e[self.selection]["top1_acc"] for e in evals], np.float32)
+      improved = scores > jax.device_get(state.best_score)
+      state = self._update(state, jnp.asarray(scores), jnp.int32(epoch + 1))
+      self.best = [e if up else b for e, up, b in zip(evals, improved, self.best)]
+      record["member/best/score"] = [b[self.selection]["top1_acc"] for b in self.best]
+    return driver.EpochEval(record, line, keep=evals, state=state)
+
+
+def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dict[str, dict]:
+  """Each member's workdir as its run alone would leave it."""
+  flat, sizes, data, evaluate = p.members, p.sizes, p.data, p.evaluate
+  spe, how = p.plan.steps_per_epoch, p.how
+  state, meta = trained.state, trained.meta
+  failed_at = jax.device_get(state.failed_at)
+  best_epoch = jax.device_get(state.best_epoch)
+  lasts = members_lib.model_states(state.cohorts, sizes)
+  bests = members_lib.model_states(state.best, sizes) if state.best is not None else None
+  n = len(flat)
+  out = {}
+  for i, m in enumerate(flat):
+    history = [_member_record(r, i) for r in meta["history"]]
+    member_meta = driver.new_meta() | {
+        "history": history, "wall_time_s": meta["wall_time_s"],
+        "train_seconds": meta["train_seconds"], "train_images": meta["train_images"] / n,
+        "eval_seconds": meta["eval_seconds"] / n, "evals": meta["evals"]}
+    if bests is not None:
+      member_meta |= {"best": evaluate.best[i], "best_epoch": int(best_epoch[i]),
+                      "best_score": evaluate.best[i][evaluate.selection]["top1_acc"]}
+    final = driver.EpochEval({}, "", keep=trained.final.keep[i])
+    res = classify.results_json(m.config, data, driver.Trained(lasts[i], member_meta, final),
+                                 evaluate.selection)
+    res["grid"] = {"program": os.path.relpath(program_dir, os.path.dirname(m.workdir)),
+                   "models_in_program": n, "member_map": how, "name": m.name,
+                   "note": "wall time and images/s are the program's, shared by its models"}
+    res["status"] = "ok"
+    if failed_at[i] >= 0:
+      res["status"] = "diverged"
+      res["diverged_at"] = {"step": int(failed_at[i]), "epoch": int(failed_at[i]) // spe + 1}
+    _write_workdir(m, data, res, lasts[i], None if bests is None else bests[i],
+                   member_meta, spe)
+    out[m.name] = res
+  return out
+
+
+def _member_record(record: dict, i: int) -> dict:
+  """Member i's entry of a program's epoch record, named as a single run names it."""
+  out = {}
+  for k, v in record.items():
+    if isinstance(v, list):
+      prefix, _, rest = k.partition("member/")
+      if not rest:
+        continue
+      out[prefix + rest] = v[i]
+    elif k == "epoch":
+      out[k] = v
+  return out
+
+
+def _write_workdir(m: Member, data, res: dict, last, best, meta: dict, spe: int) -> None:
+  ckpt = Checkpoints(workdir_lib.checkpoint_dir(m.workdir, "last"))
+  ckpt.save(m.config.train.num_epochs * spe, last, meta)  # Where a run alone saves it.
+  ckpt.wait()
+  ckpt.close()
+  if best is not None and meta["best_epoch"]:
+    ckpt = Checkpoints(workdir_lib.checkpoint_dir(m.workdir, "best"))
+    ckpt.save(meta["best_epoch"] * spe, best,
+              {"epoch": meta["best_epoch"], "score": meta["best_score"]})
+    ckpt.wait()
+    ckpt.close()
+  writer = writers.MetricWriter(m.workdir)
+  try:
+    for record in meta["history"]:
+      writer.write(record["epoch"] * spe, record)
+  finally:
+    writer.close()
+  cfg = m.config
+  results.plot_per_class_accuracy(
+      os.path.join(m.workdir, results.PLOT_FILE), data.report_counts,
+      {"final": res["final"], "best": res["best"]},
+      title=f"{data.name}-LT, rho {cfg.dataset.imbalance_ratio:g}, {cfg.loss.name}, "
+            f"rule {cfg.train.rule} ({m.name})")
+  workdir_lib.write_results(m.workdir, res)

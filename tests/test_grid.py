@@ -1,0 +1,249 @@
+"""The grid: members trained in one program end as they would alone, resume, freeze when they
+diverge, group by shape, and report mean and std over seeds."""
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import killed_at_epoch, tiny_config
+
+from lt_jax import checkpoint, grid, pipeline, summary
+from lt_jax import workdir as workdir_lib
+from lt_jax.config import override
+from lt_jax.errors import ConfigError
+from lt_jax.train import members as members_lib
+from lt_jax.validate import validate
+
+TIMING = ("wall_time_s", "train_images_per_s", "eval_seconds")
+# Members of one grid: two seeds of CE share a cohort; LDAM-DRW (a cosine head, a different
+# parameter tree) and Resample (another sampler) are cohorts of their own.
+MEMBERS = (("ce", 0), ("ce", 1), ("ldam_drw", 0), ("resample", 1))
+ALONE = (("ce", 1), ("ldam_drw", 0), ("resample", 1))
+
+
+def base_config():
+  c = tiny_config()
+  c.train.num_epochs = 2  # DRW switches at epoch 1, the lr decays at epoch 2.
+  return c
+
+
+def make_members(root, pairs=MEMBERS, config=None, **fields):
+  config = config or base_config()
+  return [grid.Member(f"scratch/{m}/seed_{s}", grid.member_config(config, m, s, **fields),
+                      os.path.join(root, m, f"seed_{s}")) for m, s in pairs]
+
+
+def params(workdir, which="last"):
+  state, _ = checkpoint.restore_saved(workdir_lib.checkpoint_dir(workdir, which))
+  return {"params": state["params"], "batch_stats": state["batch_stats"]}
+
+
+def max_abs_diff(a, b) -> float:
+  diffs = jax.tree.map(lambda x, y: np.max(np.abs(np.asarray(x, np.float64) - y)), a, b)
+  return float(max(jax.tree.leaves(diffs)))
+
+
+def without_timing(results: dict) -> dict:
+  return {k: v for k, v in results.items() if k not in TIMING + ("grid", "status")}
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+  """Three different methods, each trained by itself."""
+  root = tmp_path_factory.mktemp("alone")
+  return {m.name: (m.workdir, pipeline.train(m.config, m.workdir))
+          for m in make_members(str(root), ALONE)}
+
+
+@pytest.fixture(scope="module")
+def unrolled(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("grid_unroll"))
+  ms = make_members(root)
+  return ms, grid.train_members(ms, root, member_map="unroll")
+
+
+def test_members_equal_their_runs_alone_bit_for_bit_when_unrolled(alone, unrolled):
+  ms, results = unrolled
+  by_name = {m.name: m for m in ms}
+  for name, (alone_dir, alone_results) in alone.items():
+    assert max_abs_diff(params(alone_dir), params(by_name[name].workdir)) == 0.0, name
+    assert max_abs_diff(params(alone_dir, "best"), params(by_name[name].workdir, "best")) == 0
+    assert without_timing(results[name]) == without_timing(alone_results), name
+    assert results[name]["status"] == "ok"
+    for f in ("config.json", "results.json", "metrics.jsonl", "per_class_accuracy.png"):
+      assert os.path.exists(os.path.join(by_name[name].workdir, f))
+
+
+def test_members_agree_with_runs_alone_to_float_rounding_when_vmapped(alone, tmp_path):
+  """vmap batches a cohort's convolutions into grouped ones, whose sums XLA orders
+  differently: parameters agree within 1e-4 after 2 epochs (measured: ~1e-6), and the
+  accuracies within one test image."""
+  ms = make_members(str(tmp_path), (("ce", 0), ("ce", 1), ("ldam_drw", 0)))
+  results = grid.train_members(ms, str(tmp_path), member_map="vmap")
+  for m in ms[1:]:
+    alone_dir, alone_results = alone[m.name]
+    assert max_abs_diff(params(alone_dir), params(m.workdir)) < 1e-4
+    one_image = 100.0 / alone_results["dataset"]["test_size"]
+    assert abs(results[m.name]["final"]["top1_acc"]
+               - alone_results["final"]["top1_acc"]) <= one_image + 1e-9
+    assert results[m.name]["grid"]["member_map"] == "vmap"
+
+
+def test_a_killed_grid_resumes_to_identical_members(unrolled, tmp_path):
+  ms = make_members(str(tmp_path))
+  killed_at_epoch(lambda: grid.train_members(ms, str(tmp_path), member_map="unroll"), 2)
+  assert not any(os.path.exists(os.path.join(m.workdir, "results.json")) for m in ms)
+  grid.train_members(ms, str(tmp_path), member_map="unroll")
+  reference, _ = unrolled
+  for m, ref in zip(ms, reference):
+    assert max_abs_diff(params(m.workdir), params(ref.workdir)) == 0.0, m.name
+    assert max_abs_diff(params(m.workdir, "best"), params(ref.workdir, "best")) == 0.0
+
+
+def test_a_diverging_member_is_frozen_and_the_others_go_on(alone, tmp_path):
+  config = base_config()
+  healthy = make_members(str(tmp_path), (("ce", 1),), config)[0]
+  # An infinite LDAM scale makes the very first loss NaN.
+  bad = grid.Member("scratch/ldam/seed_0", grid.member_config(config, "ldam", 0, **{
+      "loss.ldam_s": math.inf}), str(tmp_path / "ldam"))
+  results = grid.train_members([healthy, bad], str(tmp_path), member_map="unroll")
+  assert results[bad.name]["status"] == "diverged"
+  assert results[bad.name]["diverged_at"] == {"step": 0, "epoch": 1}
+  state, _ = checkpoint.restore_saved(workdir_lib.checkpoint_dir(bad.workdir))
+  assert int(state["step"]) == 0  # Frozen at its initial state.
+  assert results[healthy.name]["status"] == "ok"
+  alone_dir, alone_results = alone[healthy.name]
+  assert max_abs_diff(params(alone_dir), params(healthy.workdir)) == 0.0
+  assert without_timing(results[healthy.name]) == without_timing(alone_results)
+  table = summary.rows(results, "final")
+  assert [(r["method"], r["seeds"], r["diverged"]) for r in table] == [("ce", 1, 0),
+                                                                      ("ldam", 0, 1)]
+
+
+def test_programs_group_members_by_shape_and_cohorts_by_step():
+  config = base_config()
+  ms = make_members("/unused", (("ce", 0), ("ldam_drw", 0), ("ce", 1), ("focal", 2)), config)
+  ms.append(grid.Member("scratch/ce/seed_9", grid.member_config(
+      config, "ce", 9, **{"train.batch_size": 16}), "/unused/b16"))
+  programs = grid.plan_programs(ms)
+  names = [[[m.name for m in cohort] for cohort in p] for p in programs]
+  assert names == [[["scratch/ce/seed_0", "scratch/ce/seed_1"], ["scratch/ldam_drw/seed_0"],
+                    ["scratch/focal/seed_2"]], [["scratch/ce/seed_9"]]]
+  capped = grid.plan_programs(ms, max_models=2)
+  assert [sum(len(c) for c in p) for p in capped] == [2, 2, 1]
+
+
+def test_stacked_step_freezes_non_finite_models_and_maps_alike():
+  """A toy least-squares step: vmap and unroll agree, a model whose loss turns non-finite
+  keeps its state, and the progress metrics average the healthy models only."""
+  def step(state, x):
+    w = state["w"]
+    loss = jnp.sum((w * x - 1.0) ** 2) * state["scale"]
+    grad = jax.grad(lambda w: jnp.sum((w * x - 1.0) ** 2) * state["scale"])(w)
+    return dict(state, w=w - 0.1 * grad), {"loss": loss}
+
+  cohorts = [{"w": jnp.asarray([[1.0, 2.0], [3.0, 4.0]]), "scale": jnp.asarray([1.0, jnp.inf])},
+             {"w": jnp.asarray([[0.5, 0.5]]), "scale": jnp.asarray([2.0])}]
+  x = jnp.asarray([1.0, 2.0])
+  out = {}
+  for how in ("vmap", "unroll"):
+    fn = jax.jit(members_lib.make_step([step, step], [2, 1], how))
+    state = members_lib.create(cohorts, keep_best=False)
+    state, metrics = fn(state, x)
+    state, metrics = fn(state, x)
+    out[how] = (state, metrics)
+  state, metrics = out["unroll"]
+  assert max_abs_diff([c["w"] for c in state.cohorts],
+                      [c["w"] for c in out["vmap"][0].cohorts]) < 1e-6
+  np.testing.assert_array_equal(state.failed_at, [-1, 0, -1])
+  np.testing.assert_array_equal(state.cohorts[0]["w"][1], [3.0, 4.0])  # Frozen.
+  w = np.asarray([1.0, 2.0])
+  for _ in range(2):
+    w = w - 0.1 * 2 * (w * np.asarray(x) - 1.0) * np.asarray(x)
+  np.testing.assert_allclose(state.cohorts[0]["w"][0], w, rtol=1e-6)
+  member_loss = np.asarray(metrics["member/loss"])
+  assert member_loss[1] == 0.0 and metrics["models_training"] == 2
+  assert float(metrics["loss"]) == pytest.approx((member_loss[0] + member_loss[2]) / 2)
+
+
+def test_summary_means_stds_and_bold_best():
+  def res(top1, few, status="ok"):
+    block = {"top1_acc": top1, "many_acc": None, "medium_acc": 80.0, "few_acc": few,
+             "per_class_acc": [top1, few], "top1_err": 100 - top1}
+    return {"final": block, "best": block, "status": status, "class_counts": [50, 5]}
+
+  results = {"scratch/ce/seed_0": res(70.0, 40.0), "scratch/ce/seed_1": res(74.0, 44.0),
+             "scratch/drw/seed_0": res(75.0, 60.0), "scratch/drw/seed_1": res(10.0, 0.0,
+                                                                              "diverged"),
+             "ssp/ce/seed_0": res(76.0, 50.0)}
+  table = summary.rows(results, "final")
+  ce = table[0]
+  assert (ce["seeds"], ce["diverged"]) == (2, 0)
+  assert ce["top-1_err_mean"] == pytest.approx(28.0)
+  assert ce["top-1_err_std"] == pytest.approx(math.sqrt(8.0))  # ddof 1 of (30, 26).
+  assert math.isnan(ce["many_err_mean"])
+  drw = table[1]
+  assert (drw["seeds"], drw["diverged"], drw["top-1_err_mean"]) == (1, 1, 25.0)
+  md = summary.markdown(table)
+  assert "**24.00 ± 0.00**" in md  # ssp/ce has the lowest top-1 error,
+  assert "**40.00 ± 0.00**" in md  # drw the lowest few-shot error.
+  pivot = summary.by_setting(table)
+  assert "| ce | 28.00 ± 2.83 | 24.00 ± 0.00 | -4.00 |" in pivot
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("grid.methods", ("ce", "nope"), "not a method"),
+    ("grid.seeds", (0, 0), "repeats 0"),
+    ("grid.settings", ("scratch", "ssp"), "pretrain.method='none'"),
+    ("grid.member_map", "pmap", "grid.member_map"),
+    ("semi.enabled", True, "add 'semi' to grid.settings"),
+])
+def test_bad_grid_configs_fail_naming_the_field(field, value, message):
+  config = override(base_config(), **{"grid.methods": ("ce",), field: value})
+  with pytest.raises(ConfigError, match=message):
+    validate(config, check_data=False)
+
+
+def test_grid_with_ssp_and_semi_settings_shares_pretraining_and_base_models(tmp_path):
+  """One rotation pre-training and one base model per seed feed every method; the scratch CE
+  member is the semi-supervised base model; a second run reads everything back."""
+  config = override(tiny_config(), **{
+      "train.num_epochs": 1, "pretrain.method": "rotation", "pretrain.num_epochs": 1,
+      "dataset.img_max": 40, "semi.base_batch_size": 32,
+      "grid.methods": ("ce", "drw"), "grid.seeds": (0,),
+      "grid.settings": ("scratch", "ssp", "semi")})
+  out = pipeline.run(config, str(tmp_path))
+  assert sorted(out["members"]) == sorted(f"{s}/{m}/seed_0" for s in ("scratch", "ssp", "semi")
+                                          for m in ("ce", "drw"))
+  ssp = workdir_lib.read_config(str(tmp_path / "ssp" / "drw" / "seed_0"))
+  assert ssp.model.init_from == str(tmp_path / "pretrain" / "rotation" / "seed_0")
+  assert not (tmp_path / "semi_base").exists()  # scratch/ce/seed_0 was the base model.
+  semi_cfg = workdir_lib.read_config(str(tmp_path / "semi" / "ce" / "seed_0"))
+  assert semi_cfg.semi.pseudo_labels.startswith(str(tmp_path / "pseudo_labels" / "seed_0"))
+  # Pre-training, scratch + SSP together, then semi: three programs.
+  assert len(os.listdir(tmp_path / "programs")) == 3
+  for f in (summary.CSV_FILE, summary.MARKDOWN_FILE, summary.ERROR_PLOT_FILE,
+            summary.PER_CLASS_PLOT_FILE):
+    assert (tmp_path / f).exists()
+  md = (tmp_path / summary.MARKDOWN_FILE).read_text()
+  assert "ssp - scratch" in md and "semi - scratch" in md
+  again = pipeline.run(config, str(tmp_path))  # Everything finished: read back.
+  assert again["members"] == out["members"]
+  assert len(os.listdir(tmp_path / "programs")) == 3
+
+
+def test_a_grid_refuses_a_single_runs_workdir_and_grows_by_new_members(tmp_path):
+  single = tiny_config(train__num_epochs=1)
+  workdir_lib.guard(str(tmp_path / "single"), single)
+  grid_config = override(single, **{"grid.methods": ("ce",), "grid.seeds": (0,)})
+  with pytest.raises(ConfigError, match="holds a single run"):
+    pipeline.run(grid_config, str(tmp_path / "single"))
+  first = pipeline.run(grid_config, str(tmp_path / "grid"))
+  grown = pipeline.run(override(grid_config, **{"grid.seeds": (0, 1)}), str(tmp_path / "grid"))
+  assert sorted(grown["members"]) == ["scratch/ce/seed_0", "scratch/ce/seed_1"]
+  assert grown["members"]["scratch/ce/seed_0"] == first["members"]["scratch/ce/seed_0"]
+  with pytest.raises(ConfigError, match="optim.lr"):  # Fields outside grid.* stay guarded.
+    pipeline.run(override(grid_config, **{"optim.lr": 0.5}), str(tmp_path / "grid"))
