@@ -11,6 +11,10 @@
 4. Where PyTorch is installed: the reference-style PyTorch ResNet-32 epoch (DataLoader with
    per-image crop/flip/normalise in worker processes, evaluation every epoch) on the same
    files (benchmarks/torch_reference.py), projected to 200 epochs.
+5. The grid (benchmarks/grid_throughput.py): images/s of one run alone and of grids of 4, 8,
+   12 and 24 models of `configs/cifar10lt_grid.py` (8 methods cycled, vmap), per model and in
+   total, with each grid's 200-epoch training time at that speed (target: 12 models under 5
+   minutes end to end).
 
 Ratios are against the PyTorch row where it exists. Targets (one H100/H200): the float32 run
 under 60 s, an evaluation of the 10,000 test images under 50 ms, pseudo-labeling above
@@ -38,6 +42,8 @@ SIZES = {
     # A smoke test of every step, not a measurement: the tiny ResNet, a largest class of 200.
     "cpu": (1, ["dataset.img_max=200", "model.name=resnet_tiny"], 2_000, (2, 200)),
 }
+# Grid benchmark: models per program and timed steps.
+GRID_SIZES = {"full": ("4,8,12,24", 128), "cpu": ("2,4", 4)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -95,6 +101,20 @@ def torch_row(data_dir: str, epochs: int, total_epochs: int, workers: int,
           "eval_ms": 1000 * out["eval_s"], "top1": None}
 
 
+def grid_rows(data_dir: str, size: str, extra: list[str]) -> dict:
+  """benchmarks/grid_throughput.py in a fresh process; prints its table, returns its JSON."""
+  sizes, steps = GRID_SIZES[size]
+  out = os.path.join(data_dir, "grid_throughput.json")
+  here = os.path.dirname(os.path.abspath(__file__))
+  sets = [f"--set={f}" for f in [f"dataset.data_dir={data_dir}", *extra]]
+  subprocess.run([sys.executable, os.path.join(here, "grid_throughput.py"),
+                  "--config=configs/cifar10lt_grid.py", *sets, f"--sizes={sizes}",
+                  f"--steps={steps}", f"--json={out}"], check=True,
+                 cwd=os.path.dirname(here), timeout=1800)
+  with open(out) as f:
+    return json.load(f)
+
+
 def print_table(rows: list[dict], reference: dict | None) -> None:
   import jax
   print(f"\n{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})")
@@ -125,10 +145,11 @@ def main() -> None:
   reference = torch_row(data_dir, torch_epochs, epochs, args.workers, img_max)
   if reference is not None:
     rows.append(reference)
+  grid = grid_rows(data_dir, args.size, extra)
   print_table(rows, reference)
   if args.json:
     with open(args.json, "w") as f:
-      json.dump(rows, f, indent=2)
+      json.dump({"runs": rows, "grid": grid}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -45,15 +45,15 @@ BUDGET = {
 
 def semi_runs(seed: int) -> dict:
   config = override(fmnistlt_semi.get_config(), **BUDGET, seed=seed,
-                                 **{"semi.base_batch_size": 128})
+                    **{"semi.base_batch_size": 128})
   return {"semi": config}
 
 
 def ssp_runs(seed: int) -> dict:
   scratch = override(fmnistlt_ssp_ce.get_config(), **BUDGET, seed=seed,
-                                  **{"pretrain.method": "none"})
+                     **{"pretrain.method": "none"})
   ssp = override(fmnistlt_ssp_ce.get_config(), **BUDGET, seed=seed,
-                              **{"pretrain.probe_epochs": 0})
+                 **{"pretrain.probe_epochs": 0})
   return {"CE": scratch, "LDAM-DRW": use_ldam_drw(override(scratch)),
           "SSP + CE": ssp, "SSP + LDAM-DRW": use_ldam_drw(override(ssp))}
 

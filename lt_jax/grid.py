@@ -171,7 +171,7 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "") -> Pro
                           replicated))
   plan = dataclasses.replace(classify.plan(config, spe),
                              batch_size=tr.batch_size * sum(sizes), label=label)
-  return Program(cohorts, how, data, members_lib.create(stacked, selection != "last"),
+  return Program(cohorts, how, data, members_lib.create(stacked, selection != "last", replicated),
                  members_lib.make_step(steps, sizes, how),
                  classify.put_split(data.train.images, data.train.labels, replicated),
                  _Evaluator(evals, sizes, data, selection, replicated), plan, replicated)
@@ -193,7 +193,7 @@ def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label
     print("backbones initialised from " + ", ".join(
         sorted({m.config.model.init_from for m in p.members if m.config.model.init_from})),
           flush=True)
-    return members_lib.create(cohorts_out, keep_best)
+    return members_lib.create(cohorts_out, keep_best, p.sharding)
 
   trained = driver.train(
       program_dir, p.state, p.step, p.train_data, p.plan, state_sharding=p.sharding,

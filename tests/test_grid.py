@@ -151,7 +151,7 @@ def test_stacked_step_freezes_non_finite_models_and_maps_alike():
   out = {}
   for how in ("vmap", "unroll"):
     fn = jax.jit(members_lib.make_step([step, step], [2, 1], how))
-    state = members_lib.create(cohorts, keep_best=False)
+    state = members_lib.create(cohorts, keep_best=False, sharding=jax.devices()[0])
     state, metrics = fn(state, x)
     state, metrics = fn(state, x)
     out[how] = (state, metrics)

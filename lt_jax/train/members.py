@@ -75,14 +75,17 @@ def cohort_slices(sizes: Sequence[int]) -> list[slice]:
   return [slice(int(e - n), int(e)) for n, e in zip(sizes, ends)]
 
 
-def create(cohorts: Sequence[Any], keep_best: bool) -> StackedState:
-  """A StackedState of stacked cohort states (all at step 0)."""
+def create(cohorts: Sequence[Any], keep_best: bool, sharding) -> StackedState:
+  """A StackedState of stacked cohort states (all at step 0), every leaf placed with
+  `sharding`: a leaf placed otherwise than the step's outputs would make the step's second
+  call compile it again."""
   m = sum(int(jax.tree.leaves(c)[0].shape[0]) for c in cohorts)
   cohorts = tuple(cohorts)
-  return StackedState(
+  return jax.device_put(StackedState(
       step=jnp.zeros((), jnp.int32), cohorts=cohorts, failed_at=jnp.full((m,), -1, jnp.int32),
       best=jax.tree.map(jnp.copy, cohorts) if keep_best else None,
-      best_score=jnp.full((m,), -jnp.inf, jnp.float32), best_epoch=jnp.zeros((m,), jnp.int32))
+      best_score=jnp.full((m,), -jnp.inf, jnp.float32), best_epoch=jnp.zeros((m,), jnp.int32)),
+      sharding)
 
 
 def _select(mask: jax.Array, new: Any, old: Any) -> Any:
