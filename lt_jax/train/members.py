@@ -11,8 +11,8 @@ How a cohort's step is mapped over its models (`member_map`):
 - vmap: one batched computation (a convolution over M models becomes one grouped convolution),
   what keeps an accelerator busy;
 - unroll: the models' steps side by side in one program, each exactly its own computation.
-  XLA:CPU runs grouped convolutions several times slower than M plain ones, so `auto` picks
-  unroll on CPU backends and vmap elsewhere.
+  XLA:CPU runs grouped convolutions several times slower than M plain ones (a cohort of four
+  ResNet-20s: 4.3x), so `auto` picks unroll on CPU backends and vmap elsewhere.
 """
 
 from __future__ import annotations
