@@ -91,7 +91,7 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
     base = workdir_lib.finished_results(base_dir, "semi.base_workdir")
   else:
     base_cfg = override(config, **{"semi.enabled": False,
-                                       "train.batch_size": config.semi.base_batch_size})
+                                   "train.batch_size": config.semi.base_batch_size})
     print(f"== stage 1/3: base model on the labeled data -> {base_dir}", flush=True)
     base = train(base_cfg, base_dir)
 
@@ -101,7 +101,7 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   final_dir = workdir_lib.stage_dir(workdir, "final")
   final_cfg = override(config, **{"semi.enabled": False,
-                                      "semi.pseudo_labels": labels_path})
+                                  "semi.pseudo_labels": labels_path})
   print(f"== stage 3/3: final model on labeled + pseudo-labeled data -> {final_dir}",
         flush=True)
   final = train(final_cfg, final_dir)

@@ -301,7 +301,7 @@ def test_pool_drawn_on_predictions_end_to_end(tmp_path):
   assert str(saved["pool_draw_on"]) == "predictions" and "true_labels" not in saved
   assert np.bincount(saved["pseudo_labels"], minlength=10).tolist() == want
   final_cfg = override(config, **{"semi.enabled": False,
-                                               "semi.pseudo_labels": str(labels_file)})
+                                  "semi.pseudo_labels": str(labels_file)})
   data = semi.training_data_with_pseudo_labels(final_cfg)
   np.testing.assert_array_equal(data.train.images[159:], images[saved["indices"]])
   np.testing.assert_array_equal(data.train.labels[159:], saved["pseudo_labels"])
@@ -313,7 +313,7 @@ def test_pool_drawn_on_predictions_end_to_end(tmp_path):
   # A request the predicted classes cannot meet stops in the pseudo-label stage, before the
   # final stage trains, naming the short classes and how to reuse the trained base model.
   greedy = override(config, **{"semi.unlabeled_factor": 7,
-                                            "semi.unlabeled_ratio": 1.0})
+                               "semi.unlabeled_ratio": 1.0})
   with pytest.raises(ConfigError, match=r"class 9: 111 asked for, the base model predicts it "
                                         r"for 0.*semi.base_workdir="):
     pipeline.run(greedy, str(tmp_path / "greedy"))

@@ -72,8 +72,8 @@ def test_semi_pipeline_runs_skips_and_resumes(tmp_path):
   assert again == json.loads((tmp_path / workdir_lib.RESULTS_FILE).read_text())
 
   changed = override(config, **{"semi.enabled": False,
-                                             "semi.pseudo_labels": str(labels_file),
-                                             "semi.unlabeled_factor": 4})
+                                "semi.pseudo_labels": str(labels_file),
+                                "semi.unlabeled_factor": 4})
   with pytest.raises(DataError, match="different unlabeled pool"):
     classify.training_data(changed)
 
@@ -82,7 +82,7 @@ def test_pseudo_label_report_is_rebuilt_from_an_existing_file(tmp_path):
   config = semi_config()
   base = tmp_path / "base"
   pipeline.run(override(config, **{"semi.enabled": False,
-                                                           "train.num_epochs": 1}), str(base))
+                                   "train.num_epochs": 1}), str(base))
   drawn = semi.draw_labeled(config)
   pool = semi.draw_pool(config, drawn)
   path, report = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"), pool,

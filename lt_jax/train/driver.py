@@ -44,6 +44,8 @@ LAST_VALUE_METRICS = ("lr",)
 
 def is_last_value(name: str) -> bool:
   return name.rsplit("/", 1)[-1] in LAST_VALUE_METRICS
+
+
 # Steps per call on accelerators when train.steps_per_call is 0 (auto): enough to hide the
 # host's dispatch of a step behind the device's work on the previous ones.
 AUTO_STEPS_PER_CALL = 32
