@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import fmnistlt_semi, fmnistlt_ssp_ce  # noqa: E402
 from lt_jax import io_utils, pipeline  # noqa: E402
-from lt_jax.config import override, use_ldam_drw  # noqa: E402
+from lt_jax.config import override  # noqa: E402
+from lt_jax.methods import apply_method  # noqa: E402
 
 BUDGET = {
     "dataset.img_max": 600,  # 600, 359, ..., 6: 1,485 labeled images.
@@ -54,8 +55,8 @@ def ssp_runs(seed: int) -> dict:
                      **{"pretrain.method": "none"})
   ssp = override(fmnistlt_ssp_ce.get_config(), **BUDGET, seed=seed,
                  **{"pretrain.probe_epochs": 0})
-  return {"CE": scratch, "LDAM-DRW": use_ldam_drw(override(scratch)),
-          "SSP + CE": ssp, "SSP + LDAM-DRW": use_ldam_drw(override(ssp))}
+  return {"CE": scratch, "LDAM-DRW": apply_method(scratch, "ldam_drw"),
+          "SSP + CE": ssp, "SSP + LDAM-DRW": apply_method(ssp, "ldam_drw")}
 
 
 def rows_for(study: str, name: str, out: dict) -> dict[str, dict]:

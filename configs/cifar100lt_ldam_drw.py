@@ -5,10 +5,11 @@
 The paper reports 57.96% top-1 error for LDAM-DRW at rho 100.
 """
 
-from lt_jax.config import get_base_config, use_ldam_drw
+from lt_jax.config import get_base_config
+from lt_jax.methods import set_method
 
 
 def get_config():
   c = get_base_config()
   c.dataset.name = "cifar100"
-  return use_ldam_drw(c)
+  return set_method(c, "ldam_drw")

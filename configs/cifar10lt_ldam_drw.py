@@ -6,9 +6,10 @@ Cosine (normalised) head, margins max 0.5, s 30; class-balanced weights (beta 0.
 epoch 160. The paper reports 22.97% top-1 error for LDAM-DRW at rho 100.
 """
 
-from lt_jax.config import get_base_config, use_ldam_drw
+from lt_jax.config import get_base_config
+from lt_jax.methods import set_method
 
 
 def get_config():
   c = get_base_config()
-  return use_ldam_drw(c)
+  return set_method(c, "ldam_drw")

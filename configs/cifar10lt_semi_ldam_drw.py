@@ -7,9 +7,9 @@ Needs the TinyImages selection (see cifar10lt_semi.py); compare with the paper's
 """
 
 from configs import cifar10lt_semi
-from lt_jax.config import use_ldam_drw
+from lt_jax.methods import set_method
 
 
 def get_config():
   c = cifar10lt_semi.get_config()
-  return use_ldam_drw(c)
+  return set_method(c, "ldam_drw")

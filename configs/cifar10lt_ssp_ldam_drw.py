@@ -4,9 +4,9 @@
 """
 
 from configs import cifar10lt_ssp_ce
-from lt_jax.config import use_ldam_drw
+from lt_jax.methods import set_method
 
 
 def get_config():
   c = cifar10lt_ssp_ce.get_config()
-  return use_ldam_drw(c)
+  return set_method(c, "ldam_drw")

@@ -6,9 +6,9 @@ Needs no download; about a minute on 2 CPU cores.
 """
 
 from configs import digits_lt_ce
-from lt_jax.config import use_ldam_drw
+from lt_jax.methods import set_method
 
 
 def get_config():
   c = digits_lt_ce.get_config()
-  return use_ldam_drw(c)
+  return set_method(c, "ldam_drw")

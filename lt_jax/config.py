@@ -179,23 +179,18 @@ def get_base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def use_ldam_drw(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """LDAM-DRW (Cao et al. 2019) as the reference runs it: LDAM loss on the normalised (cosine)
-  head, deferred re-weighting from train.drw_epoch. Returns `c`, changed in place."""
-  c.model.head = "cosine"
-  c.loss.name = "ldam"
-  c.train.rule = "drw"
-  return c
-
+def set_fields(config: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
+  """Sets dotted fields of `config` in place (its fields keep their types, which command-line
+  overrides rely on) and returns it: set_fields(c, **{"train.batch_size": 256})."""
+  for dotted, value in fields.items():
+    *parents, leaf = dotted.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    node[leaf] = value
+  return config
 
 
 def override(config: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
   """A copy of `config` with dotted fields replaced: override(c, **{"train.batch_size": 256})."""
-  out = ml_collections.ConfigDict(copy.deepcopy(config.to_dict()))
-  for dotted, value in fields.items():
-    *parents, leaf = dotted.split(".")
-    node = out
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
-  return out
+  return set_fields(ml_collections.ConfigDict(copy.deepcopy(config.to_dict())), **fields)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from lt_jax.config import override
+from lt_jax.config import override, set_fields
 from lt_jax.errors import ConfigError
 
 # Plain cross-entropy; every method starts from these values.
@@ -40,7 +40,12 @@ def check_method(name: str, field: str = "grid.methods") -> None:
                       f"{tuple(METHODS)} (lt_jax/methods.py).")
 
 
+def set_method(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """Makes `config` train with method `name`, in place (what configs/ files do); returns it."""
+  check_method(name)
+  return set_fields(config, **(METHOD_FIELDS | METHODS[name]))
+
+
 def apply_method(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
   """A copy of `config` training with method `name`."""
-  check_method(name)
-  return override(config, **(METHOD_FIELDS | METHODS[name]))
+  return set_method(override(config), name)
