@@ -166,9 +166,8 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "") -> Pro
         ("backbone",) if cfg.model.freeze_backbone else ()))
     steps.append(classify.make_step(cfg, data, model, tx, batch_sharding))
     evals.append(_cohort_evaluator(cfg, data, model, mesh, how, len(cohort)))
-    stacked.append(_stack([step_lib.create_state(model, tx, data.train.images.shape[1:],
-                                                 m.config.seed, replicated) for m in cohort],
-                          replicated))
+    stacked.append(members_lib.stack([step_lib.create_state(
+        model, tx, data.train.images.shape[1:], m.config.seed, replicated) for m in cohort]))
   plan = dataclasses.replace(classify.plan(config, spe),
                              batch_size=tr.batch_size * sum(sizes), label=label)
   return Program(cohorts, how, data, members_lib.create(stacked, selection != "last", replicated),
@@ -189,7 +188,7 @@ def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label
       ones = members_lib.unstack(cohort_state, len(cohort))
       ones = [transfer.init_backbone_from(one, m.config.model.init_from, p.sharding)
               if m.config.model.init_from else one for one, m in zip(ones, cohort)]
-      cohorts_out.append(_stack(ones, p.sharding))
+      cohorts_out.append(members_lib.stack(ones))
     print("backbones initialised from " + ", ".join(
         sorted({m.config.model.init_from for m in p.members if m.config.model.init_from})),
           flush=True)
@@ -201,10 +200,6 @@ def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label
       initialize=initialize if any(m.config.model.init_from for m in p.members) else None,
       log=lambda line: print(line, flush=True))
   return _write_members(p, trained, program_dir)
-
-
-def _stack(states, sharding):
-  return jax.jit(members_lib.stack, out_shardings=sharding)(states)
 
 
 def _cohort_evaluator(config, data, model, mesh, how: str, n: int):
@@ -250,8 +245,9 @@ class _Evaluator:
         self.best = (self.summaries(state.best) if int(np.max(jax.device_get(state.best_epoch)))
                      else [None] * len(evals))
       scores = np.asarray([e[self.selection]["top1_acc"] for e in evals], np.float32)
-      improved = scores > jax.device_get(state.best_score)
-      state = self._update(state, jnp.asarray(scores), jnp.int32(epoch + 1))
+      improved = scores > jax.device_get(state.best_score)  # Strictly, as a run alone.
+      state = self._update(state, jnp.asarray(improved), jnp.asarray(scores),
+                           jnp.int32(epoch + 1))
       self.best = [e if up else b for e, up, b in zip(evals, improved, self.best)]
       record["member/best/score"] = [b[self.selection]["top1_acc"] for b in self.best]
     return driver.EpochEval(record, line, keep=evals, state=state)

@@ -123,11 +123,10 @@ def make_step(cohort_steps: Sequence[Callable], sizes: Sequence[int], how: str) 
   return step
 
 
-def update_best(state: StackedState, scores: jax.Array, epoch: jax.Array,
+def update_best(state: StackedState, improved: jax.Array, scores: jax.Array, epoch: jax.Array,
                 sizes: Sequence[int]) -> StackedState:
-  """Keeps each model's state where its score beats its best so far (strictly, as a single
-  run's selection does)."""
-  improved = scores > state.best_score
+  """Keeps each model's state, score and epoch where `improved` [M] (its score beat its best
+  so far: the caller decides, so its own records follow the same choice)."""
   best = tuple(_select(improved[sl], cur, old)
                for sl, cur, old in zip(cohort_slices(sizes), state.cohorts, state.best))
   return state.replace(best=best, best_score=jnp.where(improved, scores, state.best_score),
