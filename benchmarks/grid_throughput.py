@@ -30,8 +30,9 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 
-from lt_jax import classify, grid  # noqa: E402
+from lt_jax import classify, grid, parallel  # noqa: E402
 from lt_jax.config import override  # noqa: E402
+from lt_jax.data import samplers  # noqa: E402
 from lt_jax.models import create_model  # noqa: E402
 from lt_jax.train import driver, optim  # noqa: E402
 from lt_jax.train import members as members_lib  # noqa: E402
@@ -76,16 +77,19 @@ def members_for(config, size: int) -> list[grid.Member]:
 
 def alone(config):
   """The first method's run by itself, as classify.train_and_evaluate builds it."""
-  member = members_for(config, 1)[0]
-  program = grid.build_program([[member]], "unroll")  # For its data and plan only.
-  cfg, data, plan = member.config, program.data, program.plan
+  cfg = members_for(config, 1)[0].config
+  data = classify.training_data(cfg)
+  mesh = parallel.make_mesh()
+  replicated = parallel.replicated(mesh)
+  plan = classify.plan(cfg, samplers.steps_per_epoch(len(data.train.labels),
+                                                     cfg.train.batch_size))
   model = create_model(cfg.model.name, num_classes=data.num_classes, head=cfg.model.head,
                        dtype=cfg.model.dtype, conv_impl=cfg.model.conv_impl)
   tx = optim.make_optimizer(cfg.optim, plan.num_epochs, plan.steps_per_epoch)
-  step = classify.make_step(cfg, data, model, tx, program.sharding)
-  state = step_lib.create_state(model, tx, data.train.images.shape[1:], cfg.seed,
-                                program.sharding)
-  return step, state, program.train_data, program.sharding, plan
+  step = classify.make_step(cfg, data, model, tx, parallel.batch_sharded(mesh))
+  state = step_lib.create_state(model, tx, data.train.images.shape[1:], cfg.seed, replicated)
+  return (step, state, classify.put_split(data.train.images, data.train.labels, replicated),
+          replicated, plan)
 
 
 def measure(config, size: int, how: str, steps: int, warmup: int) -> dict:
