@@ -247,3 +247,20 @@ def test_a_grid_refuses_a_single_runs_workdir_and_grows_by_new_members(tmp_path)
   assert grown["members"]["scratch/ce/seed_0"] == first["members"]["scratch/ce/seed_0"]
   with pytest.raises(ConfigError, match="optim.lr"):  # Fields outside grid.* stay guarded.
     pipeline.run(override(grid_config, **{"optim.lr": 0.5}), str(tmp_path / "grid"))
+
+
+def test_states_that_differ_in_seed_compile_once():
+  from lt_jax import parallel
+  from lt_jax.models import create_model
+  from lt_jax.train import optim
+  from lt_jax.train import step as step_lib
+  model = create_model("resnet_tiny", num_classes=10)
+  tx = optim.make_optimizer(tiny_config().optim, 3, 5)
+  sharding = parallel.replicated(parallel.make_mesh())
+  step_lib._init_fn.cache_clear()
+  a, b = (step_lib.create_state(model, tx, (8, 8, 3), seed, sharding) for seed in (0, 1))
+  info = step_lib._init_fn.cache_info()
+  assert (info.misses, info.hits) == (1, 1)
+  assert not np.allclose(a.params["head"]["kernel"], b.params["head"]["kernel"])
+  again = step_lib.create_state(model, tx, (8, 8, 3), 0, sharding)
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, a.params, again.params)))

@@ -8,6 +8,7 @@ inputs and a resumed run replays the same batches, crops and flips. The driver
 """
 
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -50,18 +51,22 @@ def step_keys(rng_data: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Arra
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, seed: int,
                  sharding) -> TrainState:
-  """Initialises parameters directly with their (replicated) sharding."""
+  """Initialises parameters directly with their (replicated) sharding. Compiled once per
+  (model, optimiser, shape, sharding): a grid creates many states that differ only in seed."""
+  key = jax.random.key_data(jax.random.key(seed))
+  return _init_fn(model, tx, tuple(input_shape), sharding)(key)
 
-  def init(key):
-    init_key, run_key = jax.random.split(key)
+
+@functools.lru_cache(maxsize=64)
+def _init_fn(model: nn.Module, tx: optax.GradientTransformation, input_shape: tuple, sharding):
+  def init(key_data):
+    init_key, run_key = jax.random.split(jax.random.wrap_key_data(key_data))
     variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
                       rng=jax.random.key_data(run_key))
-
-  key = jax.random.key_data(jax.random.key(seed))
-  return jax.jit(lambda k: init(jax.random.wrap_key_data(k)), out_shardings=sharding)(key)
+  return jax.jit(init, out_shardings=sharding)
 
 
 def train_step(state: TrainState, data: DeviceData, *, model: nn.Module,
