@@ -51,9 +51,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   frozen = bool(config.model.freeze_backbone)
   model = create_model(config.model.name, num_classes=data.num_classes, head=config.model.head,
                        dtype=config.model.dtype, frozen_backbone=frozen,
+                       frozen_bn_updates=bool(config.model.frozen_bn_updates),
                        conv_impl=config.model.conv_impl)
-  tx = optim.make_optimizer(config.optim, tr.num_epochs, spe,
-                            frozen=("backbone",) if frozen else ())
+  tx = optim.make_optimizer(config.optim, tr.num_epochs, spe, frozen=frozen_parameters(config))
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   state = step_lib.create_state(model, tx, data.train.images.shape[1:], config.seed, replicated)
   train_data = put_split(data.train.images, data.train.labels, replicated)
@@ -73,8 +73,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                             keep={"test": evals["test"], "val": evals.get("val")})
 
   def initialize(s):
-    s = transfer.init_backbone_from(s, config.model.init_from, replicated)
-    print(f"backbone initialised from {config.model.init_from}; head re-initialised"
+    s = transfer.init_backbone_from(s, config.model.init_from, replicated,
+                                    head=bool(config.model.init_head))
+    print(f"backbone initialised from {config.model.init_from}; "
+          + ("classifier restored" if config.model.init_head else "head re-initialised")
           + (" (backbone frozen)" if frozen else ""), flush=True)
     return s
 
@@ -107,6 +109,15 @@ def training_data(config: ml_collections.ConfigDict) -> prepare_lib.LongTailData
   if config.task == "rotation":
     data = rotation.rotation_data(data)
   return data
+
+
+def frozen_parameters(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """Parameter paths the optimiser leaves untouched: the backbone of a frozen-backbone stage,
+  and an LWS head's classifier (only its per-class scales learn)."""
+  frozen = ("backbone",) if config.model.freeze_backbone else ()
+  if config.model.head == "lws":
+    frozen += ("head/kernel", "head/bias")
+  return frozen
 
 
 def plan(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -174,7 +185,7 @@ def make_sampler(config, data: prepare_lib.LongTailData) -> samplers.Sampler:
                                        data.num_labeled, tr.batch_size, labeled)
   return samplers.make_sampler(objective_lib.sampler_for(tr.rule, tr.sampler), data.train.labels,
                                data.num_classes, tr.batch_size, num_epochs=tr.num_epochs,
-                               beta=tr.cb_beta)
+                               beta=tr.cb_beta, samples_per_class=tr.samples_per_class)
 
 
 def labeled_per_batch(config, data: prepare_lib.LongTailData) -> int | None:

@@ -41,7 +41,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # --- model ------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet32"  # resnet20/32/44/56/110 | resnet_tiny
-  c.model.head = "linear"  # linear | cosine (the normalised head that LDAM uses)
+  # linear | cosine (the normalised head that LDAM uses) | lws (linear, per-class scales)
+  c.model.head = "linear"
   # auto | xla | cpu_fast. cpu_fast keeps XLA's convolution but computes its weight gradient
   # as nine matmuls, which XLA:CPU runs several times faster; auto picks it when JAX's backend
   # is the CPU and xla on GPU/TPU. Same parameters and forward values either way.
@@ -50,6 +51,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   # this run; the head is re-initialised. SSP configs fill it from their pre-training stage.
   c.model.init_from = config_dict.placeholder(str)
   c.model.freeze_backbone = False  # Train the head only (linear probe); default fine-tunes all.
+  # A frozen backbone keeps its BatchNorm running statistics (default), or updates them from
+  # the training batches (True: the reference's cRT, whose backbone stays in train mode).
+  c.model.frozen_bn_updates = False
+  # With init_from: also restore the linear classifier (kernel, bias) instead of a fresh one
+  # (LWS keeps stage 1's classifier and learns per-class scales, model.head='lws').
+  c.model.init_head = False
   # Compute dtype of the backbone: float32 (the reference) | bfloat16 (activations and convs
   # in bf16; parameters, optimiser state, BatchNorm statistics, head and loss stay float32).
   c.model.dtype = "float32"
@@ -71,8 +78,10 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.rule = "none"  # none | reweight | resample | drw (the reference's train_rule)
-  # instance | class_balanced | sqrt | progressive; rule=resample uses its own sampler.
+  # instance | class_balanced | sqrt | progressive | class_aware (the decoupled stage's);
+  # rule=resample uses its own sampler.
   c.train.sampler = "instance"
+  c.train.samples_per_class = 4  # class_aware: images per class visit (num_samples_cls).
   c.train.cb_beta = 0.9999  # Class-balanced weights (Reweight, DRW, Resample).
   c.train.drw_epoch = 160  # DRW switches to class-balanced weights at this (0-based) epoch.
   c.train.num_epochs = 200
@@ -176,6 +185,26 @@ def get_base_config() -> ml_collections.ConfigDict:
   # accelerators) | vmap (one batched computation) | unroll (each model's own ops side by side).
   c.grid.member_map = "auto"
   c.grid.max_models_per_program = 0  # 0: no cap; else split bigger programs (device memory).
+
+  # --- decoupled classifier (Kang et al. 2020), after stage 1 -------------------------------
+  c.decouple = ml_collections.ConfigDict()
+  # crt | lws | tau_norm | logit_adjust; a non-empty tuple makes run.py train stage 1 (this
+  # config without decouple: plain, SSP or semi-supervised) in workdir/stage1 and then each
+  # method on its representation in workdir/<method>.
+  c.decouple.methods = ()
+  c.decouple.stage1_workdir = config_dict.placeholder(str)  # A finished stage 1 to start from.
+  # cRT / LWS: the reference's ImageNet-LT settings (cls_crt.yaml): class-aware sampling
+  # (train.samples_per_class in a row), cosine schedule to 0, no warm-up, plain CE.
+  c.decouple.num_epochs = 10
+  c.decouple.batch_size = 512
+  c.decouple.lr = 0.2
+  c.decouple.momentum = 0.9
+  c.decouple.weight_decay = 5e-4
+  c.decouple.update_bn_stats = False  # True: the reference's cRT (see model.frozen_bn_updates).
+  # tau-norm (w_j / ||w_j||^tau, no bias) and post-hoc logit adjustment (logits - tau log prior):
+  # every tau is scored on the split named here; test is optimistic and flagged in results.
+  c.decouple.taus = tuple(round(0.1 * i, 1) for i in range(21))
+  c.decouple.tune_on = "val"  # val (needs dataset.val_per_class > 0) | test
   return c
 
 

@@ -161,9 +161,10 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "") -> Pro
     cfg = cohort[0].config
     model = create_model(cfg.model.name, num_classes=data.num_classes, head=cfg.model.head,
                          dtype=cfg.model.dtype, frozen_backbone=bool(cfg.model.freeze_backbone),
+                         frozen_bn_updates=bool(cfg.model.frozen_bn_updates),
                          conv_impl=cfg.model.conv_impl)
-    tx = optim.make_optimizer(cfg.optim, tr.num_epochs, spe, frozen=(
-        ("backbone",) if cfg.model.freeze_backbone else ()))
+    tx = optim.make_optimizer(cfg.optim, tr.num_epochs, spe,
+                              frozen=classify.frozen_parameters(cfg))
     steps.append(classify.make_step(cfg, data, model, tx, batch_sharding))
     evals.append(_cohort_evaluator(cfg, data, model, mesh, how, len(cohort)))
     stacked.append(members_lib.stack([step_lib.create_state(
@@ -186,7 +187,8 @@ def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label
     cohorts_out = []
     for cohort, cohort_state in zip(p.cohorts, s.cohorts):
       ones = members_lib.unstack(cohort_state, len(cohort))
-      ones = [transfer.init_backbone_from(one, m.config.model.init_from, p.sharding)
+      ones = [transfer.init_backbone_from(one, m.config.model.init_from, p.sharding,
+                                          head=bool(m.config.model.init_head))
               if m.config.model.init_from else one for one, m in zip(ones, cohort)]
       cohorts_out.append(members_lib.stack(ones))
     print("backbones initialised from " + ", ".join(

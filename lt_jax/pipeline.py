@@ -6,6 +6,9 @@
 - `pretrain.method`: workdir/pretrain (rotation, MoCo v2 or SimCLR on the same imbalanced
   images) -> workdir/probe (linear probe of the frozen backbone) -> workdir/final (the config's
   method, initialised from the pre-trained backbone).
+- `decouple.methods`: workdir/stage1 (this config without them: any of the above but a grid,
+  or `decouple.stage1_workdir`) -> workdir/<method> for each of cRT, LWS (trained on stage 1's
+  frozen backbone), tau-norm and post-hoc logit adjustment (re-scored, no training).
 - `grid.methods`: every method x seed x setting as a member in
   workdir/<setting>/<method>/seed_<s>, trained together by the grid stage (grid.py), after
   what the settings need (workdir/pretrain/<method>/seed_<s>, workdir/semi_base/seed_<s>,
@@ -23,7 +26,7 @@ import os
 
 import ml_collections
 
-from lt_jax import classify, grid, io_utils, pseudo_label, semi, summary
+from lt_jax import classify, decouple, grid, io_utils, pseudo_label, semi, summary
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
@@ -36,6 +39,8 @@ from lt_jax.validate import validate
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
+  if config.decouple.methods:
+    return run_decouple(config, workdir)
   if config.grid.methods:
     return run_grid(config, workdir)
   if config.semi.enabled:
@@ -137,6 +142,37 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
         + (f"; pseudo-label accuracy {accuracy:.2f}%" if accuracy is not None else ""),
         flush=True)
   return path, report
+
+
+# --- decoupled classifier -----------------------------------------------------------------
+
+
+def run_decouple(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  finished = _finished(workdir, config)
+  if finished is not None:
+    return finished
+  d = config.decouple
+  if d.stage1_workdir:
+    stage1_dir = d.stage1_workdir
+    stage1 = workdir_lib.finished_results(stage1_dir, "decouple.stage1_workdir")
+  else:
+    stage1_dir = workdir_lib.stage_dir(workdir, "stage1")
+    print(f"== stage 1: the representation -> {stage1_dir}", flush=True)
+    stage1 = run(override(config, **{"decouple.methods": ()}), stage1_dir)
+  classifier = decouple.classifier_dir(stage1_dir)
+  stages, rows, data = {"stage1": stage1}, {"stage 1": stage1["final"]}, None
+  for i, method in enumerate(d.methods, start=1):
+    method_dir = workdir_lib.stage_dir(workdir, method)
+    print(f"== decoupled classifier {i}/{len(d.methods)}: {decouple.LABELS[method]} on stage "
+          f"1's representation -> {method_dir}", flush=True)
+    if method in decouple.TRAINED:
+      out = train(decouple.stage_config(config, method, classifier), method_dir)
+    else:
+      data = data or prepare_lib.prepare(config.dataset)
+      out = decouple.post_hoc(config, method, classifier, method_dir, data)
+    stages[method] = out
+    rows[decouple.LABELS[method]] = out["final"]
+  return _finish(workdir, config, stages, stages[d.methods[-1]], rows)
 
 
 # --- self-supervised pre-training ---------------------------------------------------------

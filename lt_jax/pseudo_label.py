@@ -18,6 +18,7 @@ pseudo-label; `select` adds the usual confidence threshold and a per-class cap a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import zipfile
@@ -143,6 +144,17 @@ _label_batch_jit = jax.jit(
     _label_batch, static_argnames=("model", "mean", "std", "scale", "out_sharding"))
 
 
+def _outputs_batch(variables, images, *, model, mean, std, out_sharding):
+  logits, features = model.apply(variables, augment_lib.normalize(images, mean, std),
+                                 train=False)
+  out = (logits.astype(jnp.float32), features.astype(jnp.float32))
+  return jax.lax.with_sharding_constraint(out, out_sharding)
+
+
+_outputs_batch_jit = jax.jit(
+    _outputs_batch, static_argnames=("model", "mean", "std", "out_sharding"))
+
+
 def _batch(images, start: int, batch_size: int) -> np.ndarray:
   """images[start:start + batch_size] (read from an ImageSource), zero-padded to batch_size."""
   chunk = image_source.read_rows(images, start, min(start + batch_size, len(images)))
@@ -173,35 +185,47 @@ def predict(frozen: FrozenModel, images_uint8, mean: Sequence[float],
   cosine heads). Batches of `batch_size` (config `semi.label_batch_size`, split over the mesh's
   data axis) run one at a time on the device while the host pads and sends the next one.
   """
+  pred, confidence = map_batches(frozen, images_uint8, batch_size, mesh, functools.partial(
+      _label_batch_jit, model=frozen.model, mean=tuple(map(float, mean)),
+      std=tuple(map(float, std)), scale=logit_scale(frozen)), empty=((), ()))
+  return pred.astype(np.int64), confidence.astype(np.float32)
+
+
+def outputs(frozen: FrozenModel, images_uint8, mean: Sequence[float], std: Sequence[float], *,
+            batch_size: int = 1024, mesh=None) -> tuple[np.ndarray, np.ndarray]:
+  """(logits float32 [M, classes], features float32 [M, width]) of every image: what the
+  post-hoc classifiers (tau-norm, logit adjustment) re-score without running the model again."""
+  width = int(np.shape(frozen.variables["params"]["head"]["kernel"])[0])
+  return map_batches(frozen, images_uint8, batch_size, mesh, functools.partial(
+      _outputs_batch_jit, model=frozen.model, mean=tuple(map(float, mean)),
+      std=tuple(map(float, std))), empty=((frozen.num_classes,), (width,)))
+
+
+def map_batches(frozen: FrozenModel, images_uint8, batch_size: int, mesh, fn, empty):
+  """Runs `fn(variables, images, out_sharding=...) -> (array [B, ...], ...)` over every image
+  in padded batches and returns the outputs as host arrays of M rows (`empty`: their shapes
+  after the first axis, for M = 0)."""
   images = _check_images(images_uint8)
   mesh = parallel.make_mesh() if mesh is None else mesh
   if batch_size <= 0:
     raise ConfigError(f"semi.label_batch_size={batch_size} must be positive.")
   parallel.check_batch_divides(batch_size, mesh, "semi.label_batch_size")
   m = len(images)
-  pred, confidence = np.zeros((m,), np.int64), np.zeros((m,), np.float32)
   if m == 0:
-    return pred, confidence
+    return tuple(np.zeros((0, *shape), np.float32) for shape in empty)
   replicated = parallel.replicated(mesh)
   variables = jax.tree.map(lambda v: parallel.put(v, replicated), frozen.variables)
-  fn = lambda x: _label_batch_jit(
-      variables, x, model=frozen.model, mean=tuple(map(float, mean)),
-      std=tuple(map(float, std)), scale=logit_scale(frozen), out_sharding=replicated)
-
-  def collect(start, out):
-    n = min(batch_size, m - start)
-    pred[start:start + n] = np.asarray(out[0])[:n]
-    confidence[start:start + n] = np.asarray(out[1])[:n]
-
+  chunks = []
   sharding = parallel.batch_sharded(mesh)
   in_flight = None
   for start in range(0, m, batch_size):
-    out = fn(parallel.put(_batch(images, start, batch_size), sharding))
+    out = fn(variables, parallel.put(_batch(images, start, batch_size), sharding),
+             out_sharding=replicated)
     if in_flight is not None:  # Read the previous batch only once this one is dispatched.
-      collect(*in_flight)
-    in_flight = (start, out)
-  collect(*in_flight)
-  return pred, confidence
+      chunks.append(tuple(np.asarray(o) for o in in_flight))
+    in_flight = out
+  chunks.append(tuple(np.asarray(o) for o in in_flight))
+  return tuple(np.concatenate(parts)[:m] for parts in zip(*chunks))
 
 
 # --- selection ------------------------------------------------------------------------------

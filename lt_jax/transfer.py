@@ -65,14 +65,32 @@ def check_compatible(target, source, what: str) -> None:
                       f"(same architecture and input channels needed). " + " | ".join(parts))
 
 
-def init_backbone_from(state, path: str, sharding):
-  """The state with its backbone parameters and statistics replaced by those under `path`."""
+def load_head(path: str) -> dict:
+  """The linear classifier (kernel, bias) of the classifier saved under `path`."""
+  state, _ = checkpoint.restore_saved(_checkpoint_dir(path))
+  head = state.get("params", {}).get("head", {})
+  if not {"kernel", "bias"} <= set(head):
+    raise ConfigError(f"model.init_head: the checkpoint under {path!r} has no linear classifier "
+                      f"(its head holds {sorted(head)}); LWS needs a stage 1 with "
+                      "model.head='linear'.")
+  return {"kernel": head["kernel"], "bias": head["bias"]}
+
+
+def init_backbone_from(state, path: str, sharding, head: bool = False):
+  """The state with its backbone parameters and statistics replaced by those under `path`,
+  and with `head` its classifier's kernel and bias too (other head parameters, LWS's scales,
+  keep their initial values)."""
   params, stats = load_backbone(path)
   check_compatible(state.params["backbone"], params, "backbone parameters")
   if "backbone" in state.batch_stats:
     check_compatible(state.batch_stats["backbone"], stats, "BatchNorm statistics")
   cast = lambda new, old: jax.device_put(np.asarray(new, dtype=old.dtype), sharding)
   new_params = dict(state.params, backbone=jax.tree.map(cast, params, state.params["backbone"]))
+  if head:
+    classifier = load_head(path)
+    mine = {k: state.params["head"][k] for k in classifier}
+    check_compatible(mine, classifier, "classifier")
+    new_params["head"] = dict(state.params["head"], **jax.tree.map(cast, classifier, mine))
   new_stats = dict(state.batch_stats)
   if "backbone" in state.batch_stats:
     new_stats["backbone"] = jax.tree.map(cast, stats, state.batch_stats["backbone"])

@@ -56,6 +56,10 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
 
   _choice("train.rule", tr.rule, objective.RULES)
   _choice("train.sampler", tr.sampler, samplers.CONFIG_SAMPLERS)
+  _positive("train.samples_per_class", tr.samples_per_class)
+  if config.model.head == "lws" and not (config.model.init_from and config.model.init_head):
+    raise ConfigError("model.head='lws' scales a trained classifier: it needs model.init_from "
+                      "and model.init_head=True (decouple.methods=('lws',) sets both).")
   if tr.rule in objective.RULE_SAMPLERS and tr.sampler != "instance":
     raise ConfigError(f"train.rule={tr.rule!r} brings its own sampler but train.sampler="
                       f"{tr.sampler!r}; set train.sampler='instance' or train.rule='none'.")
@@ -85,6 +89,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   _validate_semi(config)
   _validate_pretrain(config)
   _validate_grid(config)
+  _validate_decouple(config)
 
   if check_data:
     sources.check_available(ds.name, ds.data_dir, ds.source, **prepare.source_options(ds))
@@ -184,6 +189,39 @@ def _validate_grid(config) -> None:
                       "pretrain.method to rotation, moco or simclr.")
   if "semi" in g.settings:
     _validate_semi(_with_semi_enabled(config))
+
+
+DECOUPLE_METHODS = ("crt", "lws", "tau_norm", "logit_adjust")
+
+
+def _validate_decouple(config) -> None:
+  d = config.decouple
+  if not d.methods:
+    return
+  for name in d.methods:
+    _choice("decouple.methods", name, DECOUPLE_METHODS)
+  _unique("decouple.methods", d.methods)
+  if config.grid.methods:
+    raise ConfigError("grid.methods and decouple.methods are both set; run the grid, then "
+                      "decouple one of its members (decouple.stage1_workdir=<member workdir>).")
+  if config.model.head != "linear" and {"lws", "tau_norm"} & set(d.methods):
+    raise ConfigError(f"decouple.methods {tuple(d.methods)}: LWS and tau-norm act on a linear "
+                      f"classifier but stage 1 has model.head={config.model.head!r}; use crt "
+                      "or logit_adjust, or a linear stage 1.")
+  for field in ("num_epochs", "batch_size"):
+    _positive(f"decouple.{field}", d[field])
+  if d.lr <= 0 or d.weight_decay < 0 or not 0 <= d.momentum < 1:
+    raise ConfigError("decouple.lr must be > 0, decouple.weight_decay >= 0 and "
+                      "decouple.momentum in [0, 1).")
+  _choice("decouple.tune_on", d.tune_on, ("val", "test"))
+  if {"tau_norm", "logit_adjust"} & set(d.methods):
+    if not d.taus or any(not 0 <= t < float("inf") for t in d.taus):
+      raise ConfigError(f"decouple.taus={tuple(d.taus)} must be a non-empty tuple of finite "
+                        "taus >= 0.")
+    if d.tune_on == "val" and config.dataset.val_per_class == 0:
+      raise ConfigError("decouple.tune_on='val' needs a validation split to choose tau: set "
+                        "dataset.val_per_class > 0, or decouple.tune_on='test' (optimistic, "
+                        "flagged in results.json).")
 
 
 def _unique(field: str, values) -> None:

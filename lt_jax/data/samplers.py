@@ -14,6 +14,11 @@ batches as an uninterrupted one.
 - progressive: with replacement, class probabilities move linearly from instance-balanced
   (n_c / N) at epoch 0 to class-balanced (1 / C) at the last epoch: p_c(e) = (1 - e/E) n_c / N
   + (e/E) / C.
+- class_aware: the reference's `ClassAwareSampler` (Kang et al.'s decoupling code, used for cRT
+  and LWS): classes come from an endless cycle of shuffled class orders; each class visit takes
+  `samples_per_class` consecutive images from that class's own endless cycle of shuffled image
+  orders. An epoch is N images, like every sampler here: the reference's training loop
+  counts an epoch as N / B steps whatever its sampler's length (max_c n_c x C).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 
 from lt_jax.errors import ConfigError
 
-SAMPLERS = ("instance", "resample", "class_balanced", "sqrt", "progressive")
+SAMPLERS = ("instance", "resample", "class_balanced", "sqrt", "progressive", "class_aware")
 # Choices of train.sampler; "resample" is chosen by train.rule='resample' instead.
 CONFIG_SAMPLERS = tuple(s for s in SAMPLERS if s != "resample")
 
@@ -67,11 +72,14 @@ def class_probabilities(name: str, counts: np.ndarray, epoch=0, num_epochs: int 
 
 
 def make_sampler(name: str, labels: np.ndarray, num_classes: int, batch_size: int, *,
-                 num_epochs: int = 1, beta: float = 0.9999) -> Sampler:
+                 num_epochs: int = 1, beta: float = 0.9999, samples_per_class: int = 4
+                 ) -> Sampler:
   """Builds the sampler `name` over a training set with these (host) labels."""
   if name not in SAMPLERS:
     raise ConfigError(f"train.sampler={name!r} is unknown; choose one of {SAMPLERS}.")
   labels = np.asarray(labels, np.int64)
+  if name == "class_aware":
+    return make_class_aware_sampler(labels, batch_size, samples_per_class)
   n = len(labels)
   spe = steps_per_epoch(n, batch_size)
 
@@ -93,6 +101,48 @@ def make_sampler(name: str, labels: np.ndarray, num_classes: int, batch_size: in
     u = jax.random.uniform(jax.random.fold_in(key, step), (batch_size,)) * cdf[-1]
     return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
   return with_replacement
+
+
+def make_class_aware_sampler(labels: np.ndarray, batch_size: int, samples_per_class: int
+                             ) -> Sampler:
+  """The reference's ClassAwareSampler as a pure function of (key, step).
+
+  Example i of the run's stream belongs to slot s = i // k (k = samples_per_class), position
+  j = i % k. Slot s visits class order_r[s mod C] with r = s // C, order_r the r-th shuffled
+  order of the C present classes; every earlier round visited that class once, so this is its
+  r-th visit, and it reads positions r k + j of the class's image stream: item p mod n_c of the
+  (p // n_c)-th shuffled order of its n_c images.
+  """
+  if samples_per_class < 1:
+    raise ConfigError(f"decouple.samples_per_class={samples_per_class} must be at least 1.")
+  counts = np.bincount(labels)
+  present = np.flatnonzero(counts)
+  num_present, longest = len(present), int(counts.max())
+  # table[c, t]: the t-th image (in dataset order) of the c-th present class; padded.
+  table = np.zeros((num_present, longest), np.int32)
+  for row, c in enumerate(present):
+    members = np.flatnonzero(labels == c)
+    table[row, :len(members)] = members
+  table_dev = jnp.asarray(table)
+  sizes = jnp.asarray(counts[present], jnp.int32)
+  k = samples_per_class
+
+  def one(key_cls, key_img, i):
+    slot, j = i // k, i % k
+    r = slot // num_present
+    order = jax.random.permutation(jax.random.fold_in(key_cls, r), num_present)
+    row = order[slot % num_present]
+    p, n_c = r * k + j, sizes[row]
+    scores = jax.random.uniform(jax.random.fold_in(jax.random.fold_in(key_img, row), p // n_c),
+                                (longest,))
+    shuffled = jnp.argsort(jnp.where(jnp.arange(longest) < n_c, scores, 2.0))
+    return table_dev[row, shuffled[p % n_c]]
+
+  def class_aware(key, step):
+    positions = step * batch_size + jnp.arange(batch_size)
+    key_cls, key_img = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
+    return jax.vmap(lambda i: one(key_cls, key_img, i))(positions)
+  return class_aware
 
 
 def permutation_stream(key: jax.Array, n: int, offset: int, positions: jax.Array) -> jax.Array:

@@ -2,7 +2,9 @@
 
 `LinearHead` is the reference's `nn.Linear` with its initialisation (Kaiming-normal kernel,
 PyTorch's default uniform bias). `CosineHead` is the reference's `NormedLinear`: it returns
-cosine similarities in [-1, 1], which LDAM scales by s = 30 inside the loss.
+cosine similarities in [-1, 1], which LDAM scales by s = 30 inside the loss. `ScaledLinearHead`
+is LWS's classifier (Kang et al. 2020): a linear head whose logits each class scales by a
+learned factor; the decoupled stage restores the kernel and bias and trains only the scales.
 """
 
 from typing import Any, Callable
@@ -64,11 +66,16 @@ class LinearHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    fan_in = x.shape[-1]
-    kernel = self.param('kernel', kaiming_normal, (fan_in, self.num_classes), jnp.float32)
-    bias = self.param('bias', torch_linear_bias_init(fan_in), (self.num_classes,), jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    return x @ kernel + bias
+    return _affine(self, x)
+
+
+def _affine(head: nn.Module, x: jax.Array) -> jax.Array:
+  """`x @ kernel + bias` with the parameters `kernel` and `bias` declared on `head`."""
+  fan_in = x.shape[-1]
+  kernel = head.param('kernel', kaiming_normal, (fan_in, head.num_classes), jnp.float32)
+  bias = head.param('bias', torch_linear_bias_init(fan_in), (head.num_classes,), jnp.float32)
+  x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=head.dtype)
+  return x @ kernel + bias
 
 
 class CosineHead(nn.Module):
@@ -89,4 +96,17 @@ class CosineHead(nn.Module):
     return l2_normalize(x, axis=-1) @ l2_normalize(kernel, axis=0)
 
 
-HEADS = {'linear': LinearHead, 'cosine': CosineHead}
+class ScaledLinearHead(nn.Module):
+  """`scales * (features @ kernel + bias)`, the scales starting at 1 (the plain head)."""
+
+  num_classes: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    logits = _affine(self, x)  # The parameters of LinearHead, under the same names.
+    scales = self.param('scales', nn.initializers.ones, (self.num_classes,), jnp.float32)
+    return logits * scales.astype(logits.dtype)
+
+
+HEADS = {'linear': LinearHead, 'cosine': CosineHead, 'lws': ScaledLinearHead}

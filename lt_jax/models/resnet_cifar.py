@@ -131,6 +131,9 @@ class CifarResNet(nn.Module):
   # A frozen backbone runs in inference mode (running BatchNorm statistics, no updates) and
   # passes no gradient: only the head trains (linear probing, decoupled classifier training).
   frozen_backbone: bool = False
+  # A frozen backbone's BatchNorm running statistics stay fixed unless this is set: then they
+  # follow the training batches, as in the reference's cRT, whose backbone stays in train mode.
+  frozen_bn_updates: bool = False
   conv_impl: str = 'auto'  # auto | xla | cpu_fast: see lt_jax/models/conv.py
 
   @nn.compact
@@ -139,7 +142,9 @@ class CifarResNet(nn.Module):
       raise ConfigError(f'model.head={self.head!r} is not a known head; '
                         f'choose one of {sorted(HEADS)}.')
     features = CifarResNetBackbone(self.stage_sizes, self.widths, self.dtype, self.conv_impl,
-                                   name='backbone')(x, train and not self.frozen_backbone)
+                                   name='backbone')(
+                                       x, train and (not self.frozen_backbone
+                                                     or self.frozen_bn_updates))
     if self.frozen_backbone:
       features = jax.lax.stop_gradient(features)
     features = jnp.asarray(features, jnp.float32)
@@ -170,7 +175,7 @@ MODELS = {
 
 def create_model(name: str, *, num_classes: int, head: str = 'linear',
                  dtype: str | Dtype = 'float32', frozen_backbone: bool = False,
-                 conv_impl: str = 'auto') -> CifarResNet:
+                 frozen_bn_updates: bool = False, conv_impl: str = 'auto') -> CifarResNet:
   """Builds the model registered as `name` (config field `model.name`); fails on unknown names.
 
   `dtype` is a name from DTYPES (config field `model.dtype`) or a jnp dtype. `conv_impl`
@@ -187,4 +192,5 @@ def create_model(name: str, *, num_classes: int, head: str = 'linear',
     raise ConfigError(f'model.head={head!r} is not a known head; choose one of {sorted(HEADS)}.')
   resolve_conv_impl(conv_impl)
   return MODELS[name](num_classes=num_classes, head=head, dtype=dtype,
-                      frozen_backbone=frozen_backbone, conv_impl=conv_impl)
+                      frozen_backbone=frozen_backbone, frozen_bn_updates=frozen_bn_updates,
+                      conv_impl=conv_impl)

@@ -57,8 +57,8 @@ def make_schedule(optim: ml_collections.ConfigDict, num_epochs: int,
 
 def make_optimizer(optim: ml_collections.ConfigDict, num_epochs: int, steps_per_epoch: int,
                    frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
-  """SGD as the reference; the top-level parameter groups named in `frozen` (e.g. 'backbone')
-  get no update at all, weight decay included."""
+  """SGD as the reference; the parameters under the paths named in `frozen` ('backbone' for a
+  whole group, 'head/kernel' for one leaf) get no update at all, weight decay included."""
   schedule = make_schedule(optim, num_epochs, steps_per_epoch)
   tx = optax.chain(
       optax.add_decayed_weights(optim.weight_decay),
@@ -67,7 +67,11 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_epochs: int, steps_per_
   if not frozen:
     return tx
 
+  def is_frozen(path) -> bool:
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    return any(name == f or name.startswith(f + "/") for f in frozen)
+
   def labels(params):
-    return {name: jax.tree.map(lambda _, n=name: "frozen" if n in frozen else "train", sub)
-            for name, sub in params.items()}
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if is_frozen(path) else "train", params)
   return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)

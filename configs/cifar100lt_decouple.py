@@ -1,0 +1,25 @@
+"""CIFAR-100-LT (rho 100): plain CE as stage 1, then cRT, LWS, tau-norm and post-hoc logit
+adjustment on its frozen representation (Kang et al. 2020).
+
+  python run.py --config=configs/cifar100lt_decouple.py
+  # stage 1 from a rotation-pre-trained backbone (SSP, then CE), then the same four:
+  python run.py --config=configs/cifar100lt_decouple.py --config.pretrain.method=rotation
+  # a stage 1 that already ran (its workdir; an SSP or semi-supervised pipeline's too):
+  python run.py --config=configs/cifar100lt_decouple.py \\
+      --config.decouple.stage1_workdir=workdirs/cifar100lt_ce
+
+cRT and LWS keep the reference's ImageNet-LT settings (10 epochs of class-aware batches of 512,
+lr 0.2, cosine, weight decay 5e-4). CIFAR-100's training split holds exactly the 500 images of
+the largest class, so no validation split is left: tau is chosen on the test split, which the
+results flag as optimistic (set dataset.img_max=450 and dataset.val_per_class=50 for an honest
+choice on a balanced validation split).
+"""
+
+from configs import cifar100lt_ce
+
+
+def get_config():
+  c = cifar100lt_ce.get_config()
+  c.decouple.methods = ("crt", "lws", "tau_norm", "logit_adjust")
+  c.decouple.tune_on = "test"
+  return c

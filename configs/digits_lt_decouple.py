@@ -1,0 +1,22 @@
+"""digits-LT (rho 10): plain CE as stage 1, then cRT, LWS, tau-norm and post-hoc logit
+adjustment on its frozen representation (Kang et al. 2020). Needs no download.
+
+  python run.py --config=configs/digits_lt_decouple.py
+  # stage 1 from a rotation-pre-trained backbone (SSP, then CE):
+  python run.py --config=configs/digits_lt_decouple.py --config.pretrain.method=rotation
+
+A largest class of 100 leaves 10 images per class for a balanced validation split (100 images),
+on which tau is chosen. cRT and LWS: 10 epochs of class-aware batches of 64 (an epoch is
+100 x 10 images), lr 0.2, cosine.
+"""
+
+from configs import digits_lt_ce
+
+
+def get_config():
+  c = digits_lt_ce.get_config()
+  c.dataset.img_max = 100
+  c.dataset.val_per_class = 10
+  c.decouple.methods = ("crt", "lws", "tau_norm", "logit_adjust")
+  c.decouple.batch_size = 64
+  return c

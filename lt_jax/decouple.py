@@ -1,0 +1,170 @@
+"""Decoupled classifiers (Kang et al., ICLR 2020): keep stage 1's representation, change only
+the classifier.
+
+Stage 1 is any finished classifier run (plain, SSP or semi-supervised). Its backbone stays as
+it is; what follows re-balances the classifier alone:
+
+- crt: a new linear classifier trained with class-aware sampling (the reference's
+  ClassAwareSampler, `train.samples_per_class` images per class visit), cosine schedule, plain
+  CE. The backbone is frozen and, by default, so are its BatchNorm statistics; the reference
+  keeps its backbone in train mode, so its statistics follow the re-balanced batches
+  (`decouple.update_bn_stats=True` reproduces that).
+- lws: stage 1's linear classifier kept, one learned scale per class (same sampling).
+- tau_norm: logits_j = f . w_j / ||w_j||^tau, no bias. tau = 0 is stage 1's classifier without
+  its bias; tau = 1 scores every class by a unit-norm weight.
+- logit_adjust: post-hoc logit adjustment (Menon et al., ICLR 2021), logits_j - tau log pi_j,
+  with pi stage 1's training class prior.
+
+The two post-hoc methods need no training: stage 1's logits and features of the evaluation
+splits are computed once, every tau in `decouple.taus` is scored, and the tau with the best
+top-1 accuracy on `decouple.tune_on` (the balanced validation split; the test split only when
+asked, and then flagged) is reported with the whole curve.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lt_jax import io_utils, pseudo_label, results  # noqa: E402
+from lt_jax import metrics as lt_metrics  # noqa: E402
+from lt_jax import workdir as workdir_lib  # noqa: E402
+from lt_jax.config import override  # noqa: E402
+from lt_jax.data import prepare as prepare_lib  # noqa: E402
+
+TRAINED = ("crt", "lws")
+POST_HOC = ("tau_norm", "logit_adjust")
+LABELS = {"crt": "cRT", "lws": "LWS", "tau_norm": "tau-norm", "logit_adjust": "post-hoc LA"}
+CURVE_PLOT_FILE = "tau_curve.png"
+
+
+def classifier_dir(stage1_dir: str) -> str:
+  """The workdir holding stage 1's classifier: its `final` stage for a pipeline (SSP or
+  semi-supervised), else the run itself."""
+  final = workdir_lib.stage_dir(stage1_dir, "final")
+  if os.path.isdir(workdir_lib.checkpoint_dir(final)):
+    return final
+  return stage1_dir
+
+
+def stage_config(config: ml_collections.ConfigDict, method: str, stage1_classifier: str
+                 ) -> ml_collections.ConfigDict:
+  """The classifier run that cRT or LWS is: stage 1's backbone frozen, class-aware batches of
+  the labeled training set, the decouple.* schedule, plain CE."""
+  d = config.decouple
+  return override(config, **{
+      "decouple.methods": (), "decouple.stage1_workdir": None, "pretrain.method": "none",
+      "semi.enabled": False, "model.init_from": stage1_classifier,
+      "model.freeze_backbone": True, "model.frozen_bn_updates": bool(d.update_bn_stats),
+      "model.head": "lws" if method == "lws" else "linear", "model.init_head": method == "lws",
+      "loss.name": "ce", "train.rule": "none", "train.sampler": "class_aware",
+      "train.num_epochs": d.num_epochs, "train.batch_size": d.batch_size,
+      "train.eval_every_epochs": min(config.train.eval_every_epochs, d.num_epochs),
+      "train.checkpoint_every_epochs": min(config.train.checkpoint_every_epochs, d.num_epochs),
+      "optim.schedule": "cosine", "optim.warmup_epochs": 0, "optim.lr": d.lr,
+      "optim.momentum": d.momentum, "optim.weight_decay": d.weight_decay})
+
+
+def tau_norm_logits(features: np.ndarray, kernel: np.ndarray, tau: float) -> np.ndarray:
+  """features @ (w_j / ||w_j||^tau) for each class column w_j of `kernel` [width, classes]."""
+  norms = np.linalg.norm(kernel, axis=0, keepdims=True)
+  return features @ (kernel / np.power(np.maximum(norms, 1e-12), tau))
+
+
+def adjusted_logits(logits: np.ndarray, class_counts, tau: float) -> np.ndarray:
+  """logits - tau log(prior), the prior being the training class frequencies (an empty class
+  gets the smallest non-zero frequency, so it is boosted most but stays finite)."""
+  counts = np.asarray(class_counts, np.float64)
+  prior = np.maximum(counts, counts[counts > 0].min()) / counts.sum()
+  return logits - tau * np.log(prior)
+
+
+def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: str,
+             workdir: str, data: prepare_lib.LongTailData) -> dict:
+  """tau-norm or post-hoc logit adjustment of stage 1's classifier; results.json of the
+  chosen tau, the whole curve and its plot. A finished workdir is read back."""
+  d = config.decouple
+  stage_cfg = override(config, **{"decouple.methods": (method,)})
+  finished = workdir_lib.guard(workdir, stage_cfg)
+  if finished is not None:
+    return finished
+  start = time.time()
+  frozen = pseudo_label.load_frozen(stage1_classifier)
+  stage1 = workdir_lib.read_results(stage1_classifier) or {}
+  train_counts = stage1.get("class_counts", list(data.class_counts))
+  splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
+  outs = {name: pseudo_label.outputs(frozen, split.images, data.mean, data.std,
+                                     batch_size=config.train.eval_batch_size)
+          for name, split in splits.items()}
+  kernel = np.asarray(frozen.variables["params"]["head"]["kernel"], np.float64)
+
+  def rescore(name: str, tau: float) -> dict:
+    logits, features = outs[name]
+    scores = (tau_norm_logits(features, kernel, tau) if method == "tau_norm"
+              else adjusted_logits(logits, train_counts, tau))
+    counts = lt_metrics.confusion_update(scores.astype(np.float32), splits[name].labels,
+                                         data.num_classes)
+    return lt_metrics.summarize(np.asarray(counts["confusion"]),
+                                np.asarray(counts["top5_correct"]), data.report_counts)
+
+  taus = [float(t) for t in d.taus]
+  curve = [{"tau": t} | {f"{name}_{k}": s[k] for name in splits
+                         for s in [rescore(name, t)] for k in ("top1_acc", "balanced_acc")}
+           for t in taus]
+  tuned = [row[f"{d.tune_on}_top1_acc"] for row in curve]
+  tau = taus[int(np.argmax(tuned))]  # Ties: the smallest tau.
+  chosen = rescore("test", tau)
+  untouched = rescore("test", 0.0)  # tau 0: stage 1's logits (tau-norm: without the bias).
+  out = {
+      "config": workdir_lib.config_json(stage_cfg),
+      "method": method,
+      "stage1": stage1_classifier,
+      "tau": tau,
+      "tuned_on": d.tune_on,
+      "tuning_note": ("tau chosen on the test split: the reported accuracy is optimistic"
+                      if d.tune_on == "test" else None),
+      "curve": curve,
+      "class_counts": [int(c) for c in data.class_counts],
+      "group_counts": [int(c) for c in data.report_counts],
+      "final": dict(chosen, tau=tau),
+      "best": dict(chosen, tau=tau),
+      "tau_0": untouched,
+      "selected_on": d.tune_on,
+      "wall_time_s": time.time() - start,
+  }
+  _plot_curve(os.path.join(workdir, CURVE_PLOT_FILE), curve, list(splits), tau,
+              f"{LABELS[method]} of stage 1 ({os.path.basename(stage1_classifier)})")
+  results.plot_per_class_accuracy(
+      os.path.join(workdir, results.PLOT_FILE), data.report_counts,
+      {"stage 1 (tau 0)": untouched, f"{LABELS[method]}, tau {tau:g}": chosen},
+      title=f"{data.name}-LT: {LABELS[method]}")
+  workdir_lib.write_results(workdir, out)
+  print(f"{LABELS[method]}: tau {tau:g} (best {d.tune_on} top-1 of {len(taus)} taus); test "
+        f"top-1 {chosen['top1_acc']:.2f}% against {untouched['top1_acc']:.2f}% at tau 0",
+        flush=True)
+  return out
+
+
+def _plot_curve(path: str, curve: list[dict], splits: list[str], tau: float, title: str
+                ) -> None:
+  fig, ax = plt.subplots(figsize=(6.4, 4.0))
+  taus = [row["tau"] for row in curve]
+  for name in splits:
+    ax.plot(taus, [row[f"{name}_top1_acc"] for row in curve], marker="o", markersize=3,
+            label=f"{name} top-1")
+  ax.axvline(tau, color="grey", linestyle=":", label=f"chosen tau {tau:g}")
+  ax.set_xlabel("tau")
+  ax.set_ylabel("accuracy (%)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="best")
+  fig.tight_layout()
+  io_utils.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+  plt.close(fig)

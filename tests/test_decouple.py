@@ -1,0 +1,203 @@
+"""Decoupled classifiers: the class-aware sampler, cRT, LWS, tau-norm and post-hoc logit
+adjustment, and the pipeline that runs them after stage 1."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from lt_jax import checkpoint, decouple, pipeline
+from lt_jax import workdir as workdir_lib
+from lt_jax.config import override
+from lt_jax.data import samplers
+from lt_jax.errors import ConfigError
+from lt_jax.validate import validate
+
+# --- the class-aware sampler ----------------------------------------------------------------
+
+
+def _stream(labels, batch, k, steps, seed=0):
+  sampler = jax.jit(samplers.make_sampler("class_aware", labels, int(labels.max()) + 1, batch,
+                                          samples_per_class=k))
+  key = jax.random.key(seed)
+  return np.concatenate([np.asarray(sampler(key, jnp.int32(s))) for s in range(steps)])
+
+
+def test_class_aware_sampler_follows_the_reference_cycles():
+  labels = np.repeat(np.arange(4), [9, 5, 3, 1])  # Class sizes 9, 5, 3, 1.
+  np.random.default_rng(0).shuffle(labels)
+  k, rounds = 3, 6
+  drawn = _stream(labels, batch=12, k=k, steps=rounds * 4 * k // 12)
+  classes = labels[drawn].reshape(rounds, 4, k)
+  # Every visit takes k images of one class; every round of 4 visits sees each class once.
+  assert np.all(classes == classes[..., :1])
+  assert all(sorted(r[:, 0]) == [0, 1, 2, 3] for r in classes)
+  assert len({tuple(r[:, 0]) for r in classes}) > 1  # The class order is reshuffled.
+  for c, size in enumerate((9, 5, 3, 1)):
+    seen = drawn[labels[drawn] == c]  # Class c's images in the order they were drawn.
+    assert set(seen) == set(np.flatnonzero(labels == c))
+    # Its own stream is a sequence of full permutations of its images.
+    full = len(seen) // size * size
+    for start in range(0, full, size):
+      assert sorted(seen[start:start + size]) == sorted(np.flatnonzero(labels == c))
+
+
+def test_class_aware_sampler_is_a_pure_function_of_key_and_step():
+  labels = np.repeat(np.arange(3), [7, 4, 2])
+  a = _stream(labels, batch=8, k=2, steps=5)
+  assert np.array_equal(a, _stream(labels, batch=8, k=2, steps=5))
+  assert not np.array_equal(a, _stream(labels, batch=8, k=2, steps=5, seed=1))
+  # A batch size that splits visits across steps gives the same stream.
+  assert np.array_equal(a[:36], _stream(labels, batch=12, k=2, steps=3))
+
+
+def test_class_aware_sampler_skips_an_absent_class():
+  drawn = _stream(np.array([0, 0, 2, 2, 2]), batch=4, k=1, steps=3)
+  assert set(drawn) == {0, 1, 2, 3, 4}  # Classes 0 and 2 alternate; class 1 has no image.
+
+
+# --- the post-hoc classifiers ---------------------------------------------------------------
+
+
+def test_tau_norm_at_0_and_1():
+  kernel = np.array([[3.0, 0.0], [4.0, 2.0]])  # Column norms 5 and 2.
+  features = np.array([[1.0, 1.0], [2.0, -1.0]])
+  assert np.allclose(decouple.tau_norm_logits(features, kernel, 0.0), features @ kernel)
+  assert np.allclose(decouple.tau_norm_logits(features, kernel, 1.0),
+                     [[7 / 5, 2 / 2], [2 / 5, -2 / 2]])
+  half = decouple.tau_norm_logits(features, kernel, 0.5)
+  assert np.allclose(half, features @ (kernel / np.sqrt([5.0, 2.0])))
+
+
+def test_adjusted_logits_subtract_tau_log_prior():
+  logits = np.array([[2.0, 1.0, 0.0]])
+  counts = [60, 30, 10]
+  out = decouple.adjusted_logits(logits, counts, 1.5)
+  assert np.allclose(out, [[2.0 - 1.5 * np.log(0.6), 1.0 - 1.5 * np.log(0.3),
+                            -1.5 * np.log(0.1)]])
+  # An empty class is treated as the rarest present one: boosted, finite.
+  empty = decouple.adjusted_logits(np.zeros((1, 3)), [8, 2, 0], 1.0)
+  assert np.isfinite(empty).all() and empty[0, 2] == empty[0, 1]
+
+
+# --- cRT, LWS and the pipeline --------------------------------------------------------------
+
+
+def _config(**decouple_fields):
+  c = tiny_config(train__num_epochs=2, dataset__val_per_class=10)
+  c.optim.decay_epochs, c.optim.decay_factors = (), ()
+  return override(c, **{"decouple.num_epochs": 1, "decouple.batch_size": 32,
+                        **{f"decouple.{k}": v for k, v in decouple_fields.items()}})
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+  """One finished stage 1 (a plain run) that every test below decouples."""
+  workdir = str(tmp_path_factory.mktemp("stage1"))
+  pipeline.run(_config(), workdir)
+  return workdir
+
+
+def _saved(workdir):
+  state, _ = checkpoint.restore_saved(workdir_lib.checkpoint_dir(workdir))
+  return jax.tree.map(np.asarray, state)
+
+
+def _equal(a, b) -> bool:
+  return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+
+
+@pytest.mark.parametrize("update_bn_stats", [False, True])
+def test_crt_trains_only_a_new_classifier(stage1, tmp_path, update_bn_stats):
+  out = pipeline.run(_config(methods=("crt",), stage1_workdir=stage1,
+                             update_bn_stats=update_bn_stats), str(tmp_path))
+  before, after = _saved(stage1), _saved(str(tmp_path / "crt"))
+  assert _equal(before["params"]["backbone"], after["params"]["backbone"])
+  # Frozen statistics by default; the reference's cRT lets them follow the batches.
+  assert _equal(before["batch_stats"], after["batch_stats"]) != update_bn_stats
+  assert not np.allclose(before["params"]["head"]["kernel"], after["params"]["head"]["kernel"])
+  crt = out["stages"]["crt"]
+  assert crt["config"]["train"]["sampler"] == "class_aware"
+  assert set(out["stages"]) == {"stage1", "crt"}
+
+
+def test_lws_learns_only_the_class_scales(stage1, tmp_path):
+  pipeline.run(_config(methods=("lws",), stage1_workdir=stage1), str(tmp_path))
+  before, after = _saved(stage1), _saved(str(tmp_path / "lws"))
+  assert _equal(before["params"]["backbone"], after["params"]["backbone"])
+  assert _equal(before["batch_stats"], after["batch_stats"])
+  for name in ("kernel", "bias"):
+    assert np.array_equal(before["params"]["head"][name], after["params"]["head"][name])
+  assert not np.allclose(after["params"]["head"]["scales"], 1.0)
+
+
+@pytest.mark.parametrize("method", ["tau_norm", "logit_adjust"])
+def test_post_hoc_picks_the_best_tau_on_validation(stage1, tmp_path, method):
+  workdir = str(tmp_path)
+  out = pipeline.run(_config(methods=(method,), stage1_workdir=stage1, taus=(0.0, 0.5, 1.0)),
+                     workdir)
+  res = out["stages"][method]
+  assert [row["tau"] for row in res["curve"]] == [0.0, 0.5, 1.0]
+  val = [row["val_top1_acc"] for row in res["curve"]]
+  assert res["tau"] == [0.0, 0.5, 1.0][int(np.argmax(val))]
+  assert res["tuned_on"] == "val" and res["tuning_note"] is None
+  chosen = res["curve"][[0.0, 0.5, 1.0].index(res["tau"])]
+  assert res["final"]["top1_acc"] == pytest.approx(chosen["test_top1_acc"])
+  if method == "logit_adjust":  # tau 0 leaves stage 1's logits: its test accuracy.
+    stage1_final = json.load(open(os.path.join(stage1, "results.json")))["final"]
+    assert res["tau_0"]["top1_acc"] == pytest.approx(stage1_final["top1_acc"])
+  for name in (decouple.CURVE_PLOT_FILE, "per_class_accuracy.png", "results.json"):
+    assert os.path.exists(os.path.join(workdir, method, name))
+  assert pipeline.run(_config(methods=(method,), stage1_workdir=stage1, taus=(0.0, 0.5, 1.0)),
+                      workdir)["final"] == out["final"]  # Finished: read back.
+
+
+def test_tuning_on_test_is_flagged(stage1, tmp_path):
+  c = _config(methods=("logit_adjust",), stage1_workdir=stage1, taus=(0.0, 1.0),
+              tune_on="test")
+  res = pipeline.run(c, str(tmp_path))["stages"]["logit_adjust"]
+  assert "optimistic" in res["tuning_note"]
+  assert res["final"]["top1_acc"] == max(row["test_top1_acc"] for row in res["curve"])
+
+
+def test_pipeline_trains_stage1_then_decouples(tmp_path):
+  out = pipeline.run(_config(methods=("tau_norm", "crt"), taus=(0.0, 1.0)), str(tmp_path))
+  assert set(out["stages"]) == {"stage1", "tau_norm", "crt"}
+  assert (tmp_path / "stage1" / "results.json").exists()
+  assert out["final"] == out["stages"]["crt"]["final"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"decouple.methods": ("crt", "svm")}, "decouple.methods='svm' is unknown"),
+    ({"decouple.methods": ("crt", "crt")}, "decouple.methods repeats crt"),
+    ({"decouple.methods": ("tau_norm",), "dataset.val_per_class": 0},
+     "decouple.tune_on='val' needs a validation split"),
+    ({"decouple.methods": ("lws",), "model.head": "cosine"}, "LWS and tau-norm act on a linear"),
+    ({"decouple.methods": ("logit_adjust",), "decouple.taus": ()}, "decouple.taus=()"),
+    ({"decouple.methods": ("crt",), "grid.methods": ("ce",)}, "grid.methods and decouple"),
+    ({"model.head": "lws"}, "model.head='lws' scales a trained classifier"),
+    ({"train.samples_per_class": 0}, "train.samples_per_class=0 must be at least 1"),
+])
+def test_bad_decouple_configs_fail_naming_the_field(fields, message):
+  with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    validate(override(_config(), **fields), check_data=False)
+
+
+def test_missing_stage1_workdir_fails_before_work(tmp_path):
+  c = _config(methods=("crt",), stage1_workdir=str(tmp_path / "nothing"))
+  with pytest.raises(Exception, match="decouple.stage1_workdir"):
+    pipeline.run(c, str(tmp_path / "out"))
+
+
+def test_classifier_dir_is_a_pipelines_final_stage(tmp_path):
+  plain = tmp_path / "plain"
+  os.makedirs(workdir_lib.checkpoint_dir(str(plain)))
+  assert decouple.classifier_dir(str(plain)) == str(plain)
+  ssp = tmp_path / "ssp"
+  os.makedirs(workdir_lib.checkpoint_dir(str(ssp / "final")))
+  os.makedirs(workdir_lib.checkpoint_dir(str(ssp / "pretrain")))
+  assert decouple.classifier_dir(str(ssp)) == str(ssp / "final")
