@@ -40,7 +40,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # --- model ------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
-  c.model.name = "resnet32"  # resnet20/32/44/56/110 | resnet_tiny
+  # resnet20/32/44/56/110 | resnet_tiny (CIFAR-style) | resnet10 | resnet50 (ImageNet-style)
+  c.model.name = "resnet32"
   # linear | cosine (the normalised head that LDAM uses) | lws (linear, per-class scales)
   c.model.head = "linear"
   # auto | xla | cpu_fast. cpu_fast keeps XLA's convolution but computes its weight gradient

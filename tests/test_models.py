@@ -115,7 +115,8 @@ def test_resnet32_layer_counts(resnet32_shapes):
 
 def test_variants_and_registry():
   assert set(MODELS) == {
-      'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110', 'resnet_tiny'}
+      'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110', 'resnet_tiny', 'resnet10',
+      'resnet50'}
   depths = {'resnet20': 20, 'resnet32': 32, 'resnet44': 44, 'resnet56': 56, 'resnet110': 110}
   for name, depth in depths.items():
     model = create_model(name, num_classes=10)
@@ -392,3 +393,49 @@ def test_eval_mode_uses_running_stats():
   (train_alone, _), _ = model.apply(variables, x[:2], train=True, mutable=['batch_stats'])
   (train_batch, _), _ = model.apply(variables, x, train=True, mutable=['batch_stats'])
   assert not np.allclose(train_alone[0], train_batch[0], atol=1e-4)
+
+
+# --- ImageNet-style ResNets ---------------------------------------------------------------------
+
+
+def _imagenet_shapes(name, num_classes=1000, size=224):
+  model = create_model(name, num_classes=num_classes)
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                                           train=False))
+
+
+def _conv_bn(cin, cout, k):
+  return k * k * cin * cout + 2 * cout  # Kernel without bias, BatchNorm scale and bias.
+
+
+def test_resnet50_has_torchvisions_parameter_count():
+  params = _imagenet_shapes("resnet50")["params"]
+  assert sum(x.size for x in jax.tree.leaves(params)) == 25_557_032  # torchvision resnet50.
+
+
+def test_resnet10_parameter_count_by_hand():
+  expected = _conv_bn(3, 64, 7)
+  cin = 64
+  for planes in (64, 128, 256, 512):  # One basic block per stage.
+    expected += _conv_bn(cin, planes, 3) + _conv_bn(planes, planes, 3)
+    if cin != planes:
+      expected += _conv_bn(cin, planes, 1)  # The 1x1 projection shortcut.
+    cin = planes
+  expected += 512 * 1000 + 1000
+  params = _imagenet_shapes("resnet10")["params"]
+  assert sum(x.size for x in jax.tree.leaves(params)) == expected
+
+
+def test_imagenet_resnet_features_and_fan_out_init():
+  model = create_model("resnet10", num_classes=7, head="lws")
+  x = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  logits, features = model.apply(variables, x, train=False)
+  assert logits.shape == (2, 7) and features.shape == (2, 512)
+  assert np.isfinite(np.asarray(logits)).all()
+  kernel = np.asarray(variables["params"]["backbone"]["layer4_0"]["conv2"]["kernel"])
+  # The reference: N(0, 2 / (k * k * out_channels)).
+  assert kernel.std() == pytest.approx(np.sqrt(2.0 / (3 * 3 * 512)), rel=0.02)
+  stem = np.asarray(variables["params"]["backbone"]["conv1"]["kernel"])
+  assert stem.shape == (7, 7, 3, 64)
+  assert stem.std() == pytest.approx(np.sqrt(2.0 / (7 * 7 * 64)), rel=0.05)

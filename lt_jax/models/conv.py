@@ -141,6 +141,7 @@ class Conv3x3(nn.Module):
   stride: int = 1
   dtype: Dtype = jnp.float32
   conv_impl: str = 'auto'
+  kernel_init: Any = kaiming_normal  # Fan-in (the CIFAR reference); ImageNet models: fan-out.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -148,7 +149,8 @@ class Conv3x3(nn.Module):
       raise ValueError(f'Conv3x3 expects NHWC input [batch, height, width, channels], got shape '
                        f'{x.shape}.')
     impl = _IMPLS[resolve_conv_impl(self.conv_impl)]
-    kernel = self.param('kernel', kaiming_normal, (3, 3, x.shape[-1], self.features), jnp.float32)
+    kernel = self.param('kernel', self.kernel_init, (3, 3, x.shape[-1], self.features),
+                        jnp.float32)
     x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
     if x.size * x.dtype.itemsize < MIN_INPUT_BYTES:
       impl = conv3x3_xla

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from lt_jax.errors import ConfigError
-from lt_jax.models.conv import Conv3x3, resolve_conv_impl
+from lt_jax.models.conv import Conv3x3
 from lt_jax.models.heads import HEADS
 
 Dtype = Any
@@ -141,15 +141,17 @@ class CifarResNet(nn.Module):
     if self.head not in HEADS:
       raise ConfigError(f'model.head={self.head!r} is not a known head; '
                         f'choose one of {sorted(HEADS)}.')
-    features = CifarResNetBackbone(self.stage_sizes, self.widths, self.dtype, self.conv_impl,
-                                   name='backbone')(
-                                       x, train and (not self.frozen_backbone
-                                                     or self.frozen_bn_updates))
+    features = self.backbone()(x, train and (not self.frozen_backbone or self.frozen_bn_updates))
     if self.frozen_backbone:
       features = jax.lax.stop_gradient(features)
     features = jnp.asarray(features, jnp.float32)
     logits = HEADS[self.head](self.num_classes, dtype=jnp.float32, name='head')(features)
     return logits, features
+
+
+  def backbone(self) -> nn.Module:
+    return CifarResNetBackbone(self.stage_sizes, self.widths, self.dtype, self.conv_impl,
+                               name='backbone')
 
 
 ResNet20 = functools.partial(CifarResNet, stage_sizes=(3, 3, 3))
@@ -159,38 +161,3 @@ ResNet56 = functools.partial(CifarResNet, stage_sizes=(9, 9, 9))
 ResNet110 = functools.partial(CifarResNet, stage_sizes=(18, 18, 18))
 # For tests: one block per stage, a quarter of the width.
 ResNetTiny = functools.partial(CifarResNet, stage_sizes=(1, 1, 1), widths=(4, 8, 16))
-
-# Config field model.dtype: the backbone's compute dtype (parameters stay float32).
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-
-MODELS = {
-    'resnet20': ResNet20,
-    'resnet32': ResNet32,
-    'resnet44': ResNet44,
-    'resnet56': ResNet56,
-    'resnet110': ResNet110,
-    'resnet_tiny': ResNetTiny,
-}
-
-
-def create_model(name: str, *, num_classes: int, head: str = 'linear',
-                 dtype: str | Dtype = 'float32', frozen_backbone: bool = False,
-                 frozen_bn_updates: bool = False, conv_impl: str = 'auto') -> CifarResNet:
-  """Builds the model registered as `name` (config field `model.name`); fails on unknown names.
-
-  `dtype` is a name from DTYPES (config field `model.dtype`) or a jnp dtype. `conv_impl`
-  (`model.conv_impl`) is checked here, but `auto` is resolved when the model is traced, so a
-  model built on one host follows the backend it runs on.
-  """
-  if isinstance(dtype, str):
-    if dtype not in DTYPES:
-      raise ConfigError(f'model.dtype={dtype!r} is unknown; choose one of {tuple(DTYPES)}.')
-    dtype = DTYPES[dtype]
-  if name not in MODELS:
-    raise ConfigError(f'model.name={name!r} is not a known model; choose one of {sorted(MODELS)}.')
-  if head not in HEADS:
-    raise ConfigError(f'model.head={head!r} is not a known head; choose one of {sorted(HEADS)}.')
-  resolve_conv_impl(conv_impl)
-  return MODELS[name](num_classes=num_classes, head=head, dtype=dtype,
-                      frozen_backbone=frozen_backbone, frozen_bn_updates=frozen_bn_updates,
-                      conv_impl=conv_impl)
