@@ -1,0 +1,133 @@
+"""The split lists of ImageNet-LT and iNaturalist 2018: `relative/path label` per line, over
+the user's image folder.
+
+The lists are the ones the reference reads (`imagenet_inat/data/<name>/<name>_<split>.txt` at
+760f039): `ImageNet_LT_train.txt`, `_val.txt`, `_test.txt` (Liu et al. 2019: 115,846 training
+images in 1,000 classes, 20 validation and 50 test images per class) and
+`iNaturalist18_train.txt`, `_val.txt` (437,513 training images in 8,142 classes, 3 validation
+images per class, the validation split serving as the test set). Paths are relative to the
+image root (the ImageNet or iNaturalist folder holding `train/`, `val/` ...).
+
+Every problem names the file and the line: a missing list, a line that is not `path label`, a
+label outside [0, classes), an image that is missing. An image that exists but cannot be
+decoded is reported with its list line when it is read (`read_image`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from lt_jax.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class ListSpec:
+  """One dataset's lists: `<prefix>_<split>.txt`, its classes and normalisation."""
+
+  prefix: str
+  splits: tuple[str, ...]
+  num_classes: int
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+  color_jitter: bool  # The reference's standard training adds ColorJitter(0.4, 0.4, 0.4, 0).
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+LIST_DATASETS = {
+    "imagenet_lt": ListSpec("ImageNet_LT", ("train", "val", "test"), 1000, IMAGENET_MEAN,
+                            IMAGENET_STD, color_jitter=True),
+    # The reference normalises iNaturalist with its own statistics and trains without jitter.
+    "inat18": ListSpec("iNaturalist18", ("train", "val"), 8142, (0.466, 0.471, 0.380),
+                       (0.195, 0.194, 0.192), color_jitter=False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageList:
+  """A split: absolute image paths, int64 labels, and where each came from (for messages)."""
+
+  list_path: str
+  paths: np.ndarray  # object array of str
+  labels: np.ndarray  # int64 [N]
+  lines: np.ndarray  # int64 [N]: the 1-based line of each image in list_path
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def class_counts(self, num_classes: int) -> np.ndarray:
+    return np.bincount(self.labels, minlength=num_classes)
+
+
+def list_path(lists_dir: str, dataset: str, split: str) -> str:
+  """Where `dataset`'s `split` list lives; fails naming the expected files when it is absent."""
+  if dataset not in LIST_DATASETS:
+    raise DataError(f"no split lists are known for {dataset!r}; choose one of "
+                    f"{tuple(LIST_DATASETS)}.")
+  spec = LIST_DATASETS[dataset]
+  if split not in spec.splits:
+    raise DataError(f"{dataset} has no {split!r} split; its lists are "
+                    f"{', '.join(f'{spec.prefix}_{s}.txt' for s in spec.splits)}.")
+  path = os.path.join(os.path.expanduser(lists_dir), f"{spec.prefix}_{split}.txt")
+  if not os.path.isfile(path):
+    raise DataError(f"split list {path} is missing: put {spec.prefix}_"
+                    f"{{{','.join(spec.splits)}}}.txt (one 'relative/path label' per line, "
+                    "the lists of the reference code) in that folder.")
+  return path
+
+
+def read_list(path: str, image_root: str, num_classes: int, check_files: bool = True
+              ) -> ImageList:
+  """Parses one split list; every image must exist under `image_root` (checked unless
+  `check_files` is False) and every label lie in [0, num_classes)."""
+  root = os.path.expanduser(image_root)
+  if check_files and not os.path.isdir(root):
+    raise DataError(f"image folder {root} does not exist; it must be the folder that the "
+                    f"paths in {path} are relative to.")
+  paths, labels, lines = [], [], []
+  with open(path) as f:
+    for number, raw in enumerate(f, start=1):
+      text = raw.strip()
+      if not text:
+        continue
+      fields = text.split()
+      if len(fields) != 2:
+        raise DataError(f"{path}:{number}: expected 'relative/path label', got {text[:80]!r}.")
+      try:
+        label = int(fields[1])
+      except ValueError:
+        raise DataError(f"{path}:{number}: the label {fields[1]!r} is not an integer.") from None
+      if not 0 <= label < num_classes:
+        raise DataError(f"{path}:{number}: label {label} is outside [0, {num_classes}) "
+                        f"for a dataset of {num_classes} classes.")
+      paths.append(os.path.join(root, fields[0]))
+      labels.append(label)
+      lines.append(number)
+  if not labels:
+    raise DataError(f"{path} lists no images.")
+  if check_files:
+    missing = [(n, p) for n, p in zip(lines, paths) if not os.path.isfile(p)]
+    if missing:
+      shown = "; ".join(f"line {n}: {p}" for n, p in missing[:3])
+      raise DataError(f"{len(missing)} of the {len(paths)} images listed in {path} are missing "
+                      f"under {root} ({shown}{' ...' if len(missing) > 3 else ''}); check the "
+                      "image folder.")
+  return ImageList(path, np.asarray(paths, dtype=object), np.asarray(labels, np.int64),
+                   np.asarray(lines, np.int64))
+
+
+def read_image(images: ImageList, index: int) -> Image.Image:
+  """The index-th image, decoded to RGB; a missing or undecodable file names its list line."""
+  path = images.paths[index]
+  where = f"{images.list_path}:{images.lines[index]}"
+  try:
+    with Image.open(path) as image:
+      return image.convert("RGB")
+  except FileNotFoundError:
+    raise DataError(f"{where}: image {path} is missing.") from None
+  except (UnidentifiedImageError, OSError) as e:
+    raise DataError(f"{where}: image {path} cannot be decoded ({e}); replace the file or "
+                    "remove its line.") from None
