@@ -1,0 +1,219 @@
+"""A host input pipeline for image folders too large for the device (ImageNet-LT, iNaturalist),
+built on grain: JPEG decoding and augmentation in worker processes, batches of uint8 images.
+
+- Order. A global stream of image indices, one epoch after another: `instance` (a fresh
+  permutation per epoch) or `class_aware` (the reference's ClassAwareSampler: classes from a
+  reshuffled cycle, `samples_per_class` images of a class in a row, each class's images from
+  their own reshuffled cycle). Both are pure functions of (seed, epoch), so any position of the
+  stream can be recomputed.
+- Hosts. The stream is cut into global batches; host h of P decodes rows [h B/P, (h+1) B/P) of
+  each, so the global batch is the same whatever the number of hosts.
+- Transforms, with a generator keyed by (seed, position in the stream), so the same position
+  gets the same crop after a restart and on any number of hosts or workers. Training:
+  RandomResizedCrop(224) (scale 0.08-1, ratio 3/4-4/3, ten tries then a centre crop, as
+  torchvision) + horizontal flip (+ ColorJitter(0.4, 0.4, 0.4) in a random order for
+  ImageNet-LT, as the reference). Evaluation: Resize(256) + CenterCrop(224), in list order,
+  padded to whole batches with a mask.
+- State. `iterator.get_state()` is a small dict that goes into the checkpoint;
+  `set_state` resumes the same epoch at the same batch with the same images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import grain
+import numpy as np
+from absl import flags
+from PIL import Image, ImageEnhance
+
+from lt_jax.data.image_lists import ImageList, read_image
+from lt_jax.errors import ConfigError
+
+ORDERS = ("instance", "class_aware")
+
+
+def epoch_order(labels: np.ndarray, order: str, seed: int, epoch: int,
+                samples_per_class: int = 4) -> np.ndarray:
+  """Image indices of one epoch (N of them) for `order`, a pure function of (seed, epoch)."""
+  n = len(labels)
+  if order == "instance":
+    return np.random.default_rng([seed, epoch]).permutation(n)
+  if order != "class_aware":
+    raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of {ORDERS}.")
+  return _class_aware(labels, seed, samples_per_class, epoch * n, n)
+
+
+def _class_aware(labels, seed: int, k: int, start: int, count: int) -> np.ndarray:
+  """Positions [start, start + count) of the class-aware stream: position p is visit
+  slot = p // k of class order_r[slot mod C] (r = slot // C, order_r the r-th shuffled class
+  order), whose r-th visit reads items r k + j of that class's stream of shuffled orders."""
+  present = np.flatnonzero(np.bincount(labels))
+  members = [np.flatnonzero(labels == c) for c in present]
+  slot, j = np.divmod(np.arange(start, start + count), k)
+  r, within = np.divmod(slot, len(present))
+  rows = np.empty(count, np.int64)
+  for rr in np.unique(r):
+    here = r == rr
+    rows[here] = np.random.default_rng([seed, 1, int(rr)]).permutation(len(present))[within[here]]
+  sizes = np.asarray([len(m) for m in members])
+  rnd, offset = np.divmod(r * k + j, sizes[rows])
+  out = np.empty(count, np.int64)
+  for row, rn in set(zip(rows.tolist(), rnd.tolist())):
+    here = (rows == row) & (rnd == rn)
+    order = np.random.default_rng([seed, 2, int(present[row]), rn]).permutation(sizes[row])
+    out[here] = members[row][order[offset[here]]]
+  return out
+
+
+class _Stream:
+  """Position -> image index over `num_epochs` epochs, one epoch computed at a time."""
+
+  def __init__(self, labels, order: str, seed: int, num_epochs: int, samples_per_class: int):
+    self._labels, self._order, self._seed = np.asarray(labels), order, seed
+    self._k, self._epochs = samples_per_class, num_epochs
+    self._cached: tuple[int, np.ndarray] | None = None
+
+  def __len__(self) -> int:
+    return len(self._labels) * self._epochs
+
+  def __getitem__(self, position: int) -> int:
+    epoch, within = divmod(int(position), len(self._labels))
+    if self._cached is None or self._cached[0] != epoch:
+      self._cached = (epoch, epoch_order(self._labels, self._order, self._seed, epoch, self._k))
+    return int(self._cached[1][within])
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """The training transform: random resized crop to `size`, flip, optional colour jitter."""
+
+  size: int = 224
+  color_jitter: bool = False
+  scale: tuple[float, float] = (0.08, 1.0)
+  ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+  def __call__(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    box = random_resized_box(image.width, image.height, rng, self.scale, self.ratio)
+    image = image.resize((self.size, self.size), Image.BILINEAR, box=box)
+    if rng.random() < 0.5:
+      image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    if self.color_jitter:
+      image = color_jitter(image, rng, 0.4, 0.4, 0.4)
+    return np.asarray(image, np.uint8)
+
+
+def random_resized_box(width: int, height: int, rng: np.random.Generator,
+                       scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+  """torchvision's RandomResizedCrop box (left, top, right, bottom): area fraction uniform in
+  `scale`, log aspect ratio uniform in `ratio`, ten tries, then the central crop of the
+  ratio clamped into `ratio`."""
+  area = width * height
+  for _ in range(10):
+    target = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+    w = int(round(math.sqrt(target * aspect)))
+    h = int(round(math.sqrt(target / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      left = int(rng.integers(0, width - w + 1))
+      top = int(rng.integers(0, height - h + 1))
+      return left, top, left + w, top + h
+  in_ratio = width / height
+  if in_ratio < ratio[0]:
+    w, h = width, int(round(width / ratio[0]))
+  elif in_ratio > ratio[1]:
+    w, h = int(round(height * ratio[1])), height
+  else:
+    w, h = width, height
+  left, top = (width - w) // 2, (height - h) // 2
+  return left, top, left + w, top + h
+
+
+def color_jitter(image: Image.Image, rng: np.random.Generator, brightness: float,
+                 contrast: float, saturation: float) -> Image.Image:
+  """Brightness, contrast and saturation factors uniform in [1 - x, 1 + x], applied in a
+  random order (torchvision's ColorJitter with hue 0)."""
+  enhancers = [(ImageEnhance.Brightness, brightness), (ImageEnhance.Contrast, contrast),
+               (ImageEnhance.Color, saturation)]
+  for i in rng.permutation(len(enhancers)):
+    enhance, x = enhancers[i]
+    image = enhance(image).enhance(rng.uniform(max(0.0, 1 - x), 1 + x))
+  return image
+
+
+def center_view(image: Image.Image, resize: int = 256, crop: int = 224) -> np.ndarray:
+  """Resize the shorter side to `resize` (bilinear), then the central `crop` x `crop`."""
+  w, h = image.size
+  if w <= h:
+    size = (resize, int(resize * h / w))
+  else:
+    size = (int(resize * w / h), resize)
+  image = image.resize(size, Image.BILINEAR)
+  left, top = (size[0] - crop) // 2, (size[1] - crop) // 2
+  return np.asarray(image.crop((left, top, left + crop, top + crop)), np.uint8)
+
+
+def _host_rows(batch_size: int, process_index: int, process_count: int) -> slice:
+  if batch_size % process_count:
+    raise ConfigError(f"train.batch_size={batch_size} must divide evenly over "
+                      f"{process_count} hosts.")
+  per_host = batch_size // process_count
+  return slice(process_index * per_host, (process_index + 1) * per_host)
+
+
+def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: int,
+                  order: str = "instance", samples_per_class: int = 4,
+                  augment: Augment = Augment(), num_workers: int = 0, process_index: int = 0,
+                  process_count: int = 1) -> grain.IterDataset:
+  """{'image': uint8 [B/P, S, S, 3], 'label': int32 [B/P]} for this host: ceil(N / B) batches
+  an epoch (the last one topped up from the next epoch's stream), `num_epochs` epochs. Each
+  image's augmentation draws from a generator keyed by (seed, its position in the stream), so
+  it does not depend on the number of hosts or workers."""
+  if order not in ORDERS:
+    raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of {ORDERS}.")
+  rows = _host_rows(batch_size, process_index, process_count)
+  per_host = rows.stop - rows.start
+  steps = -(-len(images) // batch_size) * num_epochs
+  stream = _Stream(images.labels, order, seed, num_epochs + 1, samples_per_class)
+
+  def load(i: int) -> dict:
+    step, row = divmod(i, per_host)
+    position = step * batch_size + rows.start + row
+    index = stream[position]
+    rng = np.random.default_rng([seed, 3, position])
+    return {"image": augment(read_image(images, index), rng),
+            "label": np.int32(images.labels[index])}
+
+  data = grain.MapDataset.range(steps * per_host).map(load).batch(per_host, drop_remainder=True)
+  return _prefetch(data.to_iter_dataset(), num_workers)
+
+
+def _prefetch(iterable: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+  if not num_workers:
+    return iterable
+  if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a notebook parses none.
+    flags.FLAGS.mark_as_parsed()
+  return iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+
+
+def eval_batches(images: ImageList, *, batch_size: int, resize: int = 256, crop: int = 224,
+                 num_workers: int = 0, process_index: int = 0, process_count: int = 1
+                 ) -> grain.IterDataset:
+  """{'image', 'label', 'mask'} over every image once, in list order, the last batch padded
+  (mask False) so that every host sees whole batches."""
+  n = len(images)
+  steps = -(-n // batch_size)
+  rows = _host_rows(batch_size, process_index, process_count)
+
+  def load(position):
+    if position >= n:
+      return {"image": np.zeros((crop, crop, 3), np.uint8), "label": np.int32(0),
+              "mask": np.bool_(False)}
+    return {"image": center_view(read_image(images, position), resize, crop),
+            "label": np.int32(images.labels[position]), "mask": np.bool_(True)}
+
+  per_host = rows.stop - rows.start
+  data = grain.MapDataset.range(steps * per_host).map(
+      lambda i: load(i // per_host * batch_size + rows.start + i % per_host))
+  return _prefetch(data.batch(per_host, drop_remainder=True).to_iter_dataset(), num_workers)

@@ -1,0 +1,127 @@
+"""The grain input pipeline over a tree of real JPEGs (digits, resized) with an ImageNet-LT
+list: sampling orders, transforms, hosts, workers and resuming."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from lt_jax.data import image_lists, image_pipeline
+
+SIZES = (7, 4, 2, 1)  # Images per class: a small long tail.
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("tree")
+  digits = load_digits()
+  rows = []
+  for label, count in enumerate(SIZES):
+    picks = np.flatnonzero(digits.target == label)[:count]
+    for i in picks:
+      path = tmp / "train" / f"c{label}" / f"{i}.JPEG"
+      path.parent.mkdir(parents=True, exist_ok=True)
+      pixels = (digits.images[i] * 255 / 16).astype(np.uint8)
+      Image.fromarray(pixels).resize((48, 40)).convert("RGB").save(path)
+      rows.append(f"train/c{label}/{i}.JPEG {label}")
+  (tmp / "ImageNet_LT_train.txt").write_text("\n".join(rows) + "\n")
+  return image_lists.read_list(str(tmp / "ImageNet_LT_train.txt"), str(tmp), num_classes=1000)
+
+
+def _all(iterable):
+  return [{k: np.asarray(v) for k, v in b.items()} for b in iterable]
+
+
+def test_instance_order_is_a_fresh_permutation_per_epoch():
+  labels = np.repeat(np.arange(4), SIZES)
+  a = image_pipeline.epoch_order(labels, "instance", seed=0, epoch=0)
+  assert sorted(a) == list(range(len(labels)))
+  assert np.array_equal(a, image_pipeline.epoch_order(labels, "instance", seed=0, epoch=0))
+  assert not np.array_equal(a, image_pipeline.epoch_order(labels, "instance", seed=0, epoch=1))
+
+
+def test_class_aware_order_follows_the_reference_cycles():
+  labels = np.repeat(np.arange(4), SIZES)
+  k = 2
+  stream = np.concatenate([image_pipeline.epoch_order(labels, "class_aware", 0, e, k)
+                           for e in range(4)])  # 56 positions: 7 rounds of 4 visits.
+  classes = labels[stream].reshape(-1, 4, k)
+  assert np.all(classes == classes[..., :1])
+  assert all(sorted(r[:, 0]) == [0, 1, 2, 3] for r in classes)
+  for c, size in enumerate(SIZES):
+    seen = stream[labels[stream] == c]
+    for start in range(0, len(seen) // size * size, size):
+      assert sorted(seen[start:start + size]) == sorted(np.flatnonzero(labels == c))
+
+
+def test_train_batches_hold_the_listed_images_with_their_labels(images):
+  batches = _all(image_pipeline.train_batches(
+      images, batch_size=4, num_epochs=2, seed=0, augment=image_pipeline.Augment(size=32)))
+  assert len(batches) == 2 * 4  # ceil(14 / 4) batches an epoch.
+  assert batches[0]["image"].shape == (4, 32, 32, 3) and batches[0]["image"].dtype == np.uint8
+  order = np.concatenate([image_pipeline.epoch_order(images.labels, "instance", 0, e)
+                          for e in range(3)])
+  labels = np.concatenate([b["label"] for b in batches])
+  assert np.array_equal(labels, images.labels[order[:32]])
+
+
+def test_two_hosts_see_the_halves_of_the_same_global_batches(images):
+  kwargs = dict(batch_size=4, num_epochs=1, seed=3, order="class_aware",
+                augment=image_pipeline.Augment(size=32, color_jitter=True))
+  one = _all(image_pipeline.train_batches(images, **kwargs))
+  halves = [_all(image_pipeline.train_batches(images, process_index=h, process_count=2,
+                                              **kwargs)) for h in (0, 1)]
+  for b, (h0, h1) in zip(one, zip(*halves)):
+    for key in ("image", "label"):
+      assert np.array_equal(b[key], np.concatenate([h0[key], h1[key]]))
+
+
+def test_resuming_from_the_state_gives_the_same_batches(images):
+  make = lambda: iter(image_pipeline.train_batches(
+      images, batch_size=4, num_epochs=2, seed=1, augment=image_pipeline.Augment(size=32)))
+  it = make()
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  rest = [next(it) for _ in range(3)]
+  resumed = make()
+  resumed.set_state(state)
+  for a, b in zip(rest, (next(resumed) for _ in range(3))):
+    assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["label"], b["label"])
+
+
+def test_worker_processes_give_the_same_batches(images):
+  kwargs = dict(batch_size=4, num_epochs=1, seed=0, augment=image_pipeline.Augment(size=32))
+  alone = _all(image_pipeline.train_batches(images, **kwargs))
+  workers = _all(image_pipeline.train_batches(images, num_workers=2, **kwargs))
+  assert len(alone) == len(workers)
+  for a, b in zip(alone, workers):
+    assert np.array_equal(a["image"], b["image"])
+
+
+def test_eval_batches_cover_every_image_once_in_order(images):
+  batches = _all(image_pipeline.eval_batches(images, batch_size=4, resize=36, crop=32))
+  mask = np.concatenate([b["mask"] for b in batches])
+  assert len(mask) == 16 and mask.sum() == 14 and not mask[14:].any()
+  assert np.array_equal(np.concatenate([b["label"] for b in batches])[:14], images.labels)
+  first = image_lists.read_image(images, 0)  # 48 x 40: the shorter side (40) goes to 36.
+  expected = np.asarray(first.resize((43, 36), Image.BILINEAR).crop((5, 2, 37, 34)))
+  assert np.array_equal(batches[0]["image"][0], expected)
+
+
+@pytest.mark.parametrize("width, height", [(48, 40), (300, 40), (40, 300)])
+def test_random_resized_box_stays_inside_and_in_range(width, height):
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    left, top, right, bottom = image_pipeline.random_resized_box(width, height, rng)
+    assert 0 <= left < right <= width and 0 <= top < bottom <= height
+    w, h = right - left, bottom - top
+    if (w, h) != (width, height) and min(w, h) > 4:  # Not the fallback; rounding aside.
+      assert 0.08 * 0.8 <= w * h / (width * height) <= 1.0
+      assert 3 / 4 * 0.8 <= w / h <= 4 / 3 * 1.25
+
+
+def test_color_jitter_of_zero_strength_is_the_identity(images):
+  image = image_lists.read_image(images, 1)
+  out = image_pipeline.color_jitter(image, np.random.default_rng(0), 0.0, 0.0, 0.0)
+  assert np.array_equal(np.asarray(out), np.asarray(image))
