@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import ml_collections
 
 from lt_jax import classify, decouple, grid, io_utils, pseudo_label, semi, summary
@@ -39,15 +40,17 @@ from lt_jax.validate import validate
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
-  if config.decouple.methods:
-    return run_decouple(config, workdir)
-  if config.grid.methods:
-    return run_grid(config, workdir)
-  if config.semi.enabled:
-    return run_semi(config, workdir)
-  if config.pretrain.method != "none":
-    return run_ssp(config, workdir)
-  return train(config, workdir)
+  # One run at a time in a workdir: a second one would interleave its files with ours.
+  with workdir_lib.lock(workdir, primary=jax.process_index() == 0):
+    if config.decouple.methods:
+      return run_decouple(config, workdir)
+    if config.grid.methods:
+      return run_grid(config, workdir)
+    if config.semi.enabled:
+      return run_semi(config, workdir)
+    if config.pretrain.method != "none":
+      return run_ssp(config, workdir)
+    return train(config, workdir)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -238,7 +241,12 @@ def probe_config(config, pre_dir: str) -> ml_collections.ConfigDict:
 
 # --- a grid of methods x seeds x settings ---------------------------------------------------
 
-GRID_LIST_FIELDS = ("grid.methods", "grid.seeds", "grid.settings")  # A grid may grow.
+# Fields a grid's workdir accepts changes of: its lists may grow (new members train, finished
+# ones are read back), and the packing of members into programs may change (lower
+# max_models_per_program after running out of device memory): a member is its config run
+# alone whatever program it trains in.
+GRID_FREE_FIELDS = ("grid.methods", "grid.seeds", "grid.settings",
+                    "grid.max_models_per_program", "grid.member_map")
 
 
 def run_grid(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -247,7 +255,7 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)) and \
       not workdir_lib.read_config(workdir).get("grid", {}).get("methods"):
     raise ConfigError(f"workdir {workdir} holds a single run, not a grid; use a new --workdir.")
-  workdir_lib.check_config(workdir, config, ignore=GRID_LIST_FIELDS)
+  workdir_lib.check_config(workdir, config, ignore=GRID_FREE_FIELDS)
   os.makedirs(workdir, exist_ok=True)
   io_utils.atomic_write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE),
                              workdir_lib.config_json(config))
