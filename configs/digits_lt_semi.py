@@ -1,5 +1,5 @@
-"""digits-LT semi-supervised: base model on 160 labeled images (rho 10), pseudo-label a
-balanced pool of 800 unlabeled digits (5x, rho_U 1) drawn from the training images the labeled
+"""digits-LT semi-supervised: base model on 159 labeled images (rho 10), pseudo-label a
+balanced pool of 790 unlabeled digits (5x, rho_U 1) drawn from the training images the labeled
 subset left, retrain on both.
 
   python run.py --config=configs/digits_lt_semi.py

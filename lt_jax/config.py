@@ -164,6 +164,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.pretrain.proj_dim = 128
   c.pretrain.proj_hidden = 512
   c.pretrain.bn_groups = 8  # MoCo's shuffle-BN across this many groups of the batch.
+  # Random resized crop's area range for both views: MoCo v2's (0.2, 1); SimCLR's own recipe
+  # is (0.08, 1), which method=simclr does not switch to by itself.
   c.pretrain.crop_scale = (0.2, 1.0)
   c.pretrain.blur = True
   c.pretrain.probe_epochs = 30  # Linear probe (frozen features) to score the backbone.

@@ -132,6 +132,9 @@ def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: 
                       if d.tune_on == "test" else None),
       "curve": curve,
       "class_counts": [int(c) for c in data.class_counts],
+      # logit_adjust's prior: stage 1's training counts (pseudo-labels included after a
+      # semi-supervised stage 1), which can differ from the labeled class_counts.
+      "prior_counts": [int(c) for c in train_counts],
       "group_counts": [int(c) for c in data.report_counts],
       "final": dict(chosen, tau=tau),
       "best": dict(chosen, tau=tau),

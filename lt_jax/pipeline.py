@@ -293,7 +293,8 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str) -> dict:
            f"{config.model.name}, {config.train.num_epochs} epochs")
   text = summary.write(workdir, results, title)
   print(text, flush=True)
-  out = {"config": workdir_lib.config_json(config), "summary": summary.rows(results, "final"),
+  out = {"config": workdir_lib.config_json(config),
+         "summary": summary.json_rows(summary.rows(results, "final")),
          "members": {name: {"workdir": os.path.join(*name.split("/")),
                             "status": r.get("status", "ok"),
                             "final_top1_err": r["final"]["top1_err"],

@@ -63,6 +63,12 @@ def rows(results: dict[str, dict], block: str) -> list[dict]:
   return out
 
 
+def json_rows(table: list[dict]) -> list[dict]:
+  """The rows with an empty column's NaN as None: results.json stays strict JSON."""
+  return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+          for row in table]
+
+
 def _cell(mean: float, std: float, best: bool) -> str:
   if math.isnan(mean):
     return "-"

@@ -1,6 +1,7 @@
 """The grid: members trained in one program end as they would alone, resume, freeze when they
 diverge, group by shape, and report mean and std over seeds."""
 
+import json
 import math
 import os
 
@@ -185,6 +186,8 @@ def test_summary_means_stds_and_bold_best():
   assert ce["top-1_err_mean"] == pytest.approx(28.0)
   assert ce["top-1_err_std"] == pytest.approx(math.sqrt(8.0))  # ddof 1 of (30, 26).
   assert math.isnan(ce["many_err_mean"])
+  strict = json.loads(json.dumps(summary.json_rows(table), allow_nan=False))
+  assert strict[0]["many_err_mean"] is None and strict[0]["top-1_err_mean"] == ce["top-1_err_mean"]
   drw = table[1]
   assert (drw["seeds"], drw["diverged"], drw["top-1_err_mean"]) == (1, 1, 25.0)
   md = summary.markdown(table)

@@ -12,8 +12,8 @@ batches as an uninterrupted one.
 - class_balanced: with replacement, classes uniform, images uniform within a class (Kang et al.).
 - sqrt: with replacement, class c drawn with probability proportional to sqrt(n_c).
 - progressive: with replacement, class probabilities move linearly from instance-balanced
-  (n_c / N) at epoch 0 to class-balanced (1 / C) at the last epoch: p_c(e) = (1 - e/E) n_c / N
-  + (e/E) / C.
+  (n_c / N) at epoch 0 towards class-balanced (1 / C): p_c(e) = (1 - e/E) n_c / N + (e/E) / C,
+  so the last epoch (e = E - 1) is (E - 1) / E of the way (Kang et al.'s schedule).
 - class_aware: the reference's `ClassAwareSampler` (Kang et al.'s decoupling code, used for cRT
   and LWS): classes come from an endless cycle of shuffled class orders; each class visit takes
   `samples_per_class` consecutive images from that class's own endless cycle of shuffled image
@@ -114,7 +114,7 @@ def make_class_aware_sampler(labels: np.ndarray, batch_size: int, samples_per_cl
   (p // n_c)-th shuffled order of its n_c images.
   """
   if samples_per_class < 1:
-    raise ConfigError(f"decouple.samples_per_class={samples_per_class} must be at least 1.")
+    raise ConfigError(f"train.samples_per_class={samples_per_class} must be at least 1.")
   counts = np.bincount(labels)
   present = np.flatnonzero(counts)
   num_present, longest = len(present), int(counts.max())
