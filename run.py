@@ -3,17 +3,22 @@
   python run.py --config=configs/cifar10lt_ldam_drw.py --workdir=workdirs/c10_ldam_drw
   python run.py --config=configs/digits_lt_ce.py --config.loss.name=focal --workdir=/tmp/x
 
-Everything the run writes lands in --workdir (default: workdirs/<config file name>).
+Everything the run writes lands in --workdir (default: workdirs/<config file name>). A bad
+setting, missing data or a full disk stops it with one `error: ...` line naming the fix;
+Ctrl-C stops it with exit code 130, and the same command then resumes it.
 """
 
+import difflib
+import logging as std_logging
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lt_jax import parallel
+from lt_jax import errors
+from lt_jax.config import get_base_config
 from lt_jax.errors import ConfigError, DataError
-from lt_jax.pipeline import run
 
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                 lock_config=True)
@@ -27,6 +32,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
+  for logger in ("absl", "asyncio"):
+    std_logging.getLogger(logger).addFilter(_ReportedOnce())
+  sys.unraisablehook = _unraisable
+  # Imported here, after the flags parsed: a broken --config fails before JAX loads.
+  from lt_jax import parallel
+  from lt_jax.pipeline import run
   parallel.initialize_distributed()
   workdir = FLAGS.workdir or os.path.join(
       "workdirs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
@@ -34,7 +45,101 @@ def main(argv):
     run(FLAGS.config, workdir)
   except (ConfigError, DataError) as e:
     raise SystemExit(f"error: {e}") from None
+  except KeyboardInterrupt:
+    print(f"\ninterrupted; the run in {workdir} keeps its last checkpoint: run the same "
+          "command to continue.", file=sys.stderr, flush=True)
+    raise SystemExit(130) from None
+  except Exception as e:
+    message = errors.describe_os_error(e, workdir)
+    if message is None:
+      raise
+    # Orbax's background writers may still be failing on the same disk: end now, before they
+    # report it again at interpreter shutdown (the next run clears their temporary folders).
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
+def _unraisable(unraisable) -> None:
+  """When a checkpoint write fails, orbax closes its event loop and TensorStore reports each
+  write still pending on it as 'Event loop is closed'; the failure itself is reported once."""
+  error = unraisable.exc_value
+  if not (isinstance(error, RuntimeError) and "Event loop is closed" in str(error)):
+    sys.__unraisablehook__(unraisable)
+
+
+class _ReportedOnce(std_logging.Filter):
+  """Drops library log records of a full disk or a denied write (orbax and asyncio log each
+  failed background write with its traceback): main() reports them in one line."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else OSError(record.getMessage())
+    return errors.describe_os_error(error, "") is None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a config file that is missing or broken, or an override of a
+  field the config lacks, reported in one line instead of a traceback."""
+  try:
+    args = app.parse_flags_with_usage(argv)
+    FLAGS.config.get("dataset")  # A config file that failed to load raises on first use.
+  except Exception as e:  # Whatever loading the user's file raised.
+    raise SystemExit(f"error: {config_error(e, argv)}") from None
+  return args
+
+
+def config_error(e: Exception, argv: list[str]) -> str:
+  path = _flag_value(argv, "config") or "?"
+  example = "e.g. --config=configs/digits_lt_ce.py"
+  if isinstance(e, SyntaxError):
+    return (f"the config file {e.filename or path} has a syntax error at line {e.lineno}: "
+            f"{e.msg}; fix the file.")
+  if not os.path.isfile(path.split(":", 1)[0]):
+    return f"the config file {path} does not exist; pass an experiment file, {example}."
+  for override in _overrides(argv, "config"):
+    unknown = _unknown_field(override)
+    if unknown:
+      return unknown
+  first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+  return (f"cannot load the config file {path} ({type(e).__name__}: {first}); it needs a "
+          f"get_config() returning the config, {example}.")
+
+
+def _flag_value(argv: list[str], name: str) -> str | None:
+  for i, arg in enumerate(argv):
+    for prefix in (f"--{name}=", f"-{name}="):
+      if arg.startswith(prefix):
+        return arg[len(prefix):]
+    if arg in (f"--{name}", f"-{name}") and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _overrides(argv: list[str], name: str) -> list[str]:
+  """The dotted fields that argv overrides, e.g. 'train.batch_size'."""
+  out = []
+  for arg in argv:
+    for prefix in (f"--{name}.", f"-{name}."):
+      if arg.startswith(prefix):
+        out.append(arg[len(prefix):].split("=", 1)[0])
+  return out
+
+
+def _unknown_field(dotted: str) -> str | None:
+  """A message naming the first part of `dotted` that the base config lacks, else None."""
+  node, path = get_base_config(), []
+  for name in dotted.split("."):
+    if not hasattr(node, "keys") or name not in node:
+      where = ".".join(path)
+      known = list(node.keys()) if hasattr(node, "keys") else []
+      close = difflib.get_close_matches(name, known, n=1)
+      hint = f"did you mean {'.'.join(path + close)}? " if close else ""
+      return (f"--config.{dotted}: the config has no field {'.'.join(path + [name])}; {hint}"
+              f"(the fields{' of ' + where if where else ''} and their defaults: "
+              "lt_jax/config.py)")
+    node, path = node[name], path + [name]
+  return None
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

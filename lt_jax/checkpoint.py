@@ -4,24 +4,34 @@ Two managers per run: `checkpoints/last` (the latest, for resuming) and `checkpo
 (the selected model). The train state holds the step and the run's key, and the sampler and
 augmentation are pure functions of them, so restoring the state restores the data order too.
 Orbax writes each checkpoint into a temporary folder and renames it when complete, so a crash
-never leaves a checkpoint that looks whole.
+never leaves a checkpoint that looks whole; the temporary folder a crash leaves behind is
+removed when the folder is next opened for training. The newest two steps are kept: when the
+newest cannot be read (a damaged disk, a partial copy), a resume falls back to the one before.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from lt_jax.errors import DataError
+
+UNREADABLE_SUFFIX = ".unreadable"  # A step folder that failed to restore is renamed so.
 
 
 class Checkpoints:
-  """One folder of checkpoints keeping the newest `keep`."""
+  """One folder of checkpoints keeping the newest `keep`. `cleanup` removes the temporary
+  folders of saves that a crash cut off (only for a folder this process trains into)."""
 
-  def __init__(self, directory: str, keep: int = 1):
+  def __init__(self, directory: str, keep: int = 2, cleanup: bool = True):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           cleanup_tmp_directories=cleanup)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -36,12 +46,39 @@ class Checkpoints:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
 
-  def restore(self, target: Any = None, step: int | None = None) -> tuple[Any, dict]:
+  def restore(self, target: Any = None, step: int | None = None,
+              fallback: bool = True) -> tuple[Any, dict]:
     """Restores into the shapes, dtypes and shardings of `target` (a state or its eval_shape);
-    with no target, as saved (nested dicts of arrays)."""
-    step = self.latest_step() if step is None else step
-    if step is None:
+    with no target, as saved (nested dicts of arrays). Without `step`, the newest step; with
+    `fallback`, when it cannot be read but an older one can, the older one, after renaming the
+    unreadable ones to `<step>.unreadable-<time>` with a printed warning. Else DataError."""
+    if step is not None:
+      return self._restore(step, target)
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    failed = []
+    for step in steps if fallback else steps[:1]:
+      try:
+        restored = self._restore(step, target)
+      except Exception as e:  # Orbax and TensorStore raise many kinds for damaged files.
+        failed.append((os.path.join(self.directory, str(step)), e))
+        continue
+      for path, e in failed:
+        aside = f"{path}{UNREADABLE_SUFFIX}-{int(time.time())}"
+        os.replace(path, aside)
+        print(f"warning: the checkpoint {path} cannot be read ({_first_line(e)}); moved it to "
+              f"{aside} and resuming from step {step} instead.", flush=True)
+      if failed:
+        self._manager.reload()
+      return restored
+    path, e = failed[0]
+    raise DataError(f"the checkpoint {path} cannot be read ({_first_line(e)})"
+                    + (", nor can an older step" if len(failed) > 1 else "")
+                    + "; restore the folder from a copy, or delete "
+                    f"{self.directory} to start this stage again from scratch.") from e
+
+  def _restore(self, step: int, target: Any) -> tuple[Any, dict]:
     abstract = None if target is None else jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
         target)
@@ -62,6 +99,11 @@ class Checkpoints:
     self._manager.close()
 
 
+def _first_line(e: Exception) -> str:
+  text = str(e).splitlines()[0] if str(e) else ""
+  return f"{type(e).__name__}: {text[:200]}"
+
+
 def latest_step(directory: str) -> int | None:
   """The newest finished step in a checkpoint folder, read without creating the folder (a
   CheckpointManager would). Orbax names finished steps by their number and unfinished ones
@@ -75,10 +117,26 @@ def latest_step(directory: str) -> int | None:
 
 def restore_saved(directory: str) -> tuple[Any, dict]:
   """The newest checkpoint in `directory` as saved (nested dicts of arrays) and its meta, for
-  readers that build no train state of their own (transfer, pseudo-labeling)."""
-  checkpoints = Checkpoints(directory)
+  readers that build no train state of their own (transfer, pseudo-labeling). It must be
+  readable: an older step would be a different model than the one the run reported."""
+  checkpoints = Checkpoints(directory, cleanup=False)
   try:
-    return checkpoints.restore()
+    return checkpoints.restore(fallback=False)
   finally:
     checkpoints.close()
 
+
+def saved_shapes(directory: str) -> dict:
+  """The newest step's state in `directory` as nested dicts of shape tuples, read from its
+  metadata alone (no arrays), to compare a checkpoint with a model before any work."""
+  step = latest_step(directory)
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  path = os.path.join(directory, str(step), "state")
+  try:
+    tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
+  except Exception as e:  # Orbax raises several kinds for a missing or damaged _METADATA.
+    raise DataError(f"the checkpoint {path} cannot be read ({_first_line(e)}); point the "
+                    "field at a workdir holding a finished run.") from e
+  return jax.tree.map(lambda leaf: tuple(leaf.shape), dict(tree),
+                      is_leaf=lambda x: hasattr(x, "shape"))

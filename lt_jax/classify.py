@@ -16,7 +16,6 @@ from collections.abc import Callable
 import jax
 import ml_collections
 import numpy as np
-from clu import parameter_overview
 
 from lt_jax import metrics as lt_metrics
 from lt_jax import parallel, results, semi, transfer
@@ -29,7 +28,7 @@ from lt_jax.pretrain import rotation
 from lt_jax.train import driver, optim
 from lt_jax.train import objective as objective_lib
 from lt_jax.train import step as step_lib
-from lt_jax.validate import validate
+from lt_jax.validate import check_training_data, validate
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -80,7 +79,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           + (" (backbone frozen)" if frozen else ""), flush=True)
     return s
 
-  print(parameter_overview.get_parameter_overview(state.params), flush=True)
+  check_training_data(config, data)
+  print(workdir_lib.write_parameter_table(workdir, state.params), flush=True)
   trained = driver.train(
       workdir, state, make_step(config, data, model, tx, batch_sharding), train_data,
       plan(config, spe), state_sharding=replicated, evaluate=epoch_eval,

@@ -1,5 +1,8 @@
 """Errors that name the problem and the fix, raised before any work starts."""
 
+import errno
+import os
+
 
 class ConfigError(ValueError):
   """A config field holds an impossible or inconsistent value; the message names the field."""
@@ -8,3 +11,27 @@ class ConfigError(ValueError):
 class DataError(ValueError):
   """Data is missing or malformed; the message says which file is expected where, and how to
   get it."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def describe_os_error(error: BaseException, workdir: str) -> str | None:
+  """One line naming the fix for a full disk or a folder without write permission met while a
+  run in `workdir` works (orbax and TensorStore may wrap the OSError or keep only its text);
+  None for any other error, which deserves its traceback."""
+  seen = error
+  for _ in range(10):  # The chain of causes; never a cycle in practice, but bounded.
+    if seen is None:
+      return None
+    number = getattr(seen, "errno", None)
+    where = getattr(seen, "filename", None) or workdir
+    if number in _FULL or "No space left on device" in str(seen):
+      return (f"the disk is full (writing {where}); free some space, or move {workdir} to "
+              "another disk, then run the same command to continue from the last checkpoint.")
+    if number in _READ_ONLY:
+      return (f"cannot access {where} ({os.strerror(number)}); fix its permissions, or choose "
+              "a --workdir on a writable disk.")
+    seen = seen.__cause__ or seen.__context__
+  return None

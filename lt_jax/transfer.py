@@ -11,11 +11,14 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lt_jax import checkpoint
 from lt_jax import workdir as workdir_lib
+from lt_jax.data import prepare, sources
 from lt_jax.errors import ConfigError, DataError
+from lt_jax.models import create_model
 
 
 def _checkpoint_dir(path: str) -> str:
@@ -41,6 +44,43 @@ def load_backbone(path: str) -> tuple[Any, Any]:
                   f"{sorted(state)}).")
 
 
+def check_init_from(config) -> None:
+  """Fails before any data loads or model compiles when model.init_from holds no checkpoint,
+  or one whose backbone does not fit model.name on this dataset's images: compares the saved
+  shapes (read from the checkpoint's metadata) with the model's (traced, not computed)."""
+  path = config.model.init_from
+  shapes = checkpoint.saved_shapes(_checkpoint_dir(path))
+  for params_key, stats_key in (("params", "batch_stats"), ("params_q", "batch_stats_q")):
+    if "backbone" in shapes.get(params_key, {}):
+      saved = {"params": shapes[params_key]["backbone"],
+               "batch_stats": (shapes.get(stats_key) or {}).get("backbone", {})}
+      break
+  else:
+    raise DataError(f"model.init_from={path!r}: its checkpoint has no backbone parameters "
+                    f"(top-level keys: {sorted(shapes)}); point it at a classifier's or a "
+                    "pre-training run's workdir.")
+  ds = config.dataset
+  channels = sources.image_channels(ds.name, ds.data_dir, **prepare.source_options(ds))
+  model = create_model(config.model.name, num_classes=2, head="linear",
+                       conv_impl=config.model.conv_impl)
+  variables = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, 8, 8, channels), jnp.float32), train=False))
+  shape_of = lambda x: np.broadcast_to(np.zeros((), np.uint8), x)
+  want = jax.tree.map(lambda x: shape_of(x.shape), {
+      "params": variables["params"]["backbone"],
+      "batch_stats": variables.get("batch_stats", {}).get("backbone", {})})
+  check_compatible(want["params"], jax.tree.map(shape_of, saved["params"], is_leaf=_is_shape),
+                   "backbone parameters")
+  if want["batch_stats"]:
+    check_compatible(want["batch_stats"],
+                     jax.tree.map(shape_of, saved["batch_stats"], is_leaf=_is_shape),
+                     "BatchNorm statistics")
+
+
+def _is_shape(x) -> bool:
+  return isinstance(x, tuple) and all(isinstance(d, int) for d in x)
+
+
 def _leaves(tree) -> dict[str, tuple]:
   return {jax.tree_util.keystr(p): np.shape(v)
           for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
@@ -61,8 +101,10 @@ def check_compatible(target, source, what: str) -> None:
       parts.append(f"not in the model: {', '.join(unexpected[:10])}")
     if shapes:
       parts.append(f"shape mismatch: {'; '.join(shapes[:10])}")
-    raise ConfigError(f"model.init_from: the pre-trained {what} does not fit model.name "
-                      f"(same architecture and input channels needed). " + " | ".join(parts))
+    raise ConfigError(f"model.init_from: the pre-trained {what} do not fit model.name (the "
+                      "architecture and the input channels must match: set model.name to the "
+                      "checkpoint's model, or point model.init_from at a run of this model on "
+                      "images like these). " + " | ".join(parts))
 
 
 def load_head(path: str) -> dict:

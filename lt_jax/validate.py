@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import os
+
 import ml_collections
 
-from lt_jax import methods, results
-from lt_jax.config import override
+from lt_jax import methods, results, transfer
+from lt_jax import workdir as workdir_lib
+from lt_jax.config import get_base_config, override
 from lt_jax.data import augment, longtail, open_pools, prepare, samplers, sources, unlabeled
 from lt_jax.errors import ConfigError
 from lt_jax.models import CONV_IMPLS, DTYPES, HEADS, MODELS
@@ -26,15 +30,26 @@ def _positive(field: str, value, minimum=1) -> None:
 
 
 def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None:
+  """Raises ConfigError (DataError for missing files) naming the field and the fix.
+
+  `check_data` adds what the config a run starts from (pipeline.run) needs: every number finite,
+  DRW switching on within the run, and the files and workdirs its fields name present. Stage and
+  grid-member configs derived from it are validated again without these.
+  """
   ds, tr, op = config.dataset, config.train, config.optim
+  if check_data:
+    _check_finite(config)
+  _seed("seed", config.seed)
+  _seed("dataset.lt_seed", ds.lt_seed, limit=2**32 - 1)  # numpy also seeds lt_seed + 1.
   _choice("dataset.name", ds.name, sources.SOURCES)
   _choice("dataset.source", ds.source, ("files", "tfds"))
   _choice("dataset.imb_type", ds.imb_type, longtail.IMB_TYPES)
-  if ds.imbalance_ratio is None or ds.imbalance_ratio < 1:
+  if ds.imbalance_ratio is None or not ds.imbalance_ratio >= 1:  # NaN too.
     raise ConfigError(f"dataset.imbalance_ratio={ds.imbalance_ratio!r} must be >= 1 (rho = "
                       "largest / smallest class; the reference's imb_factor is 1 / rho).")
   if ds.img_max is not None:
     _positive("dataset.img_max", ds.img_max)
+    prepare.check_smallest_class(ds, ds.img_max)
   if ds.val_per_class < 0:
     raise ConfigError(f"dataset.val_per_class={ds.val_per_class} must be >= 0.")
   if ds.name == "npz" and not ds.npz_path:
@@ -51,6 +66,9 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   _choice("loss.name", config.loss.name, objective.LOSSES)
   if config.loss.focal_gamma < 0:
     raise ConfigError(f"loss.focal_gamma={config.loss.focal_gamma} must be >= 0.")
+  if config.loss.la_tau < 0:
+    raise ConfigError(f"loss.la_tau={config.loss.la_tau} must be >= 0 (0 is plain CE; the "
+                      "paper's tau is 1).")
   if config.loss.ldam_max_m <= 0 or config.loss.ldam_s <= 0:
     raise ConfigError("loss.ldam_max_m and loss.ldam_s must be > 0.")
 
@@ -76,7 +94,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
                       "dataset.val_per_class > 0 (or select_on='auto').")
 
   _choice("optim.schedule", op.schedule, optim.SCHEDULES)
-  if op.lr <= 0:
+  if not op.lr > 0:  # NaN too.
     raise ConfigError(f"optim.lr={op.lr} must be > 0.")
   if op.warmup_epochs < 0 or op.weight_decay < 0 or not 0 <= op.momentum < 1:
     raise ConfigError("optim.warmup_epochs and optim.weight_decay must be >= 0 and "
@@ -84,6 +102,13 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   if len(op.decay_epochs) != len(op.decay_factors):
     raise ConfigError(f"optim.decay_epochs {tuple(op.decay_epochs)} and optim.decay_factors "
                       f"{tuple(op.decay_factors)} must have the same length.")
+  epochs = tuple(op.decay_epochs)
+  if any(not isinstance(e, int) or e < 0 for e in epochs) or list(epochs) != sorted(set(epochs)):
+    raise ConfigError(f"optim.decay_epochs={epochs} must be increasing whole epochs >= 0, "
+                      "e.g. (160, 180).")
+  if any(f <= 0 for f in op.decay_factors):
+    raise ConfigError(f"optim.decay_factors={tuple(op.decay_factors)} must be > 0 (each "
+                      "multiplies optim.lr from its epoch on, e.g. (0.01, 0.0001)).")
 
   _choice("task", config.task, TASKS)
   _validate_semi(config)
@@ -92,7 +117,92 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   _validate_decouple(config)
 
   if check_data:
+    _check_drw(config)
     sources.check_available(ds.name, ds.data_dir, ds.source, **prepare.source_options(ds))
+    _check_workdir_fields(config)
+
+
+def check_training_data(config: ml_collections.ConfigDict, data) -> None:
+  """Checks that need a stage's training set, run once it is known and before training: a
+  batch drawn without replacement must fit in it (a larger one would repeat images)."""
+  tr, n = config.train, len(data.train.labels)
+  fraction = config.semi.unlabeled_batch_fraction
+  mixed = data.num_labeled is not None and fraction  # Its sampler checks its own sizes.
+  if not mixed and objective.sampler_for(tr.rule, tr.sampler) == "instance" and \
+      tr.batch_size > n:
+    raise ConfigError(
+        f"train.batch_size={tr.batch_size} is larger than the training set ({n} images), so "
+        f"every batch would repeat images; set it to at most {n} (a semi-supervised base "
+        "model trains with semi.base_batch_size, rotation pre-training with "
+        "pretrain.batch_size).")
+
+
+def _check_finite(config) -> None:
+  """NaN and inf pass the range checks below (NaN compares False, inf is >= 1) and would spoil
+  the run much later: a NaN lr shows at the first logged step, rho=inf trains on one class."""
+  defaults = get_base_config()
+  for field, value in _numbers(config.to_dict()):
+    if not math.isfinite(value):
+      default = _lookup(defaults, field)
+      raise ConfigError(f"{field}={value} is not a finite number; set a finite value"
+                        + ("" if default is None else f" (the default is {default})") + ".")
+
+
+def _numbers(tree: dict, prefix: str = ""):
+  """(dotted field, float) for every float of a config, inside tuples too."""
+  for key, value in tree.items():
+    field = f"{prefix}{key}"
+    if isinstance(value, dict):
+      yield from _numbers(value, field + ".")
+    elif isinstance(value, (tuple, list)):
+      yield from ((field, v) for v in value if isinstance(v, float))
+    elif isinstance(value, float):
+      yield field, value
+
+
+def _lookup(config, dotted: str):
+  node = config
+  for name in dotted.split("."):
+    if name not in node:
+      return None
+    node = node[name]
+  return node
+
+
+def _seed(field: str, value, limit: int = 2**32) -> None:
+  if not isinstance(value, int) or not 0 <= value < limit:
+    raise ConfigError(f"{field}={value!r} must be a whole number in [0, {limit}).")
+
+
+def _check_drw(config) -> None:
+  """DRW at or past the last epoch never switches to class-balanced weights: plain CE. A run
+  stops; a grid's DRW members are only warned about (they share the schedule of the rest)."""
+  tr = config.train
+  if not isinstance(tr.drw_epoch, int) or tr.drw_epoch < 0:
+    raise ConfigError(f"train.drw_epoch={tr.drw_epoch!r} must be a whole epoch >= 0.")
+  drw = [m for m in config.grid.methods if methods.METHODS[m].get("train.rule") == "drw"]
+  if tr.drw_epoch < tr.num_epochs or not (tr.rule == "drw" or drw):
+    return
+  why = f"grid.methods has {', '.join(drw)}" if drw else "train.rule='drw'"
+  message = (f"{why} but train.drw_epoch={tr.drw_epoch} is not below train.num_epochs="
+             f"{tr.num_epochs}, so DRW would never switch to class-balanced weights; set "
+             f"train.drw_epoch below {tr.num_epochs} (the reference switches at 80% of the "
+             f"epochs: {int(0.8 * tr.num_epochs)}).")
+  if not drw:
+    raise ConfigError(message)
+  print(f"warning: {message}", flush=True)
+
+
+def _check_workdir_fields(config) -> None:
+  """Fields naming another run's folder: missing ones fail here, before the data loads."""
+  if config.model.init_from:
+    transfer.check_init_from(config)
+  if config.semi.enabled and config.semi.base_workdir:
+    workdir_lib.finished_results(os.path.expanduser(config.semi.base_workdir),
+                                 "semi.base_workdir")
+  if config.decouple.methods and config.decouple.stage1_workdir:
+    workdir_lib.finished_results(os.path.expanduser(config.decouple.stage1_workdir),
+                                 "decouple.stage1_workdir")
 
 
 def _validate_semi(config) -> None:
@@ -143,6 +253,9 @@ def _validate_pretrain(config) -> None:
   _choice("pretrain.method", pre.method, PRETRAIN_METHODS)
   if pre.method == "none":
     return
+  if config.model.init_from:
+    raise ConfigError("model.init_from and pretrain.method are both set; the pipeline fills "
+                      "model.init_from from its own pre-training stage. Unset one.")
   for field in ("num_epochs", "batch_size"):
     if pre[field] is not None:
       _positive(f"pretrain.{field}", pre[field])

@@ -1,9 +1,13 @@
 """A run's folder: what lives where, and the guard that keeps one folder to one config.
 
-  <workdir>/config.json          the resolved config (a different config is refused)
+  <workdir>/config.json          the resolved config (a different config is refused once a
+                                 run here saved anything: see `guard`)
   <workdir>/results.json         present only once the run finished (it is then read back,
                                  never retrained or overwritten)
-  <workdir>/checkpoints/last     the newest train state, for resuming
+  <workdir>/.lock                pid and host of the run working here (a second one refuses)
+  <workdir>/parameters.txt       the model's parameter table
+  <workdir>/checkpoints/last     the newest two train states, for resuming (from the older
+                                 when the newer cannot be read)
   <workdir>/checkpoints/best     the selected model
   <workdir>/<stage>/...          a pipeline's stages, each a workdir of its own
   <workdir>/pseudo_labels/pseudo_labels.npz, report.json   the semi-supervised labels
@@ -11,10 +15,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 
 import ml_collections
+from clu import parameter_overview
 
 from lt_jax import io_utils
 from lt_jax.config import get_base_config
@@ -22,6 +29,8 @@ from lt_jax.errors import ConfigError, DataError
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
+LOCK_FILE = ".lock"
+PARAMETERS_FILE = "parameters.txt"
 CHECKPOINT_KINDS = ("last", "best")
 PSEUDO_LABELS_FILE = "pseudo_labels.npz"
 PSEUDO_LABEL_REPORT_FILE = "report.json"
@@ -43,17 +52,41 @@ def config_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
+def _read_json(path: str, fix: str):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:  # A damaged file: its writes are atomic.
+    raise DataError(f"{path} is not valid JSON ({e}); {fix}") from e
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  with open(os.path.join(workdir, CONFIG_FILE)) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  path = os.path.join(workdir, CONFIG_FILE)
+  return ml_collections.ConfigDict(_read_json(path, _CONFIG_FIX))
+
+
+_CONFIG_FIX = "restore it from a copy, or use a new --workdir."
 
 
 def read_results(workdir: str) -> dict | None:
   path = os.path.join(workdir, RESULTS_FILE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return _read_json(path, "delete it and run the same command again: the run then evaluates "
+                    "its last checkpoint and writes it anew.")
+
+
+def holds_work(workdir: str) -> bool:
+  """Whether `workdir` (its stages included) holds a checkpoint, results or pseudo-labels:
+  what a resume reuses. A run that stopped before any of these left nothing to protect."""
+  for root, dirs, files in os.walk(workdir):
+    if RESULTS_FILE in files or PSEUDO_LABELS_FILE in files:
+      return True
+    if os.path.basename(os.path.dirname(root)) == "checkpoints" and \
+        any(d.isdigit() for d in dirs):
+      return True
+    dirs[:] = [d for d in dirs if not d.isdigit() and d != "tb"]
+  return False
 
 
 def check_config(workdir: str, config: ml_collections.ConfigDict, ignore: tuple = ()) -> None:
@@ -62,8 +95,7 @@ def check_config(workdir: str, config: ml_collections.ConfigDict, ignore: tuple 
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    theirs = json.load(f)
+  theirs = _read_json(path, _CONFIG_FIX)
   defaults = config_json(get_base_config())
   diff = sorted(d for d in _diff(theirs, config_json(config))
                 if d not in ignore
@@ -75,10 +107,105 @@ def check_config(workdir: str, config: ml_collections.ConfigDict, ignore: tuple 
         "config to resume that run.")
 
 
+@contextlib.contextmanager
+def lock(workdir: str, primary: bool = True):
+  """Creates `workdir` and holds <workdir>/.lock (pid and host) while a run works in it, so a
+  second run started on it refuses instead of mixing its files with the first's. A lock whose
+  process is gone (on this host) is stale and taken over; this process's own lock is
+  re-entered (a pipeline runs stages inside its workdir). Only the `primary` host of a
+  multi-host job locks. A folder made here and left empty is removed again."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f"--workdir {workdir} is a file, not a folder; choose another --workdir "
+                      "(or move the file away).")
+  created = not os.path.exists(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"cannot create the workdir {workdir} ({e.strerror}); choose another "
+                      "--workdir.") from e
+  path = os.path.join(workdir, LOCK_FILE)
+  mine = primary and _acquire(workdir, path)
+  try:
+    yield
+  finally:
+    if mine:
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    if created:
+      with contextlib.suppress(OSError):
+        os.rmdir(workdir)  # Only succeeds while empty.
+
+
+def _acquire(workdir: str, path: str) -> bool:
+  """Takes the lock file; False when this process holds it already."""
+  host = socket.gethostname()
+  for _ in range(3):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      owner = _lock_owner(path)
+      if owner == (os.getpid(), host):
+        return False
+      if owner is not None and owner[1] == host and not _alive(owner[0]):
+        print(f"taking over the stale lock {path} of pid {owner[0]}, which has ended.",
+              flush=True)
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(path)
+        continue
+      who = f"pid {owner[0]} on {owner[1]}" if owner else "a run that is starting"
+      raise ConfigError(f"workdir {workdir} is in use by another run ({who}, lock {path}); "
+                        "wait for it to finish or stop it, or use another --workdir (if no "
+                        f"run is using it, delete {path}).") from None
+    except OSError as e:
+      raise ConfigError(f"cannot write to the workdir {workdir} ({e.strerror}); choose a "
+                        "writable --workdir with free space.") from e
+    try:
+      with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()} {host}\n")
+    except OSError as e:
+      with contextlib.suppress(OSError):
+        os.remove(path)
+      raise ConfigError(f"cannot write to the workdir {workdir} ({e.strerror}); choose a "
+                        "writable --workdir with free space.") from e
+    return True
+  raise ConfigError(f"cannot take the lock {path}: other runs keep taking it; use another "
+                    "--workdir.")
+
+
+def _lock_owner(path: str) -> tuple[int, str] | None:
+  try:
+    with open(path) as f:
+      pid, host = f.read().split()
+    return int(pid), host
+  except (OSError, ValueError):  # Gone, or still being written by its run.
+    return None
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Another user's process.
+    return True
+  return True
+
+
+def write_parameter_table(workdir: str, params) -> str:
+  """Writes the parameter table (about 90 lines for a ResNet-32: too many for the console) to
+  <workdir>/parameters.txt and returns the one line to print instead."""
+  path = os.path.join(workdir, PARAMETERS_FILE)
+  io_utils.atomic_write_text(path, parameter_overview.get_parameter_overview(params) + "\n")
+  return f"{parameter_overview.count_parameters(params):,} parameters (table: {path})"
+
+
 def guard(workdir: str, config: ml_collections.ConfigDict) -> dict | None:
-  """Returns the finished run's results; raises on a different config; else records ours."""
+  """Returns the finished run's results; raises on a different config; else records ours.
+  The config of a run that stopped before it saved anything (see holds_work: a bad setting or
+  missing data found at its start) is replaced: there is nothing of it to protect."""
   os.makedirs(workdir, exist_ok=True)
-  check_config(workdir, config)
+  if holds_work(workdir):
+    check_config(workdir, config)
   finished = read_results(workdir)
   if finished is None:
     io_utils.atomic_write_json(os.path.join(workdir, CONFIG_FILE), config_json(config))

@@ -9,6 +9,7 @@ import numpy as np
 
 from lt_jax.data import longtail, sources
 from lt_jax.data.sources import Split
+from lt_jax.errors import ConfigError
 
 # SVHN is itself long-tailed with digit 1 the most common and 0 among the rarest in `train`; the
 # reference assigns the largest count to class 1 and the smallest to class 0.
@@ -62,7 +63,23 @@ def requested_counts(ds: ml_collections.ConfigDict, num_train: int,
   img_max = ds.img_max
   if img_max is None:
     img_max = SVHN_IMG_MAX if ds.name == "svhn" else num_train / num_classes
+  check_smallest_class(ds, img_max)
   return longtail.class_counts(img_max, num_classes, ds.imb_type, 1.0 / ds.imbalance_ratio)
+
+
+def check_smallest_class(ds: ml_collections.ConfigDict, img_max: float) -> None:
+  """Raises when the imbalance leaves the smallest class no image: it gets int(img_max / rho)
+  (exp and step alike), and a class with no training image cannot be learned or weighted."""
+  if ds.imb_type == "none":
+    return
+  smallest = longtail.class_counts(img_max, 2, ds.imb_type, 1.0 / ds.imbalance_ratio)[-1]
+  if smallest < 1:
+    source = "dataset.img_max" if ds.img_max is not None else "|train| / classes"
+    raise ConfigError(
+        f"dataset.imbalance_ratio={ds.imbalance_ratio:g} leaves the smallest classes no "
+        f"training image (int(img_max / rho) = int({img_max:g} / {ds.imbalance_ratio:g}) = "
+        f"{smallest}, img_max being {source}); set dataset.imbalance_ratio below {img_max:g}, "
+        "or a larger dataset.img_max.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ import gzip
 import os
 import pickle
 import struct
+import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -49,6 +50,8 @@ class Dataset:
 
 SOURCES = ("cifar10", "cifar100", "svhn", "fashion_mnist", "digits", "npz")
 SOURCE_KINDS = ("files", "tfds")
+# Image channels of each named dataset (an .npz's come from its header, see image_channels).
+CHANNELS = {"cifar10": 3, "cifar100": 3, "svhn": 3, "fashion_mnist": 1, "digits": 1}
 
 # Default folder per dataset for source="files" ("~" is expanded at use); None: no folder.
 DEFAULT_DIRS: dict[str, str | None] = {
@@ -161,6 +164,23 @@ def load(name: str, data_dir: str | None = None, source: str = "files", **option
   if name == "fashion_mnist":
     return _load_fashion_mnist(folder)
   return _load_cifar(name, folder)
+
+
+def image_channels(name: str, data_dir: str | None = None, **options: Any) -> int:
+  """Channels of the dataset's images, read without loading them (an .npz: its header)."""
+  if name != "npz":
+    return CHANNELS[name]
+  path = _npz_path(options.get("path"), data_dir)
+  try:
+    with zipfile.ZipFile(path) as archive, archive.open("x_train.npy") as f:
+      version = np.lib.format.read_magic(f)
+      read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+              else np.lib.format.read_array_header_2_0)
+      shape = read(f)[0]
+  except Exception as e:  # Not a zip, no x_train, a damaged header: all unreadable here.
+    raise DataError(f"{path}: cannot read the shape of 'x_train' ({type(e).__name__}: {e}); "
+                    f"{_NPZ_HOW}") from e
+  return shape[3] if len(shape) == 4 else 1
 
 
 def check_available(name: str, data_dir: str | None = None, source: str = "files",
@@ -489,23 +509,41 @@ def _npz_labels(y: np.ndarray, key: str, path: str, n: int) -> np.ndarray:
   return y.astype(np.int64)
 
 
+def _npz_array(archive: Any, key: str, path: str) -> np.ndarray:
+  """One array of the archive; an object array or a damaged member is a DataError."""
+  try:
+    return archive[key]
+  except Exception as e:  # Pickled objects, a truncated or corrupt member (zlib, EOF, ...).
+    raise DataError(f"{path}: the array {key!r} cannot be read ({type(e).__name__}: {e}); "
+                    f"{_NPZ_HOW}") from e
+
+
 def _load_npz(path: str, num_classes: int | None) -> Dataset:
   _check_npz_keys(path)
   with _open_npz(path) as archive:
-    x_train = _npz_images(archive["x_train"], "x_train", path)
-    x_test = _npz_images(archive["x_test"], "x_test", path)
-    y_train = _npz_labels(archive["y_train"], "y_train", path, len(x_train))
-    y_test = _npz_labels(archive["y_test"], "y_test", path, len(x_test))
+    x_train = _npz_images(_npz_array(archive, "x_train", path), "x_train", path)
+    x_test = _npz_images(_npz_array(archive, "x_test", path), "x_test", path)
+    y_train = _npz_labels(_npz_array(archive, "y_train", path), "y_train", path, len(x_train))
+    y_test = _npz_labels(_npz_array(archive, "y_test", path), "y_test", path, len(x_test))
   if x_train.shape[1:] != x_test.shape[1:]:
     raise DataError(f"{path}: x_train images are {x_train.shape[1:]} but x_test images are "
                     f"{x_test.shape[1:]}; both need the same (H, W, C)")
-  if len(y_train) == 0:
-    raise DataError(f"{path}: x_train is empty; {_NPZ_HOW}")
-  if num_classes is None:
-    num_classes = int(max(y_train.max(), y_test.max(initial=0))) + 1
+  for key, y in (("x_train", y_train), ("x_test", y_test)):
+    if len(y) == 0:
+      raise DataError(f"{path}: {key} is empty; {_NPZ_HOW}")
+  inferred = num_classes is None
+  if inferred:
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
   for key, y in (("y_train", y_train), ("y_test", y_test)):
     _check_label_range(y, num_classes, f"{path}: {key!r}", f"labels must be ints 0..C-1 with C = "
                        f"num_classes ({num_classes}); relabel them or pass num_classes")
+  absent = np.flatnonzero(np.bincount(y_train, minlength=num_classes) == 0) if inferred else []
+  if len(absent):  # A gap in the ids (say 0..8 and 12) would make classes of nothing.
+    raise DataError(
+        f"{path}: the labels run up to {num_classes - 1}, so there are {num_classes} classes, "
+        f"but 'y_train' has no image of class {', '.join(map(str, absent[:10]))}"
+        f"{' ...' if len(absent) > 10 else ''}; labels must be 0..C-1 with every class in "
+        "y_train: relabel them (np.unique(y, return_inverse=True)[1]).")
   mean, std = _channel_stats(x_train)
   return Dataset("npz", _make_split(x_train, y_train), _make_split(x_test, y_test), num_classes,
                  mean, std)
