@@ -255,7 +255,8 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)) and \
       not workdir_lib.read_config(workdir).get("grid", {}).get("methods"):
     raise ConfigError(f"workdir {workdir} holds a single run, not a grid; use a new --workdir.")
-  workdir_lib.check_config(workdir, config, ignore=GRID_FREE_FIELDS)
+  if workdir_lib.holds_work(workdir):  # A grid that stopped before saving anything: replace.
+    workdir_lib.check_config(workdir, config, ignore=GRID_FREE_FIELDS)
   os.makedirs(workdir, exist_ok=True)
   io_utils.atomic_write_json(os.path.join(workdir, workdir_lib.CONFIG_FILE),
                              workdir_lib.config_json(config))

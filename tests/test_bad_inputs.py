@@ -4,6 +4,7 @@ looks complete, and the corrected command then works in the same workdir."""
 
 import contextlib
 import glob
+import json
 import os
 import shutil
 import signal
@@ -567,3 +568,14 @@ def test_cli_full_disk_is_one_line(tmp_path):
                           "run the same command to continue")
     assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
     assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
+  from lt_jax.train import writers
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+  writer = writers.MetricWriter(str(tmp_path), resume_step=2)
+  writer.write(3, {"loss": 1.0})
+  writer.close()
+  steps = [json.loads(line)["step"] for line in path.read_text().splitlines()]
+  assert steps == [1, 2, 3]

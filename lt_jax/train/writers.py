@@ -23,11 +23,12 @@ class MetricWriter:
     self._jsonl = open(self.jsonl_path, "a")
 
   def _drop_after(self, step: int) -> None:
-    """On resume, forgets records of the steps that the restored checkpoint did not keep."""
+    """On resume, forgets records of the steps that the restored checkpoint did not keep, and
+    a last line that a kill or a full disk cut off half-way."""
     if not os.path.exists(self.jsonl_path):
       return
     with open(self.jsonl_path) as f:
-      lines = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+      lines = [line for line in f if _step_of(line) is not None and _step_of(line) <= step]
     io_utils.atomic_write_text(self.jsonl_path, "".join(lines))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
@@ -40,6 +41,14 @@ class MetricWriter:
   def close(self) -> None:
     self._tb.close()
     self._jsonl.close()
+
+
+def _step_of(line: str) -> int | None:
+  """The step of one metrics.jsonl record; None for a blank or torn line."""
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 class Progress:
