@@ -25,6 +25,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cpu_step import cpu_model  # noqa: E402  (benchmarks/, this script's folder)
+
 from lt_jax.data import image_lists, image_pipeline  # noqa: E402
 
 
@@ -66,7 +68,7 @@ def main() -> None:
     images = write_tree(root, args.images)
     size = sum(os.path.getsize(p) for p in images.paths) / len(images) / 1024
     print(f"{args.images} JPEGs of 500x375, {size:.0f} KB on average; "
-          f"{os.cpu_count()} CPUs ({_cpu_model()})")
+          f"{os.cpu_count()} CPUs ({cpu_model()})")
     print("| transform | workers (cores) | images/s | images/s per core | cores for "
           f"{args.target:,.0f} images/s |")
     print("|---|---|---|---|---|")
@@ -83,17 +85,6 @@ def main() -> None:
         rate = images_per_second(make, args.images)
         print(f"| {name} | {workers} ({cores}) | {rate:,.0f} | {rate / cores:,.0f} | "
               f"{args.target / (rate / cores):.0f} |", flush=True)
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return "unknown CPU"
 
 
 if __name__ == "__main__":
