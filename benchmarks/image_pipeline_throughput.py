@@ -5,8 +5,9 @@ CPU core, on ImageNet-sized JPEGs written here.
 
 The images are stand-ins for photographs: smooth random colour fields with noise, 500x375
 (ImageNet's median size), JPEG quality 90 (about 70 KB each; ImageNet's average is about
-110 KB). Each row times a whole pass over them (a first pass warms the page cache and the
-workers and is not timed): the training transform (RandomResizedCrop(224) + flip + colour
+110 KB). Each row times a whole pass over them (a first pass warms the page cache and is not
+timed; each pass starts its own worker processes, so with W > 0 a short pass understates the
+steady rate: use more --images): the training transform (RandomResizedCrop(224) + flip + colour
 jitter) and the evaluation transform (Resize(256) + CenterCrop(224)). With W workers the
 pipeline uses W cores; W = 0 runs in the calling process (one core). The last column is how
 many such cores feed a consumer of --target images/s (e.g. a ResNet-50 step on an accelerator).
