@@ -545,11 +545,14 @@ def test_cli_ctrl_c_stops_with_one_line_and_exit_code_130(tmp_path):
   workdir = str(tmp_path / "run")
   # Long enough that the run cannot end before the signal lands.
   long_run = [*DIGITS_TINY, "--config.train.num_epochs=2000"]
-  # A terminal's Ctrl-C reaches a process whose SIGINT is at its default; test runners
-  # (pytest-xdist's workers) ignore SIGINT, and a child would inherit that, so restore it.
-  proc = subprocess.Popen([sys.executable, "run.py", *long_run, f"--workdir={workdir}"],
-                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  # A terminal's Ctrl-C reaches a process whose SIGINT is at Python's default; test runners
+  # (pytest-xdist's workers) ignore SIGINT and a child inherits that, so the child restores
+  # the default before it runs run.py (no preexec_fn: forking a threaded parent is unsafe).
+  start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+           "sys.argv = sys.argv[1:]; runpy.run_path('run.py', run_name='__main__')")
+  proc = subprocess.Popen([sys.executable, "-c", start, "run.py", *long_run,
+                           f"--workdir={workdir}"],
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
     for line in proc.stdout:  # Interrupt once the data is drawn and the model is built.
       if line.startswith("class counts:"):
