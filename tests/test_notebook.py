@@ -14,6 +14,7 @@ def code_cells(path=NOTEBOOK):
   assert notebook["nbformat"] == 4
   for cell in notebook["cells"]:
     if cell["cell_type"] == "code":
+      assert cell["execution_count"] is None and cell["outputs"] == []  # Stored stripped.
       # Shell and magic lines only run on Colab (inside the REPO guard); drop them here.
       yield "".join(line for line in cell["source"]
                     if not line.lstrip().startswith(("!", "%")))

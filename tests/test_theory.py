@@ -4,13 +4,13 @@ as written with its tiny setting."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 import numpy as np
 import pytest
 from scipy import stats
+from test_notebook import code_cells
 
 from lt_jax import theory
 
@@ -251,23 +251,11 @@ def test_bad_arguments_name_the_argument_and_range(call, message):
 # The notebook
 
 
-def _code_cells(path: str):
-  with open(path) as f:
-    notebook = json.load(f)
-  assert notebook["nbformat"] == 4
-  for cell in notebook["cells"]:
-    if cell["cell_type"] == "code":
-      assert cell["execution_count"] is None and cell["outputs"] == []
-      # Shell and magic lines only run on Colab (inside the IN_COLAB guard); drop them here.
-      yield "".join(line for line in cell["source"]
-                    if not line.lstrip().startswith(("!", "%")))
-
-
 def test_theory_notebook_runs_with_the_tiny_setting(tmp_path, monkeypatch):
   monkeypatch.setenv("LT_JAX_TINY", "1")
   monkeypatch.setenv("LT_JAX_WORKDIR", str(tmp_path))
   namespace = {}
-  for source in _code_cells(NOTEBOOK):
+  for source in code_cells(NOTEBOOK):
     exec(compile(source, NOTEBOOK, "exec"), namespace)
   results = namespace["results"]
   names = ("theorem1_pseudo_labels.png", "theorem1_unlabeled_imbalance.png",
