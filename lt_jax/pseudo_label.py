@@ -187,7 +187,8 @@ def predict(frozen: FrozenModel, images_uint8, mean: Sequence[float],
   """
   pred, confidence = map_batches(frozen, images_uint8, batch_size, mesh, functools.partial(
       _label_batch_jit, model=frozen.model, mean=tuple(map(float, mean)),
-      std=tuple(map(float, std)), scale=logit_scale(frozen)), empty=((), ()))
+      std=tuple(map(float, std)), scale=logit_scale(frozen)), empty=((), ()),
+      field="semi.label_batch_size")
   return pred.astype(np.int64), confidence.astype(np.float32)
 
 
@@ -198,18 +199,20 @@ def outputs(frozen: FrozenModel, images_uint8, mean: Sequence[float], std: Seque
   width = int(np.shape(frozen.variables["params"]["head"]["kernel"])[0])
   return map_batches(frozen, images_uint8, batch_size, mesh, functools.partial(
       _outputs_batch_jit, model=frozen.model, mean=tuple(map(float, mean)),
-      std=tuple(map(float, std))), empty=((frozen.num_classes,), (width,)))
+      std=tuple(map(float, std))), empty=((frozen.num_classes,), (width,)),
+      field="train.eval_batch_size")
 
 
-def map_batches(frozen: FrozenModel, images_uint8, batch_size: int, mesh, fn, empty):
+def map_batches(frozen: FrozenModel, images_uint8, batch_size: int, mesh, fn, empty,
+                field: str):
   """Runs `fn(variables, images, out_sharding=...) -> (array [B, ...], ...)` over every image
   in padded batches and returns the outputs as host arrays of M rows (`empty`: their shapes
-  after the first axis, for M = 0)."""
+  after the first axis, for M = 0). `field` is the config field that set `batch_size`."""
   images = _check_images(images_uint8)
   mesh = parallel.make_mesh() if mesh is None else mesh
   if batch_size <= 0:
-    raise ConfigError(f"semi.label_batch_size={batch_size} must be positive.")
-  parallel.check_batch_divides(batch_size, mesh, "semi.label_batch_size")
+    raise ConfigError(f"{field}={batch_size} must be positive.")
+  parallel.check_batch_divides(batch_size, mesh, field)
   m = len(images)
   if m == 0:
     return tuple(np.zeros((0, *shape), np.float32) for shape in empty)
