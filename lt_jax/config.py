@@ -20,7 +20,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # --- data -------------------------------------------------------------------------------
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "cifar10"  # cifar10 | cifar100 | svhn | fashion_mnist | digits | npz
-  c.dataset.source = "files"  # files (archive folders / .mat / IDX / npz) | tfds
+  # files (archive folders / .mat / IDX / npz) | tfds. TFDS stores images shuffled: CIFAR's
+  # are put back in the archive's order (by their `id`), SVHN's and Fashion-MNIST's carry no
+  # position, so with tfds their long-tailed subset holds other images than the reference's
+  # (the same counts per class).
+  c.dataset.source = "files"
   c.dataset.data_dir = config_dict.placeholder(str)  # None: the default.
   c.dataset.npz_path = config_dict.placeholder(str)  # For name='npz'.
   # rho = n_max / n_min; the reference's imb_factor is 1 / rho (rho 100 <-> imb_factor 0.01).
@@ -110,10 +114,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim.warmup_epochs = 5  # lr = lr * (e + 1) / warmup for e < warmup.
   c.optim.decay_epochs = (160, 180)  # step: multiply by decay_factors[i] from decay_epochs[i].
   c.optim.decay_factors = (0.01, 0.0001)
-  # The reference's adjust_learning_rate tests `epoch > 160` before `epoch > 180`, so its
-  # x0.0001 stage never happens and the lr stays 0.001 to the end. False (default) applies
-  # the intended second decay; True reproduces the reference's behaviour.
-  c.optim.reference_lr_bug = False
+  # The reference's first release (utils.py at 1c4df99) tests `epoch > 160` before
+  # `epoch > 180`, so its x0.0001 stage never happens and the lr stays 0.001 to the end; its
+  # current code (b91ad29) applies x0.0001 from epoch 180, as the default here. True
+  # reproduces the first release (keeps only the first decay).
+  c.optim.first_release_lr_schedule = False
 
   # --- semi-supervised: pseudo-label an unlabeled pool with a base model, train again --------
   c.semi = ml_collections.ConfigDict()
@@ -162,7 +167,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.pretrain.encoder_momentum = 0.999
   c.pretrain.temperature = 0.2
   c.pretrain.proj_dim = 128
-  c.pretrain.proj_hidden = 512
+  # Hidden width of the projection MLP; None: the backbone's feature width, as the
+  # reference's moco/builder.py (92c5fe6: dim_mlp = the encoder's fc input width).
+  c.pretrain.proj_hidden = config_dict.placeholder(int)
   c.pretrain.bn_groups = 8  # MoCo's shuffle-BN across this many groups of the batch.
   # Random resized crop's area range for both views: MoCo v2's (0.2, 1); SimCLR's own recipe
   # is (0.08, 1), which method=simclr does not switch to by itself.

@@ -95,7 +95,7 @@ def check_config(workdir: str, config: ml_collections.ConfigDict, ignore: tuple 
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return
-  theirs = _read_json(path, _CONFIG_FIX)
+  theirs = _renamed(_read_json(path, _CONFIG_FIX))
   defaults = config_json(get_base_config())
   diff = sorted(d for d in _diff(theirs, config_json(config))
                 if d not in ignore
@@ -225,6 +225,20 @@ def write_results(workdir: str, results: dict) -> str:
   path = os.path.join(workdir, RESULTS_FILE)
   io_utils.atomic_write_json(path, results)
   return path
+
+
+# Fields renamed since a run may have saved its config: old dotted name -> new one.
+RENAMED_FIELDS = {"optim.reference_lr_bug": "optim.first_release_lr_schedule"}
+
+
+def _renamed(saved: dict) -> dict:
+  """A saved config with the fields renamed since under their current names."""
+  for old, new in RENAMED_FIELDS.items():
+    (old_section, old_key), (new_section, new_key) = old.split("."), new.split(".")
+    section = saved.get(old_section)
+    if isinstance(section, dict) and old_key in section:
+      saved.setdefault(new_section, {})[new_key] = section.pop(old_key)
+  return saved
 
 
 def _lookup(tree: dict, dotted: str):

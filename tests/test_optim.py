@@ -18,9 +18,9 @@ def test_reference_step_schedule(epoch, lr):
   assert optim.lr_at_epoch(epoch, get_base_config().optim, 200) == pytest.approx(lr, rel=1e-12)
 
 
-def test_reference_lr_bug_keeps_0001_after_180():
+def test_first_release_lr_schedule_keeps_0001_after_180():
   c = get_base_config().optim
-  c.reference_lr_bug = True
+  c.first_release_lr_schedule = True
   assert optim.lr_at_epoch(185, c, 200) == pytest.approx(0.001)
   assert optim.lr_at_epoch(170, c, 200) == pytest.approx(0.001)
 

@@ -409,7 +409,10 @@ def test_tfds_with_mock_data(tmp_path, name, shape):
   with tfds.testing.mock_data(num_examples=5):
     ds = sources.load(name, str(tmp_path), source="tfds")
     direct = tfds.data_source(sources.TFDS_NAMES[name], split="test", data_dir=str(tmp_path))
-    expected = np.stack([direct[i]["image"] for i in range(5)])
+    records = [direct[i] for i in range(5)]
+  if name.startswith("cifar"):  # Back in the archive's order, which the ids give.
+    records.sort(key=lambda r: r["id"])
+  expected = np.stack([r["image"] for r in records])
   _assert_uint8_nhwc(ds.train, (5,) + shape)
   _assert_uint8_nhwc(ds.test, (5,) + shape)
   np.testing.assert_array_equal(ds.test.images, expected)
@@ -424,6 +427,17 @@ def test_tfds_svhn_cropped_extra_with_mock_data(tmp_path):
     without = sources.load("svhn", str(tmp_path), source="tfds", extra=False)
   _assert_uint8_nhwc(ds.extra, (3, 32, 32, 3))
   assert without.extra is None
+
+
+def test_tfds_cifar_records_return_to_the_archive_order(monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  shuffled = [3, 0, 2, 1]  # The order TFDS stored them in.
+  records = [{"id": f"train_{i:05d}".encode(), "label": np.int64(i),
+              "image": np.full((32, 32, 3), i, np.uint8)} for i in shuffled]
+  monkeypatch.setattr(tfds, "data_source", lambda *a, **k: records)
+  ds = sources.load("cifar10", "/nowhere", source="tfds")
+  np.testing.assert_array_equal(ds.train.labels, [0, 1, 2, 3])
+  np.testing.assert_array_equal(ds.train.images[:, 0, 0, 0], [0, 1, 2, 3])
 
 
 def test_tfds_exact_values_with_fake_data_source(monkeypatch):

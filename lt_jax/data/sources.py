@@ -600,9 +600,19 @@ def _read_tfds_split(tfds_name: str, split: str, data_dir: str | None) -> Split:
   if not examples:
     raise DataError(f"the TFDS split {tfds_name}/{split} is empty; "
                     f"{_tfds_how(tfds_name, data_dir)}")
+  if "id" in examples[0]:
+    # CIFAR's records carry their position in the archive TFDS built from ("train_00042"),
+    # while the files store them in a shuffled order: back to the archive's order, so the
+    # long-tailed subset's indices pick the same images as from the archive files.
+    ids = [ex["id"] for ex in examples]
+    examples = [examples[i] for i in sorted(range(len(ids)), key=lambda i: _text(ids[i]))]
   images = np.stack([np.asarray(ex["image"]) for ex in examples])
   labels = np.asarray([ex["label"] for ex in examples])
   return _make_split(images, labels)
+
+
+def _text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _load_tfds(name: str, data_dir: str | None, with_extra: bool) -> Dataset:

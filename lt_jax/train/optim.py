@@ -34,8 +34,8 @@ def lr_at_epoch(epoch: int, optim: ml_collections.ConfigDict, num_epochs: int) -
     return base * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / span))
   factor = 1.0
   boundaries = list(zip(optim.decay_epochs, optim.decay_factors))
-  if optim.reference_lr_bug:
-    boundaries = boundaries[:1]  # The reference never reaches its second decay.
+  if optim.first_release_lr_schedule:
+    boundaries = boundaries[:1]  # The first release never reaches its second decay.
   for start, f in boundaries:
     if epoch >= start:
       factor = f
