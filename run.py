@@ -4,8 +4,14 @@
   python run.py --config=configs/digits_lt_ce.py --config.loss.name=focal --workdir=/tmp/x
 
 Everything the run writes lands in --workdir (default: workdirs/<config file name>). A bad
-setting, missing data or a full disk stops it with one `error: ...` line naming the fix;
-Ctrl-C stops it with exit code 130, and the same command then resumes it.
+setting, missing data or a full disk stops it with one `error: ...` line naming the fix.
+SIGTERM (preemption, a scheduler) saves a checkpoint at the next step boundary and exits 0; a
+Ctrl-C does the same with exit code 130, a second Ctrl-C stops at once. The same command then
+continues the run.
+
+Multi-process runs (several hosts): every process runs the same command, with --distributed
+on a Cloud TPU pod slice or under SLURM, else with --coordinator_address, --num_processes and
+--process_id.
 """
 
 import difflib
@@ -23,6 +29,12 @@ from lt_jax.errors import ConfigError, DataError
 config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs and results.")
+flags.DEFINE_string("coordinator_address", None,
+                    "Multi-process runs: host:port of process 0.")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes in all.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, from 0.")
+flags.DEFINE_bool("distributed", False, "Multi-process runs whose environment describes the "
+                  "job (Cloud TPU pod slice, SLURM, Open MPI): join it.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -38,13 +50,27 @@ def main(argv):
   # Imported here, after the flags parsed: a broken --config fails before JAX loads.
   from lt_jax import parallel
   from lt_jax.pipeline import run
-  parallel.initialize_distributed()
+  from lt_jax.train import preemption
+  try:
+    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id, detect=FLAGS.distributed)
+  except ConfigError as e:
+    raise SystemExit(f"error: {e}") from None
+  preemption.install()  # After joining: the distributed runtime installs a SIGTERM handler.
+  if not parallel.is_main_process():
+    # Process 0 prints the progress and results of the whole job (the native libraries' lines
+    # included); warnings and errors of every process still reach stderr.
+    sys.stdout.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
   workdir = FLAGS.workdir or os.path.join(
       "workdirs", os.path.splitext(os.path.basename(FLAGS["config"].config_filename))[0])
   try:
     run(FLAGS.config, workdir)
   except (ConfigError, DataError) as e:
     raise SystemExit(f"error: {e}") from None
+  except preemption.Stopped as e:
+    print(str(e), file=sys.stderr, flush=True)
+    raise SystemExit(130 if e.signal_name == "SIGINT" else 0) from None
   except KeyboardInterrupt:
     print(f"\ninterrupted; the run in {workdir} keeps its last checkpoint: run the same "
           "command to continue.", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from lt_jax import parallel
 from lt_jax.errors import DataError
 
 UNREADABLE_SUFFIX = ".unreadable"  # A step folder that failed to restore is renamed so.
@@ -66,10 +67,12 @@ class Checkpoints:
         continue
       for path, e in failed:
         aside = f"{path}{UNREADABLE_SUFFIX}-{int(time.time())}"
-        os.replace(path, aside)
+        if jax.process_index() == 0:  # Every process found it unreadable; one moves it.
+          os.replace(path, aside)
         print(f"warning: the checkpoint {path} cannot be read ({_first_line(e)}); moved it to "
               f"{aside} and resuming from step {step} instead.", flush=True)
       if failed:
+        parallel.barrier(f"moved aside unreadable checkpoints of {self.directory}")
         self._manager.reload()
       return restored
     path, e = failed[0]

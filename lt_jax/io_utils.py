@@ -1,6 +1,8 @@
 """Atomic file writes: write a temporary file beside the target, fsync, then rename over it.
 
 A crash leaves either the old file or the new one, never half of one that looks complete.
+In a multi-process run every process computes the same content and process 0 alone writes it
+(the workdir is on storage that all hosts see).
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import jax
+
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
-  """Calls write(tmp_path) and renames tmp_path to path once it returned."""
+  """Calls write(tmp_path) and renames tmp_path to path once it returned (on process 0)."""
+  if jax.process_index() != 0:
+    return
   directory = os.path.dirname(os.path.abspath(path)) or "."
   os.makedirs(directory, exist_ok=True)
   suffix = os.path.splitext(path)[1]

@@ -11,6 +11,7 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lt_jax.errors import ConfigError
@@ -18,15 +19,56 @@ from lt_jax.errors import ConfigError
 DATA_AXIS = "data"
 
 
-def initialize_distributed() -> None:
-  """Joins a multi-host job when the environment describes one (no-op on a single host).
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None,
+                           detect: bool = False) -> None:
+  """Joins a multi-process job when one is described (no-op for a single process).
 
-  Cloud TPU pods and SLURM set the variables `jax.distributed.initialize()` reads; elsewhere
-  set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+  `detect`: the environment describes the job (a Cloud TPU pod slice, SLURM, Open MPI) and
+  `jax.distributed.initialize()` reads it. Otherwise (GPU hosts started by hand, processes on
+  one machine) pass all three arguments, or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES
+  and JAX_PROCESS_ID. Must run before anything touches a device.
   """
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SLURM_JOB_ID") or \
-      os.environ.get("TPU_WORKER_HOSTNAMES"):
-    jax.distributed.initialize()
+  env = os.environ
+  coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS") or None
+  if num_processes is None and env.get("JAX_NUM_PROCESSES"):
+    num_processes = _env_int("JAX_NUM_PROCESSES")
+  if process_id is None and env.get("JAX_PROCESS_ID"):
+    process_id = _env_int("JAX_PROCESS_ID")
+  explicit = (coordinator_address, num_processes, process_id)
+  if detect:
+    jax.distributed.initialize(*explicit)
+    return
+  if all(v is None for v in explicit) or num_processes == 1:
+    return
+  if any(v is None for v in explicit):
+    raise ConfigError(
+        "a multi-process run needs --coordinator_address (host:port of process 0), "
+        "--num_processes and --process_id (0 .. num_processes-1) together, or --distributed "
+        "on a Cloud TPU pod slice or under SLURM; got "
+        f"coordinator_address={coordinator_address}, num_processes={num_processes}, "
+        f"process_id={process_id}.")
+  if not 0 <= process_id < num_processes:
+    raise ConfigError(f"--process_id={process_id} is not in 0 .. {num_processes - 1} "
+                      f"(--num_processes={num_processes}).")
+  # CPU processes exchange gradients through gloo (the CPU client has no collectives of its
+  # own); accelerators use theirs, so this changes nothing for them.
+  if jax.config.jax_cpu_collectives_implementation in (None, "none"):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+
+
+def _env_int(name: str) -> int:
+  try:
+    return int(os.environ[name])
+  except ValueError:
+    raise ConfigError(f"{name}={os.environ[name]!r} is not an integer.") from None
+
+
+def is_main_process() -> bool:
+  """Process 0 writes what one run writes once (logs, results, plots); every process writes
+  its part of the checkpoints."""
+  return jax.process_index() == 0
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -53,3 +95,10 @@ def put(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
   """Places a host array (identical on every host) with `sharding`."""
   array = np.asarray(array)
   return jax.make_array_from_callback(array.shape, sharding, lambda idx: array[idx])
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reached the barrier `name`: after process 0 wrote a file that
+  the others read next (no-op for one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

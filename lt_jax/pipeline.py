@@ -27,7 +27,7 @@ import os
 import jax
 import ml_collections
 
-from lt_jax import classify, decouple, grid, io_utils, pseudo_label, semi, summary
+from lt_jax import classify, decouple, grid, io_utils, parallel, pseudo_label, semi, summary
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
@@ -131,6 +131,7 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
       return path, json.load(f)
   if not os.path.exists(path):
     semi.pseudo_label_pool(config, base_dir, pool, labeled, path)
+    parallel.barrier(f"pseudo-labels written to {path}")  # Process 0 wrote; all read it now.
   saved = pseudo_label.read_pseudo_labels(path)
   report = pseudo_label.report(saved["pseudo_labels"], saved["keep"], saved.get("true_labels"),
                                labeled.num_classes)

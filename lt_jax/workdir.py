@@ -23,7 +23,7 @@ import socket
 import ml_collections
 from clu import parameter_overview
 
-from lt_jax import io_utils
+from lt_jax import io_utils, parallel
 from lt_jax.config import get_base_config
 from lt_jax.errors import ConfigError, DataError
 
@@ -222,8 +222,11 @@ def finished_results(workdir: str, field: str) -> dict:
 
 
 def write_results(workdir: str, results: dict) -> str:
+  """Writes a stage's results.json; every process of a multi-process run waits until it is
+  written, since a later stage may read it (decoupled classifiers read stage 1's)."""
   path = os.path.join(workdir, RESULTS_FILE)
   io_utils.atomic_write_json(path, results)
+  parallel.barrier(f"results written to {path}")
   return path
 
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -19,6 +20,7 @@ from conftest import tiny_config
 
 from lt_jax import errors, pipeline
 from lt_jax import workdir as workdir_lib
+from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import override
 from lt_jax.data import prepare
 from lt_jax.errors import ConfigError, DataError
@@ -541,29 +543,45 @@ DIGITS_TINY = ["--config=configs/digits_lt_ce.py", "--config.model.name=resnet_t
                "--config.train.log_every_steps=5"]
 
 
-def test_cli_ctrl_c_stops_with_one_line_and_exit_code_130(tmp_path):
-  workdir = str(tmp_path / "run")
-  # Long enough that the run cannot end before the signal lands.
-  long_run = [*DIGITS_TINY, "--config.train.num_epochs=2000"]
-  # A terminal's Ctrl-C reaches a process whose SIGINT is at Python's default; test runners
-  # (pytest-xdist's workers) ignore SIGINT and a child inherits that, so the child restores
-  # the default before it runs run.py (no preexec_fn: forking a threaded parent is unsafe).
-  start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-           "sys.argv = sys.argv[1:]; runpy.run_path('run.py', run_name='__main__')")
-  proc = subprocess.Popen([sys.executable, "-c", start, "run.py", *long_run,
-                           f"--workdir={workdir}"],
+def interrupted(workdir, times: int) -> subprocess.CompletedProcess:
+  """run.py on a long run, sent `times` Ctrl-C (SIGINT) once the data is drawn and the model
+  built (run.py installs its own handler, so the SIGINT that test runners ignore reaches it)."""
+  long_run = [*DIGITS_TINY, "--config.train.num_epochs=2000"]  # Cannot end before the signal.
+  proc = subprocess.Popen([sys.executable, "run.py", *long_run, f"--workdir={workdir}"],
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
-    for line in proc.stdout:  # Interrupt once the data is drawn and the model is built.
+    for line in proc.stdout:
       if line.startswith("class counts:"):
         break
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    for _ in range(times):
+      proc.send_signal(signal.SIGINT)
+      time.sleep(0.2)
+    stdout, stderr = proc.communicate(timeout=60)
   finally:
     proc.kill()
-  assert proc.returncode == 130, stderr
-  assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
-  assert_names(stderr, f"interrupted; the run in {workdir}", "run the same command to continue")
+  return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_cli_ctrl_c_saves_at_the_next_window_and_exits_130(tmp_path):
+  workdir = str(tmp_path / "run")
+  proc = interrupted(workdir, times=1)
+  assert proc.returncode == 130, proc.stderr
+  assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+  assert_names(proc.stderr, "SIGINT: saving a checkpoint at the next step boundary",
+               "press Ctrl-C again to stop at once", "stopped by SIGINT at step 5",
+               "run the same command to continue")
+  assert Checkpoints(os.path.join(workdir, "checkpoints", "last")).latest_step() == 5
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
+  assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+
+
+def test_cli_a_second_ctrl_c_stops_at_once_with_one_line(tmp_path):
+  workdir = str(tmp_path / "run")
+  proc = interrupted(workdir, times=2)
+  assert proc.returncode == 130, proc.stderr
+  assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr, proc.stderr
+  assert_names(proc.stderr, f"interrupted; the run in {workdir}",
+               "run the same command to continue")
   assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
   assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
 

@@ -79,28 +79,67 @@ def test_validation_split_drives_selection(tmp_path):
   assert out["best"]["top1_acc"] == out["history"][best_epoch - 1]["test/top1_acc"]
 
 
-def test_resume_gives_identical_parameters(tmp_path):
-  # Checkpoints every 2 epochs; killed in epoch 4, so epoch 3 (whose best checkpoint may already
-  # be on disk) is replayed after the restart.
-  config = tiny_config(train__rule="resample", train__num_epochs=4,
-                       train__checkpoint_every_epochs=2, train__steps_per_call=3)
-  whole_out = pipeline.run(config, str(tmp_path / "whole"))
+RESUME_CONFIG = dict(train__rule="resample", train__num_epochs=4,
+                     train__checkpoint_every_epochs=2, train__steps_per_call=3)
 
-  killed_at_epoch(lambda: pipeline.run(config, str(tmp_path / "cut")), 4)
-  assert not (tmp_path / "cut" / workdir_lib.RESULTS_FILE).exists()
-  resumed = pipeline.run(config, str(tmp_path / "cut"))
 
-  whole, cut = last_params(tmp_path / "whole"), last_params(tmp_path / "cut")
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+  """An uninterrupted run that the interrupted ones are compared with."""
+  workdir = tmp_path_factory.mktemp("whole")
+  return workdir, pipeline.run(tiny_config(**RESUME_CONFIG), str(workdir))
+
+
+def assert_same_run(whole_dir, whole_out, cut_dir, resumed):
+  whole, cut = last_params(whole_dir), last_params(cut_dir)
   assert int(cut["step"]) == int(whole["step"])
   assert_trees_close(whole["params"], cut["params"], rtol=0, atol=0)
   assert_trees_close(whole["batch_stats"], cut["batch_stats"], rtol=0, atol=0)
   assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+  assert resumed["history"] == whole_out["history"]  # Epoch means too, bit for bit.
   assert resumed["final"] == whole_out["final"] and resumed["best"] == whole_out["best"]
-  best_dir = Checkpoints(str(tmp_path / "cut" / "checkpoints" / "best"))
+  best_dir = Checkpoints(str(cut_dir / "checkpoints" / "best"))
   _, meta = best_dir.restore()
   assert meta["epoch"] == resumed["best"]["epoch"]
-  lines = [json.loads(line) for line in open(tmp_path / "cut" / "metrics.jsonl")]
-  assert [r["epoch"] for r in lines if "epoch" in r] == [1, 2, 3, 4]  # No replayed duplicate.
+  lines = [json.loads(line) for line in open(cut_dir / "metrics.jsonl")]
+  whole_lines = [json.loads(line) for line in open(whole_dir / "metrics.jsonl")]
+  assert [r["step"] for r in lines] == [r["step"] for r in whole_lines]  # No duplicate.
+  assert [r["epoch"] for r in lines if "epoch" in r] == [1, 2, 3, 4]
+
+
+def test_resume_gives_identical_parameters(tmp_path, whole_run):
+  # Checkpoints every 2 epochs; killed in epoch 4, so epoch 3 (whose best checkpoint may already
+  # be on disk) is replayed after the restart.
+  config = tiny_config(**RESUME_CONFIG)
+  killed_at_epoch(lambda: pipeline.run(config, str(tmp_path / "cut")), 4)
+  assert not (tmp_path / "cut" / workdir_lib.RESULTS_FILE).exists()
+  resumed = pipeline.run(config, str(tmp_path / "cut"))
+  assert_same_run(*whole_run, tmp_path / "cut", resumed)
+
+
+def test_a_stop_request_saves_mid_epoch_and_resumes_identically(tmp_path, whole_run,
+                                                                monkeypatch):
+  from lt_jax.train import preemption
+  config = tiny_config(**RESUME_CONFIG)
+  spe = 403 // 32  # digits-LT at img_max 100: 403 images.
+  polls = []
+
+  def stop_at_third_window():  # Windows end every 5 steps: the third poll is mid-epoch 2.
+    polls.append(1)
+    return "SIGTERM" if len(polls) == 3 else None
+
+  monkeypatch.setattr(preemption, "agreed", stop_at_third_window)
+  with pytest.raises(preemption.Stopped) as stopped:
+    pipeline.run(config, str(tmp_path / "cut"))
+  assert stopped.value.step == 15 and spe < 15 < 2 * spe
+  assert stopped.value.signal_name == "SIGTERM"
+  cut = tmp_path / "cut"
+  assert Checkpoints(str(cut / "checkpoints" / "last")).latest_step() == 15
+  assert not (cut / workdir_lib.RESULTS_FILE).exists()
+  assert not (cut / workdir_lib.LOCK_FILE).exists()
+  monkeypatch.undo()
+  resumed = pipeline.run(config, str(cut))
+  assert_same_run(*whole_run, cut, resumed)
 
 
 def test_finished_workdir_is_not_retrained_and_other_configs_are_refused(tmp_path, capsys):
@@ -168,3 +207,13 @@ def test_a_field_added_since_the_run_counts_only_when_set_away_from_its_default(
     workdir_lib.check_config(str(tmp_path), tiny_config(model__conv_impl="xla"))
   with pytest.raises(ConfigError, match="loss.name"):
     workdir_lib.check_config(str(tmp_path), tiny_config(loss__name="focal"))
+
+
+def test_a_renamed_field_in_a_saved_config_is_read_under_its_new_name(tmp_path):
+  config = tiny_config()
+  saved = json.loads(config.to_json_best_effort())
+  saved["optim"]["reference_lr_bug"] = saved["optim"].pop("first_release_lr_schedule")
+  (tmp_path / workdir_lib.CONFIG_FILE).write_text(json.dumps(saved))
+  workdir_lib.check_config(str(tmp_path), config)  # The same run under the old name.
+  with pytest.raises(ConfigError, match="optim.first_release_lr_schedule"):
+    workdir_lib.check_config(str(tmp_path), tiny_config(optim__first_release_lr_schedule=True))

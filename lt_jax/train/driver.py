@@ -16,6 +16,11 @@ and checkpoints happen on epoch boundaries only.
 Restore order: the newest checkpoint of this workdir (resume; the stage's `initialize` is then
 skipped), else `initialize(state)` (e.g. a pre-trained backbone), else the state as given.
 
+A stop request (SIGTERM, Ctrl-C: see train/preemption.py) is honoured at the end of a log
+window inside an epoch: the state is saved at that step with the epoch's metric sums so far,
+and the resumed run finishes the epoch from there, so its parameters, history and metrics.jsonl
+equal an uninterrupted run's.
+
 Metrics are scalars, or vectors (one entry per model of a stacked state, see train/members.py):
 vectors are summed and averaged like scalars and kept in the history as lists, while progress
 lines and TensorBoard show the scalars.
@@ -35,7 +40,7 @@ import numpy as np
 
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
-from lt_jax.train import writers
+from lt_jax.train import preemption, writers
 
 StepFn = Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
 # Reported as the window's last value (also under a prefix: member/lr); the rest are averaged.
@@ -228,13 +233,18 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
   try:
     for epoch in range(start_step // spe, epochs):
       epoch_start = time.perf_counter()
-      progress.restart_window(epoch * spe)
-      state, scalars = _train_epoch(state, multi_step, data, epoch, plan, writer, progress,
-                                    last_ckpt)
+      first = max(epoch * spe, start_step)  # A run stopped mid-epoch resumes mid-epoch.
+      carried = _windows_from_json(meta.pop("partial_epoch", None)) if first % spe else []
+      progress.restart_window(first)
+      state, sums, stopped = _train_epoch(state, multi_step, data, epoch, plan, writer,
+                                          progress, last_ckpt, first, carried)
+      if stopped is not None:
+        _save_and_stop(stopped, state, sums, meta, last_ckpt, best_ckpt, best, start_time)
+      scalars = means(sums)
       step = (epoch + 1) * spe
       if epoch > 0 or epochs == 1:  # Epoch 0 includes compilation.
         meta["train_seconds"] += time.perf_counter() - epoch_start
-        meta["train_images"] += spe * plan.batch_size
+        meta["train_images"] += (step - first) * plan.batch_size
       record = {"epoch": epoch + 1, **{f"{plan.prefix}/{k}": v for k, v in scalars.items()}}
       line = f"epoch {epoch + 1}/{epochs}: {plan.prefix} " + ", ".join(
           f"{k} {v:.4g}" for k, v in scalars_only(scalars).items() if not is_last_value(k))
@@ -300,14 +310,17 @@ def images_per_second(meta: dict) -> float | None:
   return meta["train_images"] / meta["train_seconds"] if meta["train_seconds"] > 0 else None
 
 
-def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progress,
-                 last_ckpt) -> tuple[Any, dict[str, float]]:
-  """One epoch in chunks of at most `steps_per_call` steps, cut at log boundaries; returns
-  the state and the epoch's mean scalars. The host reads the device only once per window."""
+def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progress, last_ckpt,
+                 first: int, carried: list[dict]) -> tuple[Any, dict, str | None]:
+  """Steps `first` .. the epoch's end in chunks of at most `steps_per_call` steps, cut at log
+  boundaries. Returns the state, the epoch's metric sums (`carried`: the windows before
+  `first`, from a run stopped mid-epoch) and the signal it stopped on (None: the epoch ended).
+  The host reads the device only once per window; a stop request is honoured at a window's
+  end, never at the epoch's (its evaluation comes first)."""
   spe, log_every = plan.steps_per_epoch, plan.log_every_steps
-  step, end = epoch * spe, (epoch + 1) * spe
+  step, end = first, (epoch + 1) * spe
   zeros = multi_step.zeros(state, data)
-  sums, pending, epoch_windows = zeros, None, []
+  sums, pending, epoch_windows, stopped = zeros, None, list(carried), None
 
   def report(at: int, window_sums) -> None:
     window = jax.device_get(window_sums)
@@ -329,8 +342,37 @@ def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progre
         pending = None
       if step % log_every == 0 or step == end:
         pending, sums = (step, sums), zeros
+        if step < end and (stopped := preemption.agreed()) is not None:
+          break
   report(*pending)
-  return state, means(combine(epoch_windows))
+  return state, combine(epoch_windows), stopped
+
+
+def _save_and_stop(signal_name: str, state, sums: dict, meta: dict, last_ckpt: Checkpoints,
+                   best_ckpt: Checkpoints | None, best, start_time: float) -> None:
+  """Saves the state mid-epoch, with the epoch's metric sums so far (the resumed run's epoch
+  means then equal an uninterrupted run's) and a best model not yet written, then raises
+  Stopped."""
+  step = int(jax.device_get(state.step))
+  if best is not None:
+    best_state, best_step, best_epoch, score = best
+    best_ckpt.save(best_step, best_state, {"epoch": best_epoch, "score": score})
+  meta["partial_epoch"] = {k: np.asarray(v).tolist() for k, v in sums.items()
+                           if k != "nonfinite_step"}
+  meta["wall_time_s"] += time.time() - start_time
+  last_ckpt.save(step, state, meta)
+  last_ckpt.wait()
+  if best_ckpt is not None:
+    best_ckpt.wait()
+  preemption.clear()
+  raise preemption.Stopped(signal_name, step, last_ckpt.directory)
+
+
+def _windows_from_json(saved: dict | None) -> list[dict]:
+  """The metric sums a stopped run saved, with the dtypes the device gives them."""
+  if saved is None:
+    return []
+  return [{k: np.asarray(v, np.int32 if k == "steps" else np.float32) for k, v in saved.items()}]
 
 
 def _check_finite(sums: dict, end_step: int, epoch: int, last_ckpt: Checkpoints) -> None:

@@ -8,16 +8,21 @@ import os
 import sys
 import time
 
+import jax
 from tensorboardX import SummaryWriter
 
 from lt_jax import io_utils
 
 
 class MetricWriter:
-  """Writes each record to TensorBoard under workdir/tb and to workdir/metrics.jsonl."""
+  """Writes each record to TensorBoard under workdir/tb and to workdir/metrics.jsonl (process 0
+  of a multi-process run; the others hold the same records and write nothing)."""
 
   def __init__(self, workdir: str, resume_step: int = 0):
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = self._jsonl = None
+    if jax.process_index() != 0:
+      return
     self._drop_after(resume_step)
     self._tb = SummaryWriter(os.path.join(workdir, "tb"))
     self._jsonl = open(self.jsonl_path, "a")
@@ -32,6 +37,8 @@ class MetricWriter:
     io_utils.atomic_write_text(self.jsonl_path, "".join(lines))
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
+    if self._tb is None:
+      return
     for name, value in scalars.items():
       if isinstance(value, (int, float)):
         self._tb.add_scalar(name, value, step)
@@ -39,8 +46,9 @@ class MetricWriter:
     self._jsonl.flush()
 
   def close(self) -> None:
-    self._tb.close()
-    self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+      self._jsonl.close()
 
 
 def _step_of(line: str) -> int | None:
