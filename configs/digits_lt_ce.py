@@ -2,8 +2,9 @@
 
   python run.py --config=configs/digits_lt_ce.py
 
-Needs no download. About 1 minute on 2 CPU cores (most of it compilation); measured: 95.55%
-final test top-1 (4.45% error), Few classes 87.7%.
+Needs no download. About 2 minutes on a 2-core AMD EPYC (AVX2, no AVX-512), most of it
+compilation. Measured there: final (epoch 60) test top-1 95.18% (4.82% error), Few classes
+85.8%; the best epoch, 49, chosen on the test set as the reference does, 95.55%.
 """
 
 from lt_jax.config import get_base_config

@@ -3,7 +3,7 @@ ResNet-32 + CE from the backbone.
 
   python run.py --config=configs/digits_lt_ssp_ce.py
 
-Needs no download; a few minutes on 2 CPU cores.
+Needs no download; a few minutes on a 2-core AMD EPYC (three stages of 60, 20 and 60 epochs).
 """
 
 from configs import digits_lt_ce

@@ -117,25 +117,6 @@ def assert_same_tree(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
 
 
-@pytest.mark.parametrize("method", ["rotation", "moco"])
-def test_ssp_pipeline_transfers_the_backbone(tmp_path, method):
-  out = pipeline.run(ssp_config(method), str(tmp_path))
-  assert set(out["stages"]) == {"pretrain", "probe", "final"}
-  pre = out["stages"]["pretrain"]
-  if method == "rotation":
-    assert pre["dataset"]["num_classes"] == 4 and pre["dataset"]["test_size"] == 4 * 539
-  else:
-    assert np.isfinite(pre["final_loss"])
-  saved, _ = Checkpoints(str(tmp_path / "pretrain" / "checkpoints" / "last")).restore()
-  params = saved["params"] if method == "rotation" else saved["params_q"]
-  stats = saved["batch_stats"] if method == "rotation" else saved["batch_stats_q"]
-  # The probe froze the backbone: its parameters and statistics are the pre-trained ones.
-  probe, _ = Checkpoints(str(tmp_path / "probe" / "checkpoints" / "last")).restore()
-  assert_same_tree(probe["params"]["backbone"], params["backbone"])
-  assert_same_tree(probe["batch_stats"]["backbone"], stats["backbone"])
-  assert out["stages"]["probe"]["final"]["top1_acc"] is not None
-
-
 def fresh_state(name="resnet_tiny", num_classes=10):
   c = tiny_config()
   model = create_model(name, num_classes=num_classes)

@@ -117,27 +117,35 @@ def test_resume_gives_identical_parameters(tmp_path, whole_run):
   assert_same_run(*whole_run, tmp_path / "cut", resumed)
 
 
-def test_a_stop_request_saves_mid_epoch_and_resumes_identically(tmp_path, whole_run,
-                                                                monkeypatch):
+def test_stop_requests_at_an_epoch_end_and_mid_epoch_resume_identically(tmp_path, whole_run,
+                                                                       monkeypatch):
   from lt_jax.train import preemption
   config = tiny_config(**RESUME_CONFIG)
-  spe = 403 // 32  # digits-LT at img_max 100: 403 images.
-  polls = []
-
-  def stop_at_third_window():  # Windows end every 5 steps: the third poll is mid-epoch 2.
-    polls.append(1)
-    return "SIGTERM" if len(polls) == 3 else None
-
-  monkeypatch.setattr(preemption, "agreed", stop_at_third_window)
-  with pytest.raises(preemption.Stopped) as stopped:
-    pipeline.run(config, str(tmp_path / "cut"))
-  assert stopped.value.step == 15 and spe < 15 < 2 * spe
-  assert stopped.value.signal_name == "SIGTERM"
+  spe = -(-403 // 32)  # digits-LT at img_max 100: 403 images, 13 steps per epoch.
   cut = tmp_path / "cut"
-  assert Checkpoints(str(cut / "checkpoints" / "last")).latest_step() == 15
-  assert not (cut / workdir_lib.RESULTS_FILE).exists()
-  assert not (cut / workdir_lib.LOCK_FILE).exists()
-  monkeypatch.undo()
+
+  def stopped_at(poll: int) -> int:
+    """Runs until the `poll`-th stop poll asks to stop; returns the step it saved."""
+    polls = []
+
+    def agreed():
+      polls.append(1)
+      return "SIGTERM" if len(polls) == poll else None
+
+    monkeypatch.setattr(preemption, "agreed", agreed)
+    with pytest.raises(preemption.Stopped) as stopped:
+      pipeline.run(config, str(cut))
+    monkeypatch.undo()
+    assert stopped.value.signal_name == "SIGTERM"
+    assert Checkpoints(str(cut / "checkpoints" / "last")).latest_step() == stopped.value.step
+    assert not (cut / workdir_lib.RESULTS_FILE).exists()
+    assert not (cut / workdir_lib.LOCK_FILE).exists()
+    return stopped.value.step
+
+  # Polls come at window ends inside an epoch (steps 5, 10) and at the epoch's end (13).
+  assert stopped_at(3) == spe
+  # Resumed at 13, its polls are at 15 (a window end inside epoch 2), ...
+  assert stopped_at(1) == 15
   resumed = pipeline.run(config, str(cut))
   assert_same_run(*whole_run, cut, resumed)
 

@@ -17,9 +17,9 @@ Restore order: the newest checkpoint of this workdir (resume; the stage's `initi
 skipped), else `initialize(state)` (e.g. a pre-trained backbone), else the state as given.
 
 A stop request (SIGTERM, Ctrl-C: see train/preemption.py) is honoured at the end of a log
-window inside an epoch: the state is saved at that step with the epoch's metric sums so far,
-and the resumed run finishes the epoch from there, so its parameters, history and metrics.jsonl
-equal an uninterrupted run's.
+window inside an epoch, or at the end of an epoch (after its evaluation): the state is saved at
+that step (mid-epoch, with the epoch's metric sums so far) and the resumed run goes on from
+there, so its parameters, history and metrics.jsonl equal an uninterrupted run's.
 
 Metrics are scalars, or vectors (one entry per model of a stacked state, see train/members.py):
 vectors are summed and averaged like scalars and kept in the history as lists, while progress
@@ -234,7 +234,8 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
     for epoch in range(start_step // spe, epochs):
       epoch_start = time.perf_counter()
       first = max(epoch * spe, start_step)  # A run stopped mid-epoch resumes mid-epoch.
-      carried = _windows_from_json(meta.pop("partial_epoch", None)) if first % spe else []
+      partial = meta.pop("partial_epoch", None)  # Saved by a run stopped mid-epoch.
+      carried = _windows_from_json(partial) if first % spe else []
       progress.restart_window(first)
       state, sums, stopped = _train_epoch(state, multi_step, data, epoch, plan, writer,
                                           progress, last_ckpt, first, carried)
@@ -281,6 +282,9 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
         meta["wall_time_s"] += time.time() - start_time
         start_time = time.time()
         last_ckpt.save(step, state, meta)
+      # Epoch ends are polled too: with log windows as long as epochs, no window ends inside one.
+      if not is_last and (stopped := preemption.agreed()) is not None:
+        _save_and_stop(stopped, state, None, meta, last_ckpt, best_ckpt, best, start_time)
     last_ckpt.wait()
     if best_ckpt is not None:
       best_ckpt.wait()
@@ -348,17 +352,18 @@ def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progre
   return state, combine(epoch_windows), stopped
 
 
-def _save_and_stop(signal_name: str, state, sums: dict, meta: dict, last_ckpt: Checkpoints,
-                   best_ckpt: Checkpoints | None, best, start_time: float) -> None:
-  """Saves the state mid-epoch, with the epoch's metric sums so far (the resumed run's epoch
-  means then equal an uninterrupted run's) and a best model not yet written, then raises
-  Stopped."""
+def _save_and_stop(signal_name: str, state, sums: dict | None, meta: dict,
+                   last_ckpt: Checkpoints, best_ckpt: Checkpoints | None, best,
+                   start_time: float) -> None:
+  """Saves the state, a best model not yet written and, mid-epoch, the epoch's metric sums so
+  far (the resumed run's epoch means then equal an uninterrupted run's); raises Stopped."""
   step = int(jax.device_get(state.step))
   if best is not None:
     best_state, best_step, best_epoch, score = best
     best_ckpt.save(best_step, best_state, {"epoch": best_epoch, "score": score})
-  meta["partial_epoch"] = {k: np.asarray(v).tolist() for k, v in sums.items()
-                           if k != "nonfinite_step"}
+  if sums is not None:
+    meta["partial_epoch"] = {k: np.asarray(v).tolist() for k, v in sums.items()
+                             if k != "nonfinite_step"}
   meta["wall_time_s"] += time.time() - start_time
   last_ckpt.save(step, state, meta)
   last_ckpt.wait()
