@@ -19,7 +19,7 @@ demo: $(BIN)/.installed
 	$(BIN)/python run.py --config=configs/digits_lt_semi.py --workdir=workdirs/demo_digits_lt_semi
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist worksteal -q
 
 lint: $(BIN)/.installed
 	$(BIN)/pip install -q ruff && $(BIN)/ruff check .

@@ -11,6 +11,7 @@ newest cannot be read (a damaged disk, a partial copy), a resume falls back to t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import Any
@@ -31,8 +32,13 @@ class Checkpoints:
 
   def __init__(self, directory: str, keep: int = 2, cleanup: bool = True):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           cleanup_tmp_directories=cleanup)
+    # In a multi-process run the processes meet at barriers named after the step; `last` and
+    # `best` save the same step at once, so each folder's barriers carry a name of their own.
+    folder = hashlib.sha1(self.directory.encode()).hexdigest()[:12]
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, cleanup_tmp_directories=cleanup,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=f"{os.path.basename(self.directory)}-{folder}"))
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -46,6 +52,10 @@ class Checkpoints:
       self._manager.delete(step)
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    if jax.process_count() > 1:
+      # Several processes: each save completes before training goes on, so no write's
+      # barriers run beside the training step's collectives.
+      self._manager.wait_until_finished()
 
   def restore(self, target: Any = None, step: int | None = None,
               fallback: bool = True) -> tuple[Any, dict]:

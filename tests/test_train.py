@@ -2,16 +2,14 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
+import types
 
 import jax
 import numpy as np
 import pytest
 from conftest import killed_at_epoch, tiny_config
 
-from lt_jax import pipeline, results
+from lt_jax import parallel, pipeline, results
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.errors import ConfigError
@@ -162,47 +160,12 @@ def test_finished_workdir_is_not_retrained_and_other_configs_are_refused(tmp_pat
     pipeline.run(tiny_config(train__num_epochs=1, loss__name="focal"), str(tmp_path))
 
 
-DEVICE_RUN = textwrap.dedent("""
-  import sys, numpy as np, jax
-  sys.path.insert(0, {tests!r})
-  from conftest import killed_at_epoch, tiny_config
-  from lt_jax import pipeline
-  from lt_jax.checkpoint import Checkpoints
-  assert jax.device_count() == {n}, jax.devices()
-  config = tiny_config(train__num_epochs=2, augment__name="crop_flip", loss__name="focal")
-  pipeline.run(config, {workdir!r})
-  state, _ = Checkpoints({workdir!r} + "/checkpoints/last").restore()
-  flat = {{"/".join(map(str, p)): np.asarray(v) for p, v in
-          jax.tree_util.tree_flatten_with_path(state["params"])[0]}}
-  np.savez({workdir!r} + "/params.npz", **flat)
-  if {n} == 2:  # A batch that does not split over the devices fails before any work.
-    from lt_jax.errors import ConfigError
-    try:
-      pipeline.run(tiny_config(train__batch_size=33), {workdir!r} + "/odd")
-    except ConfigError as e:
-      assert "train.batch_size=33" in str(e), e
-    else:
-      raise AssertionError("batch 33 on 2 devices was accepted")
-""")
-
-
-def run_on_devices(n, workdir):
-  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}"
-  env = dict(os.environ, XLA_FLAGS=flags.strip(),
-             JAX_PLATFORMS="cpu")
-  code = DEVICE_RUN.format(tests=os.path.join(ROOT, "tests"), n=n, workdir=str(workdir))
-  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                        cwd=ROOT, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return dict(np.load(os.path.join(workdir, "params.npz")))
-
-
-def test_one_and_two_devices_give_the_same_parameters(tmp_path):
-  one = run_on_devices(1, tmp_path / "one")
-  two = run_on_devices(2, tmp_path / "two")
-  assert one.keys() == two.keys()
-  for key in one:
-    np.testing.assert_allclose(one[key], two[key], rtol=1e-4, atol=1e-5, err_msg=key)
+def test_a_batch_that_does_not_split_over_the_devices_is_named():
+  # Equality of one and two devices (and two processes) is tests/test_multiprocess.py's.
+  two_devices = types.SimpleNamespace(devices=np.empty(2))
+  parallel.check_batch_divides(64, two_devices, "train.batch_size")
+  with pytest.raises(ConfigError, match="train.batch_size=33 does not divide over the 2 devices"):
+    parallel.check_batch_divides(33, two_devices, "train.batch_size")
 
 
 def test_a_field_added_since_the_run_counts_only_when_set_away_from_its_default(tmp_path):
