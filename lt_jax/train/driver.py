@@ -11,7 +11,7 @@ its own step counter, dispatches up to `steps_per_call` steps per call (one comp
 results are bit-identical whatever `steps_per_call` is), and reads the metric sums of a log
 window only after the next call is queued. The loop runs under
 `jax.transfer_guard_device_to_host("disallow")`: an accidental host read fails loudly. Evaluation
-and checkpoints happen on epoch boundaries only.
+and checkpoints happen on epoch boundaries (a stop request, below, may save inside an epoch).
 
 Restore order: the newest checkpoint of this workdir (resume; the stage's `initialize` is then
 skipped), else `initialize(state)` (e.g. a pre-trained backbone), else the state as given.
