@@ -77,7 +77,7 @@ class Checkpoints:
         continue
       for path, e in failed:
         aside = f"{path}{UNREADABLE_SUFFIX}-{int(time.time())}"
-        if jax.process_index() == 0:  # Every process found it unreadable; one moves it.
+        if parallel.is_main_process():  # Every process found it unreadable; one moves it.
           os.replace(path, aside)
         print(f"warning: the checkpoint {path} cannot be read ({_first_line(e)}); moved it to "
               f"{aside} and resuming from step {step} instead.", flush=True)

@@ -13,12 +13,12 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-import jax
+from lt_jax import parallel
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
   """Calls write(tmp_path) and renames tmp_path to path once it returned (on process 0)."""
-  if jax.process_index() != 0:
+  if not parallel.is_main_process():
     return
   directory = os.path.dirname(os.path.abspath(path)) or "."
   os.makedirs(directory, exist_ok=True)

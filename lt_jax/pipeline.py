@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import ml_collections
 
 from lt_jax import classify, decouple, grid, io_utils, parallel, pseudo_label, semi, summary
@@ -41,7 +40,7 @@ from lt_jax.validate import validate
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
   # One run at a time in a workdir: a second one would interleave its files with ours.
-  with workdir_lib.lock(workdir, primary=jax.process_index() == 0):
+  with workdir_lib.lock(workdir, primary=parallel.is_main_process()):
     if config.decouple.methods:
       return run_decouple(config, workdir)
     if config.grid.methods:

@@ -8,10 +8,9 @@ import os
 import sys
 import time
 
-import jax
 from tensorboardX import SummaryWriter
 
-from lt_jax import io_utils
+from lt_jax import io_utils, parallel
 
 
 class MetricWriter:
@@ -21,7 +20,7 @@ class MetricWriter:
   def __init__(self, workdir: str, resume_step: int = 0):
     self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
     self._tb = self._jsonl = None
-    if jax.process_index() != 0:
+    if not parallel.is_main_process():
       return
     self._drop_after(resume_step)
     self._tb = SummaryWriter(os.path.join(workdir, "tb"))
