@@ -68,14 +68,18 @@ def main(argv):
     run(FLAGS.config, workdir)
   except (ConfigError, DataError) as e:
     raise SystemExit(f"error: {e}") from None
-  except preemption.Stopped as e:
-    print(str(e), file=sys.stderr, flush=True)
-    raise SystemExit(130 if e.signal_name == "SIGINT" else 0) from None
-  except KeyboardInterrupt:
-    print(f"\ninterrupted; the run in {workdir} keeps its last checkpoint: run the same "
-          "command to continue.", file=sys.stderr, flush=True)
-    raise SystemExit(130) from None
-  except Exception as e:
+  except BaseException as e:
+    # A second Ctrl-C's KeyboardInterrupt may come out wrapped by a C extension (SystemError),
+    # or be swallowed by a finalizer, the run then stopping at its next window: one line.
+    if isinstance(e, KeyboardInterrupt) or preemption.stopped_at_once():
+      print(f"\ninterrupted; the run in {workdir} keeps its last checkpoint: run the same "
+            "command to continue.", file=sys.stderr, flush=True)
+      raise SystemExit(130) from None
+    if isinstance(e, preemption.Stopped):
+      print(str(e), file=sys.stderr, flush=True)
+      raise SystemExit(130 if e.signal_name == "SIGINT" else 0) from None
+    if not isinstance(e, Exception):
+      raise
     message = errors.describe_os_error(e, workdir)
     if message is None:
       raise
@@ -88,8 +92,11 @@ def main(argv):
 
 def _unraisable(unraisable) -> None:
   """When a checkpoint write fails, orbax closes its event loop and TensorStore reports each
-  write still pending on it as 'Event loop is closed'; the failure itself is reported once."""
+  write still pending on it as 'Event loop is closed'; the failure itself is reported once.
+  Likewise a Ctrl-C raised inside a finalizer."""
   error = unraisable.exc_value
+  if isinstance(error, KeyboardInterrupt):
+    return  # A second Ctrl-C that landed in a finalizer: main() reports the stop.
   if not (isinstance(error, RuntimeError) and "Event loop is closed" in str(error)):
     sys.__unraisablehook__(unraisable)
 

@@ -99,6 +99,51 @@ def test_request_keeps_the_strongest_signal_and_clear_forgets_it():
   assert preemption.agreed() is None
 
 
+def test_a_second_ctrl_c_is_recorded_and_outlives_clear():
+  previous = signal.getsignal(signal.SIGINT)
+  try:
+    preemption._on_signal(signal.SIGINT, None)  # The first asks for a stop at the next window.
+    assert preemption.agreed() == "SIGINT" and not preemption.stopped_at_once()
+    with pytest.raises(KeyboardInterrupt):
+      preemption._on_signal(signal.SIGINT, None)
+    preemption.clear()
+    assert preemption.stopped_at_once() and preemption.agreed() is None
+  finally:
+    signal.signal(signal.SIGINT, previous)
+    preemption.clear()
+    preemption._stopped_at_once = False
+
+
+# A second Ctrl-C whose KeyboardInterrupt a C extension turned into SystemError (seen inside
+# JAX's dtype canonicalisation): run.py still reports the stop in one line and exits 130.
+WRAPPED_INTERRUPT = textwrap.dedent("""
+    import signal, sys
+    from absl import app
+    import lt_jax.pipeline
+    import run
+    from lt_jax.train import preemption
+
+    def fake_run(config, workdir):
+      preemption._on_signal(signal.SIGINT, None)
+      try:
+        preemption._on_signal(signal.SIGINT, None)
+      except KeyboardInterrupt as e:
+        raise SystemError("a C function returned a result with an exception set") from e
+
+    lt_jax.pipeline.run = fake_run
+    sys.argv = ["run.py", "--config=configs/digits_lt_ce.py", "--workdir=" + sys.argv[1]]
+    app.run(run.main, flags_parser=run.parse_flags)
+""")
+
+
+def test_run_py_reports_a_wrapped_second_ctrl_c_in_one_line(tmp_path):
+  proc = subprocess.run([sys.executable, "-c", WRAPPED_INTERRUPT, str(tmp_path / "w")],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 130, proc.stderr
+  assert "Traceback" not in proc.stderr and "SystemError" not in proc.stderr, proc.stderr
+  assert "interrupted; the run in" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("args, fragments", [
     (dict(num_processes=2), ["--coordinator_address", "--process_id", "--distributed"]),
     (dict(coordinator_address="127.0.0.1:1", num_processes=2, process_id=2),

@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 SIGNALS = ("SIGINT", "SIGTERM")
 
 _requested: str | None = None
+_stopped_at_once = False
 
 
 class Stopped(Exception):
@@ -49,14 +50,24 @@ def request(signal_name: str = "SIGTERM") -> None:
 
 
 def clear() -> None:
+  """Forgets a stop request once it was honoured (a notebook trains on afterwards)."""
   global _requested
   _requested = None
 
 
+def stopped_at_once() -> bool:
+  """Whether a second Ctrl-C asked to stop at once. Its KeyboardInterrupt is raised wherever
+  Python was, and may come out wrapped (a C extension that called back into Python turns it
+  into SystemError): run.py asks this instead of trusting the exception's type."""
+  return _stopped_at_once
+
+
 def _on_signal(signum, frame) -> None:
+  global _stopped_at_once
   name = signal.Signals(signum).name
   if name == "SIGINT" and _requested is not None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    _stopped_at_once = True
     raise KeyboardInterrupt  # Asked twice: stop now.
   if _requested is None:
     again = "; press Ctrl-C again to stop at once" if name == "SIGINT" else ""
