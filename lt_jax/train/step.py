@@ -1,10 +1,12 @@
 """Train state and the pure train and eval steps.
 
 `train_step(state, data) -> (state, metrics)`: sample indices, gather from the device-resident
-uint8 training set, augment, normalise, forward, loss, SGD update. Every random choice comes
-from `state.rng` and `state.step` through `step_keys`, so a step is a pure function of its
-inputs and a resumed run replays the same batches, crops and flips. The driver
-(`train/driver.py`) runs many of these steps per dispatch; metrics are per-step scalars.
+uint8 training set, augment, normalise, forward, loss, SGD update. `train_step_on_batch` takes
+a batch the host drew and augmented (ImageNet-size data) and shares the forward, loss and
+update (`sgd_update`). Every random choice comes from `state.rng` and `state.step` through
+`step_keys`, so a step is a pure function of its inputs and a resumed run replays the same
+batches, crops and flips. The driver (`train/driver.py`) runs many of these steps per
+dispatch; metrics are per-step scalars.
 """
 
 
@@ -81,7 +83,6 @@ def train_step(state: TrainState, data: DeviceData, *, model: nn.Module,
   L_labeled + unlabeled_weight * L_unlabeled, each reduced over its own part."""
   sample_key, step_key = step_keys(state.rng, state.step)
   aug_key, task_key = jax.random.split(step_key)
-  epoch = state.step // steps_per_epoch
 
   idx = sampler(sample_key, state.step)
   images = jax.lax.with_sharding_constraint(data.images[idx], batch_sharding)
@@ -89,7 +90,39 @@ def train_step(state: TrainState, data: DeviceData, *, model: nn.Module,
   images = augment(aug_key, images)
   if task_transform is not None:
     images, labels = task_transform(task_key, images, labels)
-  x = augment_lib.normalize(images, mean, std)
+  return sgd_update(state, augment_lib.normalize(images, mean, std), labels, model=model,
+                    tx=tx, objective=objective, steps_per_epoch=steps_per_epoch,
+                    schedule=schedule, labeled_per_batch=labeled_per_batch,
+                    unlabeled_weight=unlabeled_weight)
+
+
+def train_step_on_batch(state: TrainState, batch: dict, *, model: nn.Module,
+                        tx: optax.GradientTransformation, objective: Callable, mean, std,
+                        steps_per_epoch: int, schedule: Callable, batch_sharding,
+                        task_transform: Callable | None = None
+                        ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on a batch the host already drew and augmented (ImageNet-size data, see
+  train/feed.py): {'image': uint8 [B, S, S, 3], 'label': int32 [B]}. The forward pass, loss,
+  update and metrics are `train_step`'s; the step key is drawn as there (`step_keys`), so a
+  pretext `task_transform` gets the same key it would get from the device-resident step."""
+  _, step_key = step_keys(state.rng, state.step)
+  _, task_key = jax.random.split(step_key)
+  images = jax.lax.with_sharding_constraint(batch["image"], batch_sharding)
+  labels = jax.lax.with_sharding_constraint(batch["label"], batch_sharding)
+  if task_transform is not None:
+    images, labels = task_transform(task_key, images, labels)
+  return sgd_update(state, augment_lib.normalize(images, mean, std), labels, model=model,
+                    tx=tx, objective=objective, steps_per_epoch=steps_per_epoch,
+                    schedule=schedule)
+
+
+def sgd_update(state: TrainState, x: jax.Array, labels: jax.Array, *, model: nn.Module,
+               tx: optax.GradientTransformation, objective: Callable, steps_per_epoch: int,
+               schedule: Callable, labeled_per_batch: int | None = None,
+               unlabeled_weight: float = 1.0) -> tuple[TrainState, dict[str, jax.Array]]:
+  """Forward, loss, gradient and optimiser update on a normalised batch: the part every
+  supervised step shares, whatever produced the batch. Metrics: loss, accuracy, grad_norm, lr."""
+  epoch = state.step // steps_per_epoch
 
   def total_loss(logits):
     if labeled_per_batch is None:
@@ -129,11 +162,33 @@ def evaluate(state: TrainState, data: DeviceData, *, model: nn.Module, mean, std
     labels = jax.lax.dynamic_slice_in_dim(data.labels, start, batch_size)
     images = jax.lax.with_sharding_constraint(images, batch_sharding)
     mask = (start + jnp.arange(batch_size)) < num_examples
-    logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                            augment_lib.normalize(images, mean, std), train=False)
-    counts = lt_metrics.confusion_update(logits, labels, num_classes, where=mask)
+    counts = batch_counts(state, images, labels, mask, model=model, mean=mean, std=std,
+                          num_classes=num_classes)
     return jax.tree.map(jnp.add, acc, counts)
 
-  zeros = {"confusion": jnp.zeros((num_classes, num_classes), jnp.int32),
-           "top5_correct": jnp.zeros((num_classes,), jnp.int32)}
-  return jax.lax.fori_loop(0, num_batches, body, zeros)
+  return jax.lax.fori_loop(0, num_batches, body, zero_counts(num_classes))
+
+
+def zero_counts(num_classes: int) -> dict:
+  """The evaluation sums before any batch: confusion [C, C] and top-5 hits [C]."""
+  return {"confusion": jnp.zeros((num_classes, num_classes), jnp.int32),
+          "top5_correct": jnp.zeros((num_classes,), jnp.int32)}
+
+
+def batch_counts(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array, *,
+                 model: nn.Module, mean, std, num_classes: int) -> dict:
+  """Confusion and top-5 counts of one uint8 batch, the examples where `mask` is False left
+  out (the padding of a split's last batch)."""
+  logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                          augment_lib.normalize(images, mean, std), train=False)
+  return lt_metrics.confusion_update(logits, labels, num_classes, where=mask)
+
+
+def add_batch_counts(state: TrainState, counts: dict, batch: dict, *, model: nn.Module, mean,
+                     std, num_classes: int, batch_sharding) -> dict:
+  """`counts` plus one host-fed eval batch ({'image', 'label', 'mask'}): the sums stay on the
+  device across a split's batches and are read once at its end."""
+  images = jax.lax.with_sharding_constraint(batch["image"], batch_sharding)
+  new = batch_counts(state, images, batch["label"], batch["mask"], model=model, mean=mean,
+                     std=std, num_classes=num_classes)
+  return jax.tree.map(jnp.add, counts, new)
