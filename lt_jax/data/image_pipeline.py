@@ -104,6 +104,19 @@ class Augment:
     return np.asarray(image, np.uint8)
 
 
+@dataclasses.dataclass(frozen=True)
+class CenterView:
+  """The evaluation view as a training transform (no augmentation: a linear probe, cRT
+  without augmentation): resize the shorter side to `resize`, central `size` crop."""
+
+  size: int = 224
+  resize: int = 256
+
+  def __call__(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    del rng
+    return center_view(image, self.resize, self.size)
+
+
 def random_resized_box(width: int, height: int, rng: np.random.Generator,
                        scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
   """torchvision's RandomResizedCrop box (left, top, right, bottom): area fraction uniform in
@@ -165,11 +178,12 @@ def _host_rows(batch_size: int, process_index: int, process_count: int) -> slice
 def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: int,
                   order: str = "instance", samples_per_class: int = 4,
                   augment: Augment = Augment(), num_workers: int = 0, process_index: int = 0,
-                  process_count: int = 1) -> grain.IterDataset:
+                  process_count: int = 1, start_step: int = 0) -> grain.IterDataset:
   """{'image': uint8 [B/P, S, S, 3], 'label': int32 [B/P]} for this host: ceil(N / B) batches
-  an epoch (the last one topped up from the next epoch's stream), `num_epochs` epochs. Each
-  image's augmentation draws from a generator keyed by (seed, its position in the stream), so
-  it does not depend on the number of hosts or workers."""
+  an epoch (the last one topped up from the next epoch's stream), `num_epochs` epochs, from
+  batch `start_step` on (a resumed run's first step). Each image's augmentation draws from a
+  generator keyed by (seed, its position in the stream), so it does not depend on the number
+  of hosts or workers, nor on where the stream was started."""
   if order not in ORDERS:
     raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of {ORDERS}.")
   rows = _host_rows(batch_size, process_index, process_count)
@@ -185,7 +199,10 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
     return {"image": augment(read_image(images, index), rng),
             "label": np.int32(images.labels[index])}
 
-  data = grain.MapDataset.range(steps * per_host).map(load).batch(per_host, drop_remainder=True)
+  if not 0 <= start_step <= steps:
+    raise ValueError(f"start_step={start_step} is outside the stream's {steps} batches.")
+  data = grain.MapDataset.range(start_step * per_host, steps * per_host).map(load).batch(
+      per_host, drop_remainder=True)
   return _prefetch(data.to_iter_dataset(), num_workers)
 
 

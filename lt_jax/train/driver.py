@@ -5,6 +5,12 @@ hands the driver a pure step `step(state, data) -> (state, metrics)` wrapped by
 `make_multi_step`, a state to start from, and optionally an evaluation hook. The driver knows
 nothing else about the stage.
 
+`data` is either device-resident (the same arrays every call; the step samples from them) or
+a `train.feed.Feed` that hands over the next global batch each step (ImageNet-size data
+decoded and augmented on the host). A feed is started at the step the run resumes from, its
+stream and position go into every checkpoint's meta and are checked on resume, so a run
+stopped mid-epoch continues with the same batches.
+
 Keeping the accelerator busy: within an epoch the host never waits on the device. It keeps
 its own step counter, dispatches up to `steps_per_call` steps per call (one compiled
 `fori_loop` whose trip count is an argument, so every chunk size runs the same program and
@@ -41,6 +47,7 @@ import numpy as np
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.train import preemption, writers
+from lt_jax.train.feed import Feed
 
 StepFn = Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
 # Reported as the window's last value (also under a prefix: member/lr); the rest are averaged.
@@ -204,7 +211,8 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
           initialize: Callable[[Any], Any] | None = None, keep_best: bool = False,
           log: Callable[[str], None] = print) -> Trained:
   """Trains `state` with the pure `step` for `plan.num_epochs` epochs (resuming from
-  workdir's checkpoints); the state keeps `state_sharding`.
+  workdir's checkpoints); the state keeps `state_sharding`. `data` is what `step` takes
+  besides the state: device-resident arrays, or a `Feed` whose next batch each step gets.
 
   `evaluate(state, epoch)` runs after every `plan.eval_every_epochs` epochs and the last one.
   With `keep_best`, the state of the best score so far is kept on the device and written to
@@ -212,6 +220,12 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
   after its last checkpoint, so it finds the same best again.
   """
   start_time = time.time()
+  feed = data if isinstance(data, Feed) else None
+  if feed is not None:
+    # One plain step per call: a host-fed step (an ImageNet-size batch through a ResNet) is
+    # long enough that dispatching each one costs nothing, and a loop could not take a new
+    # batch per step anyway.
+    plan = dataclasses.replace(plan, steps_per_call=1)
   multi_step = make_multi_step(step, state_sharding, plan.steps_per_call)
   last_ckpt = Checkpoints(workdir_lib.checkpoint_dir(workdir, "last"))
   best_ckpt = Checkpoints(workdir_lib.checkpoint_dir(workdir, "best")) if keep_best else None
@@ -226,11 +240,15 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
     state = initialize(state)
   spe, epochs = plan.steps_per_epoch, plan.num_epochs
   start_step = int(state.step)
+  if feed is not None and last_ckpt.latest_step() is not None:
+    feed.check(meta.get("feed"), start_step, last_ckpt.directory)
   writer = writers.MetricWriter(workdir, resume_step=start_step)
   progress = writers.Progress(spe * epochs, plan.batch_size, start_step, label=plan.label)
   final, best = None, None  # best: (state copy, step, epoch, score) not yet written.
   compiled_eval = False
   try:
+    if feed is not None:
+      feed.start(start_step)
     for epoch in range(start_step // spe, epochs):
       epoch_start = time.perf_counter()
       first = max(epoch * spe, start_step)  # A run stopped mid-epoch resumes mid-epoch.
@@ -240,6 +258,7 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
       state, sums, stopped = _train_epoch(state, multi_step, data, epoch, plan, writer,
                                           progress, last_ckpt, first, carried)
       if stopped is not None:
+        _record_feed(meta, feed)
         _save_and_stop(stopped, state, sums, meta, last_ckpt, best_ckpt, best, start_time)
       scalars = means(sums)
       step = (epoch + 1) * spe
@@ -281,14 +300,18 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
           best = None
         meta["wall_time_s"] += time.time() - start_time
         start_time = time.time()
+        _record_feed(meta, feed)
         last_ckpt.save(step, state, meta)
       # Epoch ends are polled too: with log windows as long as epochs, no window ends inside one.
       if not is_last and (stopped := preemption.agreed()) is not None:
+        _record_feed(meta, feed)
         _save_and_stop(stopped, state, None, meta, last_ckpt, best_ckpt, best, start_time)
     last_ckpt.wait()
     if best_ckpt is not None:
       best_ckpt.wait()
   finally:
+    if feed is not None:
+      feed.close()
     writer.close()
     last_ckpt.close()
     if best_ckpt is not None:
@@ -298,6 +321,12 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
     state = state if final.state is None else final.state
   meta["wall_time_s"] += time.time() - start_time
   return Trained(state, meta, final)
+
+
+def _record_feed(meta: dict, feed: Feed | None) -> None:
+  """Puts the feed's stream and position into the meta about to be checkpointed."""
+  if feed is not None:
+    meta["feed"] = feed.state()
 
 
 # One dispatch copies a whole state (op by op, a ResNet-32 state takes ~100 of them).
@@ -323,7 +352,7 @@ def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progre
   end, never at the epoch's (its evaluation comes first)."""
   spe, log_every = plan.steps_per_epoch, plan.log_every_steps
   step, end = first, (epoch + 1) * spe
-  zeros = multi_step.zeros(state, data)
+  zeros = multi_step.zeros(state, data.spec if isinstance(data, Feed) else data)
   sums, pending, epoch_windows, stopped = zeros, None, list(carried), None
 
   def report(at: int, window_sums) -> None:
@@ -339,7 +368,8 @@ def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progre
   with jax.transfer_guard_device_to_host("disallow"):
     while step < end:
       n = min(plan.steps_per_call, end - step, log_every - step % log_every)
-      state, sums = multi_step(state, sums, data, n)
+      inputs = next(data) if isinstance(data, Feed) else data
+      state, sums = multi_step(state, sums, inputs, n)
       step += n
       if pending is not None:  # The next chunk is queued: now wait for the last window.
         report(*pending)
