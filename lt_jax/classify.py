@@ -9,6 +9,7 @@ pre-training (4-way labels from `pretrain.rotation`), the linear probe and SSP f
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable
@@ -45,19 +46,64 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   tr = config.train
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
   parallel.check_batch_divides(tr.eval_batch_size, mesh, "train.eval_batch_size")
-  print_counts(data)
+  facts = DatasetFacts.of(data)
+  print_counts(facts)
   spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
-  frozen = bool(config.model.freeze_backbone)
-  model = create_model(config.model.name, num_classes=data.num_classes, head=config.model.head,
-                       dtype=config.model.dtype, frozen_backbone=frozen,
-                       frozen_bn_updates=bool(config.model.frozen_bn_updates),
-                       conv_impl=config.model.conv_impl)
+  model = build_model(config, data.num_classes)
   tx = optim.make_optimizer(config.optim, tr.num_epochs, spe, frozen=frozen_parameters(config))
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   state = step_lib.create_state(model, tx, data.train.images.shape[1:], config.seed, replicated)
   train_data = put_split(data.train.images, data.train.labels, replicated)
-  evaluate = make_evaluator(config, data, model, mesh)
   selection = results.resolve_selection(config)
+  check_training_data(config, data)
+  print(workdir_lib.write_parameter_table(workdir, state.params), flush=True)
+  trained = driver.train(
+      workdir, state, make_step(config, data, model, tx, batch_sharding), train_data,
+      plan(config, spe), state_sharding=replicated,
+      evaluate=epoch_eval_hook(make_evaluator(config, data, model, mesh), selection),
+      initialize=backbone_initializer(config, replicated),
+      keep_best=selection != "last", log=lambda line: print(line, flush=True))
+  return write_outputs(config, workdir, facts, trained, selection,
+                       title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}, "
+                             f"{config.loss.name}, rule {tr.rule}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFacts:
+  """What the start-of-run summary and results.json say about a stage's training data,
+  whether it lives on the device (`of`) or is read from split lists."""
+  name: str
+  num_classes: int
+  train_size: int
+  val_size: int  # 0: no validation split.
+  test_size: int
+  class_counts: list[int]  # Training images per class id.
+  report_counts: list[int]  # The counts that define Many / Medium / Few.
+  num_labeled: int | None = None  # Labeled examples before a pseudo-labeled pool.
+
+  @classmethod
+  def of(cls, data: prepare_lib.LongTailData) -> DatasetFacts:
+    return cls(name=data.name, num_classes=data.num_classes,
+               train_size=int(len(data.train.labels)),
+               val_size=0 if data.val is None else int(len(data.val.labels)),
+               test_size=int(len(data.test.labels)),
+               class_counts=[int(c) for c in data.class_counts],
+               report_counts=[int(c) for c in data.report_counts],
+               num_labeled=data.num_labeled)
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+  """The classifier of `config.model` for `num_classes` classes."""
+  m = config.model
+  return create_model(m.name, num_classes=num_classes, head=m.head, dtype=m.dtype,
+                      frozen_backbone=bool(m.freeze_backbone),
+                      frozen_bn_updates=bool(m.frozen_bn_updates), conv_impl=m.conv_impl)
+
+
+def epoch_eval_hook(evaluate: Callable[[object], dict[str, dict]], selection: str
+                    ) -> Callable[[object, int], driver.EpochEval]:
+  """The driver's evaluation hook around `evaluate(state) -> {split: summary}`: the history
+  record, the progress line, and the score of the split that selects the best epoch."""
 
   def epoch_eval(current_state, epoch: int) -> driver.EpochEval:
     del epoch
@@ -70,29 +116,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     score = None if selection == "last" else evals[selection]["top1_acc"]
     return driver.EpochEval(record, line, score=score,
                             keep={"test": evals["test"], "val": evals.get("val")})
+  return epoch_eval
+
+
+def backbone_initializer(config: ml_collections.ConfigDict, replicated
+                         ) -> Callable | None:
+  """The driver's `initialize` for model.init_from (a pre-trained backbone), else None."""
+  if not config.model.init_from:
+    return None
 
   def initialize(s):
     s = transfer.init_backbone_from(s, config.model.init_from, replicated,
                                     head=bool(config.model.init_head))
     print(f"backbone initialised from {config.model.init_from}; "
           + ("classifier restored" if config.model.init_head else "head re-initialised")
-          + (" (backbone frozen)" if frozen else ""), flush=True)
+          + (" (backbone frozen)" if config.model.freeze_backbone else ""), flush=True)
     return s
+  return initialize
 
-  check_training_data(config, data)
-  print(workdir_lib.write_parameter_table(workdir, state.params), flush=True)
-  trained = driver.train(
-      workdir, state, make_step(config, data, model, tx, batch_sharding), train_data,
-      plan(config, spe), state_sharding=replicated, evaluate=epoch_eval,
-      initialize=initialize if config.model.init_from else None,
-      keep_best=selection != "last", log=lambda line: print(line, flush=True))
-  out = results_json(config, data, trained, selection)
+
+def write_outputs(config: ml_collections.ConfigDict, workdir: str, facts: DatasetFacts,
+                  trained: driver.Trained, selection: str, title: str) -> dict:
+  """Writes results.json and the per-class plot of a trained classifier, prints the table;
+  returns the results."""
+  out = results_json(config, facts, trained, selection)
   workdir_lib.write_results(workdir, out)
   results.plot_per_class_accuracy(
-      os.path.join(workdir, results.PLOT_FILE), data.report_counts,
-      {"final": out["final"], "best": out["best"]},
-      title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}, {config.loss.name}, "
-            f"rule {tr.rule}")
+      os.path.join(workdir, results.PLOT_FILE), facts.report_counts,
+      {"final": out["final"], "best": out["best"]}, title=title)
   print(lt_metrics.format_table({"final": out["final"], "best": out["best"]}), flush=True)
   print(f"results: {os.path.join(workdir, workdir_lib.RESULTS_FILE)}", flush=True)
   return out
@@ -210,21 +261,27 @@ def _pad_to_multiple(split, multiple: int):
   return images, labels, n
 
 
-def print_counts(data: prepare_lib.LongTailData) -> None:
-  counts = data.class_counts
-  print(f"{data.name}: {len(data.train.labels)} training images in {data.num_classes} classes "
-        f"(imbalance {max(counts) / max(min(counts), 1):.1f}); test {len(data.test.labels)}"
-        + (f", val {len(data.val.labels)}" if data.val is not None else "")
-        + (f"; {data.num_labeled} labeled + {len(data.train.labels) - data.num_labeled} "
-           "pseudo-labeled" if data.num_labeled is not None else ""), flush=True)
-  print("class counts: " + ", ".join(str(c) for c in counts), flush=True)
+def print_counts(facts: DatasetFacts) -> None:
+  counts = facts.class_counts
+  print(f"{facts.name}: {facts.train_size} training images in {facts.num_classes} classes "
+        f"(imbalance {max(counts) / max(min(counts), 1):.1f}); test {facts.test_size}"
+        + (f", val {facts.val_size}" if facts.val_size else "")
+        + (f"; {facts.num_labeled} labeled + {facts.train_size - facts.num_labeled} "
+           "pseudo-labeled" if facts.num_labeled is not None else ""), flush=True)
+  if len(counts) <= 100:
+    print("class counts: " + ", ".join(str(c) for c in counts), flush=True)
+  else:  # ImageNet-LT's 1,000 or iNaturalist's 8,142: their spread, not every one.
+    print(f"class counts: largest {max(counts)}, median {int(np.median(counts))}, smallest "
+          f"{min(counts)}; Many (> 100) {sum(c > 100 for c in counts)} classes, Medium "
+          f"{sum(20 <= c <= 100 for c in counts)}, Few (< 20) {sum(c < 20 for c in counts)}",
+          flush=True)
 
 
 def _fmt(value) -> str:
   return "-" if value is None else f"{value:.1f}"
 
 
-def results_json(config, data, trained: driver.Trained, selection: str) -> dict:
+def results_json(config, facts: DatasetFacts, trained: driver.Trained, selection: str) -> dict:
   """The results.json content of a trained classifier stage."""
   meta, final = trained.meta, trained.final.keep
   best = meta["best"] or {"test": final["test"], "val": final.get("val")}
@@ -235,12 +292,11 @@ def results_json(config, data, trained: driver.Trained, selection: str) -> dict:
     best_block = dict(final["test"], epoch=config.train.num_epochs)
   return {
       "config": workdir_lib.config_json(config),
-      "dataset": {"name": data.name, "num_classes": data.num_classes,
-                  "train_size": int(len(data.train.labels)),
-                  "val_size": 0 if data.val is None else int(len(data.val.labels)),
-                  "test_size": int(len(data.test.labels))},
-      "class_counts": [int(c) for c in data.class_counts],
-      "group_counts": [int(c) for c in data.report_counts],
+      "dataset": {"name": facts.name, "num_classes": facts.num_classes,
+                  "train_size": facts.train_size, "val_size": facts.val_size,
+                  "test_size": facts.test_size},
+      "class_counts": list(facts.class_counts),
+      "group_counts": list(facts.report_counts),
       "final": dict(final["test"], epoch=config.train.num_epochs),
       "best": best_block,
       "selected_on": selection,

@@ -19,13 +19,24 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # --- data -------------------------------------------------------------------------------
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = "cifar10"  # cifar10 | cifar100 | svhn | fashion_mnist | digits | npz
+  # cifar10 | cifar100 | svhn | fashion_mnist | digits | npz (held on the device) |
+  # imagenet_lt | inat18 (image folders with split lists, decoded on the host: docs/DATA.md).
+  c.dataset.name = "cifar10"
   # files (archive folders / .mat / IDX / npz) | tfds. TFDS stores images shuffled: CIFAR's
   # are put back in the archive's order (by their `id`), SVHN's and Fashion-MNIST's carry no
   # position, so with tfds their long-tailed subset holds other images than the reference's
   # (the same counts per class).
   c.dataset.source = "files"
-  c.dataset.data_dir = config_dict.placeholder(str)  # None: the default.
+  # None: the default. imagenet_lt / inat18: the image root that the lists' paths are
+  # relative to (the folder holding ImageNet's train/ and val/, or iNaturalist's train_val2018/).
+  c.dataset.data_dir = config_dict.placeholder(str)
+  # imagenet_lt / inat18: the folder holding the split lists (ImageNet_LT_train.txt, _val.txt,
+  # _test.txt; iNaturalist18_train.txt, _val.txt), one 'relative/path label' per line.
+  c.dataset.lists_dir = config_dict.placeholder(str)
+  c.dataset.image_size = 224  # imagenet_lt / inat18: the training crop and evaluation crop.
+  c.dataset.resize_size = 256  # imagenet_lt / inat18: evaluation resizes the shorter side to it.
+  # imagenet_lt / inat18: grain worker processes decoding and augmenting (0: in-process).
+  c.dataset.num_workers = 0
   c.dataset.npz_path = config_dict.placeholder(str)  # For name='npz'.
   # rho = n_max / n_min; the reference's imb_factor is 1 / rho (rho 100 <-> imb_factor 0.01).
   c.dataset.imbalance_ratio = 100.0

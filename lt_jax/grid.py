@@ -148,7 +148,7 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "") -> Pro
   config = cohorts[0][0].config
   tr = config.train
   data = classify.training_data(config)
-  classify.print_counts(data)
+  classify.print_counts(classify.DatasetFacts.of(data))
   mesh = parallel.make_mesh()
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
   parallel.check_batch_divides(tr.eval_batch_size, mesh, "train.eval_batch_size")
@@ -276,8 +276,8 @@ def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dic
       member_meta |= {"best": evaluate.best[i], "best_epoch": int(best_epoch[i]),
                       "best_score": evaluate.best[i][evaluate.selection]["top1_acc"]}
     final = driver.EpochEval({}, "", keep=trained.final.keep[i])
-    res = classify.results_json(m.config, data, driver.Trained(lasts[i], member_meta, final),
-                                 evaluate.selection)
+    res = classify.results_json(m.config, classify.DatasetFacts.of(data),
+                                driver.Trained(lasts[i], member_meta, final), evaluate.selection)
     res["grid"] = {"program": os.path.relpath(program_dir, os.path.dirname(m.workdir)),
                    "models_in_program": n, "member_map": how, "name": m.name,
                    "note": "wall time and images/s are the program's, shared by its models"}

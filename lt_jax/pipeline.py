@@ -26,12 +26,22 @@ import os
 
 import ml_collections
 
-from lt_jax import classify, decouple, grid, io_utils, parallel, pseudo_label, semi, summary
+from lt_jax import (
+  classify,
+  classify_lists,
+  decouple,
+  grid,
+  io_utils,
+  parallel,
+  pseudo_label,
+  semi,
+  summary,
+)
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
+from lt_jax.data import image_lists, unlabeled
 from lt_jax.data import prepare as prepare_lib
-from lt_jax.data import unlabeled
 from lt_jax.errors import ConfigError
 from lt_jax.pretrain import contrastive_stage
 from lt_jax.validate import validate
@@ -58,6 +68,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finished = _finished(workdir, config)
   if finished is not None:
     return finished
+  if config.dataset.name in image_lists.LIST_DATASETS:  # Streamed from the host.
+    return classify_lists.train_and_evaluate(config, workdir)
   return classify.train_and_evaluate(config, workdir, classify.training_data(config))
 
 

@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lt_jax import io_utils  # noqa: E402
+from lt_jax.data import image_lists  # noqa: E402
 
 PLOT_FILE = "per_class_accuracy.png"
 # Config field train.select_on: which epoch the `best` block reports. auto: val when a
@@ -19,7 +20,14 @@ SELECT_ON = ("auto", "val", "test", "last")
 def resolve_selection(config) -> str:
   if config.train.select_on != "auto":
     return config.train.select_on
-  return "val" if config.dataset.val_per_class > 0 else "test"
+  return "val" if config.dataset.val_per_class > 0 or has_list_val(config) else "test"
+
+
+def has_list_val(config) -> bool:
+  """Whether the dataset's split lists hold a validation split apart from the test split
+  (ImageNet-LT's do; iNaturalist 2018's validation list is its test set)."""
+  spec = image_lists.LIST_DATASETS.get(config.dataset.name)
+  return spec is not None and {"val", "test"} <= set(spec.splits)
 
 
 def plot_per_class_accuracy(path: str, class_counts, blocks: dict[str, dict],

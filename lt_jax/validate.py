@@ -10,8 +10,18 @@ import ml_collections
 from lt_jax import methods, results, transfer
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import get_base_config, override
-from lt_jax.data import augment, longtail, open_pools, prepare, samplers, sources, unlabeled
-from lt_jax.errors import ConfigError
+from lt_jax.data import (
+    augment,
+    image_lists,
+    image_pipeline,
+    longtail,
+    open_pools,
+    prepare,
+    samplers,
+    sources,
+    unlabeled,
+)
+from lt_jax.errors import ConfigError, DataError
 from lt_jax.models import CONV_IMPLS, DTYPES, HEADS, MODELS
 from lt_jax.pretrain import METHODS as PRETRAIN_METHODS
 from lt_jax.pretrain.rotation import TASKS
@@ -41,7 +51,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
     _check_finite(config)
   _seed("seed", config.seed)
   _seed("dataset.lt_seed", ds.lt_seed, limit=2**32 - 1)  # numpy also seeds lt_seed + 1.
-  _choice("dataset.name", ds.name, sources.SOURCES)
+  _choice("dataset.name", ds.name, sources.SOURCES + tuple(image_lists.LIST_DATASETS))
   _choice("dataset.source", ds.source, ("files", "tfds"))
   _choice("dataset.imb_type", ds.imb_type, longtail.IMB_TYPES)
   if ds.imbalance_ratio is None or not ds.imbalance_ratio >= 1:  # NaN too.
@@ -89,7 +99,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   if tr.steps_per_call < 0:
     raise ConfigError(f"train.steps_per_call={tr.steps_per_call} must be >= 1, or 0 for auto.")
   _choice("train.select_on", tr.select_on, results.SELECT_ON)
-  if tr.select_on == "val" and ds.val_per_class == 0:
+  if tr.select_on == "val" and ds.val_per_class == 0 and not results.has_list_val(config):
     raise ConfigError("train.select_on='val' needs a validation split: set "
                       "dataset.val_per_class > 0 (or select_on='auto').")
 
@@ -115,11 +125,64 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   _validate_pretrain(config)
   _validate_grid(config)
   _validate_decouple(config)
+  if ds.name in image_lists.LIST_DATASETS:
+    _validate_list_dataset(config)
 
   if check_data:
     _check_drw(config)
-    sources.check_available(ds.name, ds.data_dir, ds.source, **prepare.source_options(ds))
+    if ds.name in image_lists.LIST_DATASETS:
+      _check_lists_present(ds)
+    else:
+      sources.check_available(ds.name, ds.data_dir, ds.source, **prepare.source_options(ds))
     _check_workdir_fields(config)
+
+
+def _validate_list_dataset(config) -> None:
+  """imagenet_lt / inat18 stream from the host (data/image_pipeline.py): its orders, its
+  transforms, and none of the pipelines that need the images on the device yet."""
+  ds, tr, name = config.dataset, config.train, config.dataset.name
+  for field, fix in (("lists_dir", "the folder holding the split lists (ImageNet_LT_train.txt "
+                                   "...; docs/DATA.md says where to get them)"),
+                     ("data_dir", "the image root the lists' paths are relative to")):
+    if not ds[field]:
+      raise ConfigError(f"dataset.{field} is required for dataset.name={name!r}: {fix}.")
+  if ds.source != "files":
+    raise ConfigError(f"dataset.source={ds.source!r}: dataset.name={name!r} reads image "
+                      "files through its split lists; set dataset.source='files'.")
+  if tr.rule in objective.RULE_SAMPLERS:
+    raise ConfigError(f"train.rule={tr.rule!r} draws its own sampler, which "
+                      f"dataset.name={name!r} has no host pipeline for; choose train.rule from "
+                      "('none', 'reweight', 'drw'), or train.sampler='class_aware'.")
+  if tr.sampler not in image_pipeline.ORDERS:
+    raise ConfigError(f"train.sampler={tr.sampler!r} has no host pipeline for "
+                      f"dataset.name={name!r}; choose one of {image_pipeline.ORDERS}.")
+  if ds.val_per_class:
+    raise ConfigError(f"dataset.val_per_class={ds.val_per_class}: dataset.name={name!r} has "
+                      "its own validation list; set dataset.val_per_class=0.")
+  _positive("dataset.image_size", ds.image_size)
+  if ds.resize_size < ds.image_size:
+    raise ConfigError(f"dataset.resize_size={ds.resize_size} must be at least "
+                      f"dataset.image_size={ds.image_size} (evaluation resizes, then crops).")
+  if ds.num_workers < 0:
+    raise ConfigError(f"dataset.num_workers={ds.num_workers} must be >= 0 (0: in-process).")
+  for field, value, off in (("semi.enabled", config.semi.enabled, False),
+                            ("pretrain.method", config.pretrain.method, "none"),
+                            ("grid.methods", tuple(config.grid.methods), ()),
+                            ("task", config.task, "classify")):
+    if value != off:
+      raise ConfigError(f"{field}={value!r} does not run on the host-fed dataset.name={name!r} "
+                        f"yet; set {field}={off!r} (README: ImageNet-LT and iNaturalist 2018).")
+
+
+def _check_lists_present(ds) -> None:
+  """The split lists and the image root exist (their lines and images are checked when the
+  stage reads them, before training)."""
+  for split in image_lists.LIST_DATASETS[ds.name].splits:
+    image_lists.list_path(ds.lists_dir, ds.name, split)
+  root = os.path.expanduser(ds.data_dir)
+  if not os.path.isdir(root):
+    raise DataError(f"dataset.data_dir={ds.data_dir!r} does not exist; it must be the image "
+                    f"folder that the paths in the {ds.name} lists are relative to.")
 
 
 def check_training_data(config: ml_collections.ConfigDict, data) -> None:

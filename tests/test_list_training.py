@@ -1,0 +1,300 @@
+"""Training on ImageNet-LT-format lists through run.py's pipeline: the host feed, the batch-fed
+step, host-fed evaluation, results.json, and a run stopped mid-epoch resuming bit-identically.
+
+One uninterrupted ResNet-10 run (module fixture) serves the results checks and the resume
+comparison; every run shares its compiled programs (same shapes), so compilation happens once.
+"""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jpeg_tree import write_tree
+
+from lt_jax import classify_lists, parallel, pipeline
+from lt_jax import workdir as workdir_lib
+from lt_jax.checkpoint import Checkpoints
+from lt_jax.config import get_base_config
+from lt_jax.data import augment as augment_lib
+from lt_jax.data import image_lists, image_pipeline
+from lt_jax.errors import ConfigError, DataError
+from lt_jax.models import create_model
+from lt_jax.train import feed as feed_lib
+from lt_jax.train import preemption
+from lt_jax.train import step as step_lib
+
+# Training images per class: one Medium-shot class (20: the boundary, 20..100) and three
+# Few-shot ones (< 20).
+TRAIN_COUNTS = (20, 6, 3, 1)
+EVAL_COUNTS = {"val": (1, 1, 1, 1), "test": (2, 2, 2, 1)}
+BATCH, EPOCHS = 8, 2
+STEPS_PER_EPOCH = -(-sum(TRAIN_COUNTS) // BATCH)  # 30 images: 4 steps.
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+  return write_tree(tmp_path_factory.mktemp("imagenet_lt"),
+                    {"train": TRAIN_COUNTS, **EVAL_COUNTS})
+
+
+def list_config(tree, **fields):
+  c = get_base_config()
+  c.dataset.name = "imagenet_lt"
+  c.dataset.lists_dir = c.dataset.data_dir = str(tree)
+  c.dataset.image_size, c.dataset.resize_size = 32, 36
+  c.model.name = "resnet10"
+  c.train.batch_size = c.train.eval_batch_size = BATCH
+  c.train.num_epochs = EPOCHS
+  c.train.log_every_steps = 2
+  c.train.checkpoint_every_epochs = 1
+  c.train.drw_epoch = 1
+  c.optim.lr = 0.02
+  c.optim.warmup_epochs = 0
+  c.optim.decay_epochs, c.optim.decay_factors = (1,), (0.1,)
+  for dotted, value in fields.items():
+    section, name = dotted.split(".")
+    c[section][name] = value
+  return c
+
+
+class Recorder:
+  """Records the labels of every batch the driver takes from a host feed, with its step."""
+
+  def __init__(self, monkeypatch):
+    self.seen = []
+    real = feed_lib.HostFeed.__next__
+
+    def recording(feed):
+      position = feed.position
+      batch = real(feed)
+      if feed.stream:  # A training feed (evaluation passes describe no stream).
+        with jax.transfer_guard("allow"):  # The driver's loop forbids reads; this one is ours.
+          self.seen.append((position, np.asarray(batch["label"]).tolist()))
+      return batch
+    monkeypatch.setattr(feed_lib.HostFeed, "__next__", recording)
+
+
+@pytest.fixture(scope="module")
+def whole(tree, tmp_path_factory):
+  """An uninterrupted run (instance order): its workdir, results and the batches it took."""
+  workdir = tmp_path_factory.mktemp("whole")
+  with pytest.MonkeyPatch.context() as monkeypatch:
+    recorder = Recorder(monkeypatch)
+    out = pipeline.run(list_config(tree), str(workdir))
+  return workdir, out, recorder.seen
+
+
+def saved_state(workdir):
+  state, meta = Checkpoints(workdir_lib.checkpoint_dir(str(workdir))).restore()
+  return state, meta
+
+
+def assert_trees_equal(a, b):
+  flat_a, tree_a = jax.tree_util.tree_flatten_with_path(a)
+  flat_b, tree_b = jax.tree.flatten(b)
+  assert tree_a == tree_b
+  for (path, x), y in zip(flat_a, flat_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
+
+
+def test_results_json_counts_groups_and_confusion(tree, whole):
+  workdir, out, seen = whole
+  saved = json.loads((workdir / workdir_lib.RESULTS_FILE).read_text())
+  assert saved == json.loads(json.dumps(out))
+  expected_counts = list(TRAIN_COUNTS) + [0] * 996  # 1,000 ImageNet-LT classes.
+  assert saved["class_counts"] == expected_counts == saved["group_counts"]
+  assert saved["dataset"] == {"name": "imagenet_lt", "num_classes": 1000, "train_size": 30,
+                              "val_size": 4, "test_size": 7}
+  assert saved["selected_on"] == "val"  # ImageNet-LT has a validation list apart from test.
+  final = saved["final"]
+  acc = final["per_class_acc"]
+  assert final["per_class_count"][:4] == list(EVAL_COUNTS["test"])
+  assert all(a is None for a in acc[4:])  # No test image: no accuracy.
+  assert final["many_acc"] is None  # No class has more than 100 training images.
+  assert final["medium_acc"] == pytest.approx(acc[0])
+  assert final["few_acc"] == pytest.approx(np.mean(acc[1:4]))
+  assert [h["epoch"] for h in saved["history"]] == [1, 2]
+  assert final["top1_acc"] == saved["history"][-1]["test/top1_acc"]
+  assert "confusion" not in final  # 1,000 x 1,000: kept in confusion.npz instead.
+  confusion = np.load(workdir / classify_lists.CONFUSION_FILE)
+  assert confusion["test"].shape == (1000, 1000) and confusion["test"].sum() == 7
+  assert confusion["val"].sum() == 4
+  np.testing.assert_allclose(100 * np.trace(confusion["test"]) / 7, final["top1_acc"])
+  assert (workdir / "per_class_accuracy.png").read_bytes().startswith(b"\x89PNG")
+  # The driver took one batch per step, in order, with the instance order's labels.
+  assert [p for p, _ in seen] == list(range(EPOCHS * STEPS_PER_EPOCH))
+  train = image_lists.read_list(str(tree / "ImageNet_LT_train.txt"), str(tree), 1000)
+  order = np.concatenate([image_pipeline.epoch_order(train.labels, "instance", 0, e)
+                          for e in range(EPOCHS + 1)])
+  labels = np.concatenate([b for _, b in seen])
+  assert np.array_equal(labels, train.labels[order[:len(labels)]])
+
+  # The host-fed, sharded, masked evaluation against the model applied to each test image.
+  state, _ = saved_state(workdir)
+  model = create_model("resnet10", num_classes=1000)
+  test = image_lists.read_list(str(tree / "ImageNet_LT_test.txt"), str(tree), 1000)
+  views = np.stack([image_pipeline.center_view(image_lists.read_image(test, i), 36, 32)
+                    for i in range(len(test))])
+  spec = image_lists.LIST_DATASETS["imagenet_lt"]
+  logits, _ = model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
+                          augment_lib.normalize(jnp.asarray(views), spec.mean, spec.std),
+                          train=False)
+  expected = np.zeros((1000, 1000), np.int64)
+  np.add.at(expected, (test.labels, np.argmax(np.asarray(logits), -1)), 1)
+  np.testing.assert_array_equal(confusion["test"], expected)
+
+
+def test_a_run_stopped_mid_epoch_resumes_to_the_same_batches_and_parameters(
+    tree, whole, tmp_path, monkeypatch):
+  whole_dir, whole_out, whole_seen = whole
+  cut = tmp_path / "cut"
+  polls = []
+
+  def agreed():  # Polled at window ends inside an epoch (step 2), then at its end (4).
+    polls.append(1)
+    return "SIGTERM" if len(polls) == 1 else None
+
+  recorder = Recorder(monkeypatch)
+  monkeypatch.setattr(preemption, "agreed", agreed)
+  with pytest.raises(preemption.Stopped) as stopped:
+    pipeline.run(list_config(tree), str(cut))
+  assert stopped.value.step == 2  # Mid-epoch: the epoch has 4 steps.
+  _, meta = saved_state(cut)
+  assert meta["feed"]["position"] == 2 and meta["feed"]["stream"]["order"] == "instance"
+  monkeypatch.setattr(preemption, "agreed", lambda: None)
+  resumed = pipeline.run(list_config(tree), str(cut))
+
+  assert [p for p, _ in recorder.seen] == list(range(EPOCHS * STEPS_PER_EPOCH))
+  assert recorder.seen == whole_seen  # Step 2 onwards too: the uninterrupted run's batches.
+  whole_state, _ = saved_state(whole_dir)
+  cut_state, _ = saved_state(cut)
+  for key in ("step", "params", "batch_stats", "opt_state"):
+    assert_trees_equal(whole_state[key], cut_state[key])
+  assert resumed["history"] == whole_out["history"]
+  assert resumed["final"] == whole_out["final"]
+
+
+def test_the_feed_started_at_a_step_gives_that_steps_images(tree):
+  train = image_lists.read_list(str(tree / "ImageNet_LT_train.txt"), str(tree), 1000)
+  sharding = parallel.batch_sharded(parallel.make_mesh())
+
+  def feed(start):
+    f = feed_lib.HostFeed(
+        lambda step: image_pipeline.train_batches(
+            train, batch_size=BATCH, num_epochs=EPOCHS, seed=5, order="class_aware",
+            augment=image_pipeline.Augment(size=32, color_jitter=True), start_step=step),
+        sharding, spec={}, stream={})
+    f.start(start)
+    return f
+
+  whole, late = feed(0), feed(5)
+  try:
+    batches = [jax.device_get(next(whole)) for _ in range(EPOCHS * STEPS_PER_EPOCH)]
+    direct = list(image_pipeline.train_batches(
+        train, batch_size=BATCH, num_epochs=EPOCHS, seed=5, order="class_aware",
+        augment=image_pipeline.Augment(size=32, color_jitter=True)))
+    for got, want in zip(batches, direct):
+      assert np.array_equal(got["image"], want["image"])
+      assert np.array_equal(got["label"], want["label"])
+    assert len(direct) == len(batches)
+    for expected in batches[5:]:
+      got = jax.device_get(next(late))
+      assert np.array_equal(got["image"], expected["image"])
+      assert np.array_equal(got["label"], expected["label"])
+    assert late.state() == {"position": EPOCHS * STEPS_PER_EPOCH, "stream": {}}
+  finally:
+    whole.close()
+    late.close()
+
+
+def test_resuming_on_another_stream_is_refused(tree):
+  f = feed_lib.HostFeed(lambda step: iter(()), None, spec={}, stream={"seed": 1, "order": "x"})
+  f.check({"position": 3, "stream": {"seed": 1, "order": "x"}}, 3, "ckpt")
+  with pytest.raises(DataError, match=r"another input stream \(seed differ"):
+    f.check({"position": 3, "stream": {"seed": 2, "order": "x"}}, 3, "ckpt")
+  with pytest.raises(DataError, match="at step 3 but its input stream at step 5"):
+    f.check({"position": 5, "stream": {"seed": 1, "order": "x"}}, 3, "ckpt")
+
+
+def test_class_aware_reweighted_training_writes_results(tree, tmp_path, monkeypatch):
+  # Class-balanced weights need every class in the list: a 4-class ImageNet-LT here.
+  four = dataclasses.replace(image_lists.LIST_DATASETS["imagenet_lt"], num_classes=4)
+  monkeypatch.setitem(image_lists.LIST_DATASETS, "imagenet_lt", four)
+  recorder = Recorder(monkeypatch)
+  config = list_config(tree, **{"train.sampler": "class_aware", "train.rule": "reweight",
+                                "train.num_epochs": 1, "train.samples_per_class": 2})
+  out = pipeline.run(config, str(tmp_path))
+  assert out["class_counts"] == list(TRAIN_COUNTS) and out["dataset"]["num_classes"] == 4
+  final = out["final"]
+  assert final["medium_acc"] == pytest.approx(final["per_class_acc"][0])
+  assert final["few_acc"] == pytest.approx(np.mean(final["per_class_acc"][1:]))
+  assert np.isfinite(out["history"][0]["train/loss"])
+  # Class-aware batches of 8: four visits of 2 images, each round visiting every class once.
+  labels = np.asarray([b for _, b in recorder.seen]).reshape(STEPS_PER_EPOCH, 4, 2)
+  assert np.all(labels[..., 0] == labels[..., 1])
+  assert all(sorted(visits) == [0, 1, 2, 3] for visits in labels[..., 0].tolist())
+
+
+def test_the_batch_fed_step_equals_the_device_resident_step():
+  """Both steps from one state, the device one sampling rows [B s, B (s + 1)) and the
+  batch-fed one given those rows: the same parameters after three steps."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, 24).astype(np.int32)
+  model = create_model("resnet_tiny", num_classes=10)
+  tx = optax.sgd(0.1, momentum=0.9)
+  mesh = parallel.make_mesh()
+  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  objective = lambda logits, y, epoch, where=None: jnp.mean(
+      optax.softmax_cross_entropy_with_integer_labels(logits, y))
+  shared = dict(model=model, tx=tx, objective=objective, mean=(0.5,) * 3, std=(0.25,) * 3,
+                steps_per_epoch=3, schedule=lambda step: 0.1, batch_sharding=batch_sharding)
+  device_step = jax.jit(lambda s, d: step_lib.train_step(
+      s, d, sampler=lambda key, step: step * BATCH + jnp.arange(BATCH),
+      augment=augment_lib.make_augment("none", 0), **shared))
+  batch_step = jax.jit(lambda s, b: step_lib.train_step_on_batch(s, b, **shared))
+  data = step_lib.DeviceData(parallel.put(images, replicated), parallel.put(labels, replicated))
+  a = b = step_lib.create_state(model, tx, (8, 8, 3), 0, replicated)
+  for s in range(3):
+    a, metrics_a = device_step(a, data)
+    rows = slice(s * BATCH, (s + 1) * BATCH)
+    b, metrics_b = batch_step(b, {"image": parallel.put(images[rows], batch_sharding),
+                                  "label": parallel.put(labels[rows], batch_sharding)})
+    assert set(metrics_a) == set(metrics_b) == {"loss", "accuracy", "grad_norm", "lr"}
+    np.testing.assert_allclose(metrics_a["loss"], metrics_b["loss"], rtol=1e-6)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+  assert int(a.step) == int(b.step) == 3
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"train.sampler": "class_balanced"},
+     r"train.sampler='class_balanced' has no host pipeline .*\('instance', 'class_aware'\)"),
+    ({"train.rule": "resample"}, r"train.rule='resample' draws its own sampler"),
+    ({"dataset.lists_dir": None}, r"dataset.lists_dir is required"),
+    ({"pretrain.method": "moco"}, r"pretrain.method='moco' does not run on the host-fed"),
+])
+def test_unsupported_settings_for_list_datasets_are_named(tree, tmp_path, fields, message):
+  with pytest.raises(ConfigError, match=message):
+    pipeline.run(list_config(tree, **fields), str(tmp_path))
+
+
+def test_class_weights_over_a_list_without_some_classes_are_refused(tree, tmp_path):
+  with pytest.raises(DataError, match=r"no training image for 996 of the 1000 classes .*"
+                                      r"train.rule='reweight'"):
+    pipeline.run(list_config(tree, **{"train.rule": "reweight"}), str(tmp_path))
+
+
+def test_a_missing_list_or_image_fails_before_training(tree, tmp_path):
+  with pytest.raises(DataError, match=r"split list .*ImageNet_LT_train.txt is missing"):
+    pipeline.run(list_config(tree, **{"dataset.lists_dir": str(tmp_path)}), str(tmp_path / "a"))
+  broken = write_tree(tmp_path / "broken", {"train": (2, 1), "val": (1, 1), "test": (1, 1)})
+  first = (broken / "ImageNet_LT_train.txt").read_text().split()[0]
+  (broken / first).unlink()
+  with pytest.raises(DataError, match=r"1 of the 3 images listed in .*_train.txt are missing"):
+    pipeline.run(list_config(broken), str(tmp_path / "b"))
+  assert not (tmp_path / "b" / "checkpoints").exists()  # Nothing trained.
