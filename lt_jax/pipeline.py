@@ -137,10 +137,14 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
   `labeled` is the labeled draw: its normalisation and number of classes."""
   path = os.path.join(labels_dir, workdir_lib.PSEUDO_LABELS_FILE)
   report_path = os.path.join(labels_dir, workdir_lib.PSEUDO_LABEL_REPORT_FILE)
-  if os.path.exists(report_path):
+  done, labeled_already = os.path.exists(report_path), os.path.exists(path)
+  # Every process looks before process 0 writes either file, so all of them take one branch
+  # (one that looked late would skip the labeling, and the barrier process 0 waits at).
+  parallel.barrier(f"pseudo-label files looked up in {labels_dir}")
+  if done:
     with open(report_path) as f:
       return path, json.load(f)
-  if not os.path.exists(path):
+  if not labeled_already:
     semi.pseudo_label_pool(config, base_dir, pool, labeled, path)
     parallel.barrier(f"pseudo-labels written to {path}")  # Process 0 wrote; all read it now.
   saved = pseudo_label.read_pseudo_labels(path)

@@ -294,7 +294,8 @@ def write_pseudo_labels(path: str, *, indices, pred, confidence, keep, true_labe
   if unknown:
     raise ValueError(f"unknown provenance keys {unknown}; use {PROVENANCE_KEYS}.")
   arrays.update({k: np.asarray(str(v)) for k, v in (provenance or {}).items()})
-  if os.path.exists(path) and not overwrite:
+  # Process 0 alone writes; another process would find its file here when it is done first.
+  if parallel.is_main_process() and os.path.exists(path) and not overwrite:
     raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or "
                           "write to another path.")
 
