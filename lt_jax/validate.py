@@ -165,6 +165,11 @@ def _validate_list_dataset(config) -> None:
                       f"dataset.image_size={ds.image_size} (evaluation resizes, then crops).")
   if ds.num_workers < 0:
     raise ConfigError(f"dataset.num_workers={ds.num_workers} must be >= 0 (0: in-process).")
+  post_hoc = [m for m in config.decouple.methods if m not in ("crt", "lws")]
+  if post_hoc:
+    raise ConfigError(f"decouple.methods has {', '.join(post_hoc)}, which re-score "
+                      f"device-resident splits and do not run on dataset.name={name!r} yet; "
+                      "choose from ('crt', 'lws').")
   for field, value, off in (("semi.enabled", config.semi.enabled, False),
                             ("pretrain.method", config.pretrain.method, "none"),
                             ("grid.methods", tuple(config.grid.methods), ()),

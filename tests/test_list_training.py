@@ -1,12 +1,17 @@
 """Training on ImageNet-LT-format lists through run.py's pipeline: the host feed, the batch-fed
-step, host-fed evaluation, results.json, and a run stopped mid-epoch resuming bit-identically.
+step, host-fed evaluation, results.json, a run stopped mid-epoch resuming bit-identically, and
+cRT / LWS on its frozen backbone.
 
-One uninterrupted ResNet-10 run (module fixture) serves the results checks and the resume
-comparison; every run shares its compiled programs (same shapes), so compilation happens once.
+One uninterrupted ResNet-10 run serves the results checks, the resume comparison and the
+decoupled stages: it trains once per test session, whichever pytest-xdist worker asks first
+(the others wait for it), and the runs share their compiled programs (same shapes).
 """
 
 import dataclasses
+import fcntl
 import json
+import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -35,10 +40,27 @@ BATCH, EPOCHS = 8, 2
 STEPS_PER_EPOCH = -(-sum(TRAIN_COUNTS) // BATCH)  # 30 images: 4 steps.
 
 
+def once_per_session(tmp_path_factory, name: str, build):
+  """A folder that `build(folder)` fills once per test session: the first worker to get here
+  builds it under a file lock, the others wait and reuse it."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # Shared by every worker of the session.
+  folder = root / name
+  with open(root / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (folder / ".complete").exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      build(folder)
+      (folder / ".complete").touch()
+  return folder
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-  return write_tree(tmp_path_factory.mktemp("imagenet_lt"),
-                    {"train": TRAIN_COUNTS, **EVAL_COUNTS})
+  return once_per_session(tmp_path_factory, "imagenet_lt_tree", lambda folder: write_tree(
+      folder, {"train": TRAIN_COUNTS, **EVAL_COUNTS}))
 
 
 def list_config(tree, **fields):
@@ -81,11 +103,16 @@ class Recorder:
 @pytest.fixture(scope="module")
 def whole(tree, tmp_path_factory):
   """An uninterrupted run (instance order): its workdir, results and the batches it took."""
-  workdir = tmp_path_factory.mktemp("whole")
-  with pytest.MonkeyPatch.context() as monkeypatch:
-    recorder = Recorder(monkeypatch)
-    out = pipeline.run(list_config(tree), str(workdir))
-  return workdir, out, recorder.seen
+  def train(folder):
+    with pytest.MonkeyPatch.context() as monkeypatch:
+      recorder = Recorder(monkeypatch)
+      pipeline.run(list_config(tree), str(folder / "run"))
+    (folder / "seen.json").write_text(json.dumps(recorder.seen))
+
+  folder = once_per_session(tmp_path_factory, "whole_run", train)
+  workdir = folder / "run"
+  seen = [tuple(b) for b in json.loads((folder / "seen.json").read_text())]
+  return workdir, json.loads((workdir / workdir_lib.RESULTS_FILE).read_text()), seen
 
 
 def saved_state(workdir):
@@ -102,9 +129,7 @@ def assert_trees_equal(a, b):
 
 
 def test_results_json_counts_groups_and_confusion(tree, whole):
-  workdir, out, seen = whole
-  saved = json.loads((workdir / workdir_lib.RESULTS_FILE).read_text())
-  assert saved == json.loads(json.dumps(out))
+  workdir, saved, seen = whole
   expected_counts = list(TRAIN_COUNTS) + [0] * 996  # 1,000 ImageNet-LT classes.
   assert saved["class_counts"] == expected_counts == saved["group_counts"]
   assert saved["dataset"] == {"name": "imagenet_lt", "num_classes": 1000, "train_size": 30,
@@ -178,48 +203,6 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_batches_and_parameters(
   assert resumed["final"] == whole_out["final"]
 
 
-def test_the_feed_started_at_a_step_gives_that_steps_images(tree):
-  train = image_lists.read_list(str(tree / "ImageNet_LT_train.txt"), str(tree), 1000)
-  sharding = parallel.batch_sharded(parallel.make_mesh())
-
-  def feed(start):
-    f = feed_lib.HostFeed(
-        lambda step: image_pipeline.train_batches(
-            train, batch_size=BATCH, num_epochs=EPOCHS, seed=5, order="class_aware",
-            augment=image_pipeline.Augment(size=32, color_jitter=True), start_step=step),
-        sharding, spec={}, stream={})
-    f.start(start)
-    return f
-
-  whole, late = feed(0), feed(5)
-  try:
-    batches = [jax.device_get(next(whole)) for _ in range(EPOCHS * STEPS_PER_EPOCH)]
-    direct = list(image_pipeline.train_batches(
-        train, batch_size=BATCH, num_epochs=EPOCHS, seed=5, order="class_aware",
-        augment=image_pipeline.Augment(size=32, color_jitter=True)))
-    for got, want in zip(batches, direct):
-      assert np.array_equal(got["image"], want["image"])
-      assert np.array_equal(got["label"], want["label"])
-    assert len(direct) == len(batches)
-    for expected in batches[5:]:
-      got = jax.device_get(next(late))
-      assert np.array_equal(got["image"], expected["image"])
-      assert np.array_equal(got["label"], expected["label"])
-    assert late.state() == {"position": EPOCHS * STEPS_PER_EPOCH, "stream": {}}
-  finally:
-    whole.close()
-    late.close()
-
-
-def test_resuming_on_another_stream_is_refused(tree):
-  f = feed_lib.HostFeed(lambda step: iter(()), None, spec={}, stream={"seed": 1, "order": "x"})
-  f.check({"position": 3, "stream": {"seed": 1, "order": "x"}}, 3, "ckpt")
-  with pytest.raises(DataError, match=r"another input stream \(seed differ"):
-    f.check({"position": 3, "stream": {"seed": 2, "order": "x"}}, 3, "ckpt")
-  with pytest.raises(DataError, match="at step 3 but its input stream at step 5"):
-    f.check({"position": 5, "stream": {"seed": 1, "order": "x"}}, 3, "ckpt")
-
-
 def test_class_aware_reweighted_training_writes_results(tree, tmp_path, monkeypatch):
   # Class-balanced weights need every class in the list: a 4-class ImageNet-LT here.
   four = dataclasses.replace(image_lists.LIST_DATASETS["imagenet_lt"], num_classes=4)
@@ -269,6 +252,71 @@ def test_the_batch_fed_step_equals_the_device_resident_step():
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
   assert int(a.step) == int(b.step) == 3
+
+
+def test_crt_and_lws_train_on_the_frozen_backbone_of_a_host_fed_stage_1(tree, whole, tmp_path):
+  stage1_dir, _, _ = whole
+  config = list_config(tree, **{"decouple.methods": ("crt", "lws"),
+                                "decouple.stage1_workdir": str(stage1_dir),
+                                "decouple.num_epochs": 1, "decouple.batch_size": 2 * BATCH})
+  out = pipeline.run(config, str(tmp_path))
+  stage1, _ = saved_state(stage1_dir)
+  for method in ("crt", "lws"):
+    state, _ = saved_state(tmp_path / method)
+    assert_trees_equal(stage1["params"]["backbone"], state["params"]["backbone"])
+    assert_trees_equal(stage1["batch_stats"], state["batch_stats"])  # Statistics frozen too.
+    assert out["stages"][method]["config"]["train"]["sampler"] == "class_aware"
+  crt, lws = saved_state(tmp_path / "crt")[0], saved_state(tmp_path / "lws")[0]
+  assert not np.array_equal(crt["params"]["head"]["kernel"], stage1["params"]["head"]["kernel"])
+  # LWS keeps stage 1's classifier and learns one scale per class.
+  assert_trees_equal(stage1["params"]["head"]["kernel"], lws["params"]["head"]["kernel"])
+  assert lws["params"]["head"]["scales"].shape == (1000,)
+  assert not np.all(np.asarray(lws["params"]["head"]["scales"]) == 1.0)
+  with pytest.raises(ConfigError, match=r"decouple.methods has tau_norm, .*\('crt', 'lws'\)"):
+    pipeline.run(list_config(tree, **{"decouple.methods": ("tau_norm",),
+                                      "decouple.tune_on": "test"}), str(tmp_path / "tau"))
+
+
+def test_the_feed_started_at_a_step_gives_that_steps_images(tree):
+  train = image_lists.read_list(str(tree / "ImageNet_LT_train.txt"), str(tree), 1000)
+  sharding = parallel.batch_sharded(parallel.make_mesh())
+
+  def feed(start):
+    f = feed_lib.HostFeed(
+        lambda step: image_pipeline.train_batches(
+            train, batch_size=BATCH, num_epochs=EPOCHS, seed=5, order="class_aware",
+            augment=image_pipeline.Augment(size=32, color_jitter=True), start_step=step),
+        sharding, spec={}, stream={})
+    f.start(start)
+    return f
+
+  whole, late = feed(0), feed(5)
+  try:
+    batches = [jax.device_get(next(whole)) for _ in range(EPOCHS * STEPS_PER_EPOCH)]
+    direct = list(image_pipeline.train_batches(
+        train, batch_size=BATCH, num_epochs=EPOCHS, seed=5, order="class_aware",
+        augment=image_pipeline.Augment(size=32, color_jitter=True)))
+    for got, want in zip(batches, direct):
+      assert np.array_equal(got["image"], want["image"])
+      assert np.array_equal(got["label"], want["label"])
+    assert len(direct) == len(batches)
+    for expected in batches[5:]:
+      got = jax.device_get(next(late))
+      assert np.array_equal(got["image"], expected["image"])
+      assert np.array_equal(got["label"], expected["label"])
+    assert late.state() == {"position": EPOCHS * STEPS_PER_EPOCH, "stream": {}}
+  finally:
+    whole.close()
+    late.close()
+
+
+def test_resuming_on_another_stream_is_refused(tree):
+  f = feed_lib.HostFeed(lambda step: iter(()), None, spec={}, stream={"seed": 1, "order": "x"})
+  f.check({"position": 3, "stream": {"seed": 1, "order": "x"}}, 3, "ckpt")
+  with pytest.raises(DataError, match=r"another input stream \(seed differ"):
+    f.check({"position": 3, "stream": {"seed": 2, "order": "x"}}, 3, "ckpt")
+  with pytest.raises(DataError, match="at step 3 but its input stream at step 5"):
+    f.check({"position": 5, "stream": {"seed": 1, "order": "x"}}, 3, "ckpt")
 
 
 @pytest.mark.parametrize("fields, message", [
