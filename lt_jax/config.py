@@ -55,7 +55,8 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # --- model ------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
-  # resnet20/32/44/56/110 | resnet_tiny (CIFAR-style) | resnet10 | resnet50 (ImageNet-style)
+  # resnet20/32/44/56/110 | resnet_tiny (CIFAR-style) | resnet10 | resnet50 (ImageNet-style) |
+  # resnet10_tiny (ResNet-10 at 1/8 width: smoke runs of the ImageNet-style path)
   c.model.name = "resnet32"
   # linear | cosine (the normalised head that LDAM uses) | lws (linear, per-class scales)
   c.model.head = "linear"

@@ -116,7 +116,7 @@ def test_resnet32_layer_counts(resnet32_shapes):
 def test_variants_and_registry():
   assert set(MODELS) == {
       'resnet20', 'resnet32', 'resnet44', 'resnet56', 'resnet110', 'resnet_tiny', 'resnet10',
-      'resnet50'}
+      'resnet50', 'resnet10_tiny'}
   depths = {'resnet20': 20, 'resnet32': 32, 'resnet44': 44, 'resnet56': 56, 'resnet110': 110}
   for name, depth in depths.items():
     model = create_model(name, num_classes=10)

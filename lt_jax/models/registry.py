@@ -16,7 +16,7 @@ from lt_jax.models.resnet_cifar import (
     ResNet110,
     ResNetTiny,
 )
-from lt_jax.models.resnet_imagenet import ResNet10, ResNet50
+from lt_jax.models.resnet_imagenet import ResNet10, ResNet10Tiny, ResNet50
 
 Dtype = Any
 
@@ -32,6 +32,7 @@ MODELS = {
     'resnet_tiny': ResNetTiny,
     'resnet10': ResNet10,  # ImageNet-style (224x224 inputs): ImageNet-LT, iNaturalist.
     'resnet50': ResNet50,
+    'resnet10_tiny': ResNet10Tiny,  # ResNet-10 at 1/8 of its widths, for tests and smoke runs.
 }
 
 
