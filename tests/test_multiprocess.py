@@ -26,6 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SEMI = ["--config=configs/digits_lt_semi.py", "--config.model.name=resnet_tiny",
              "--config.augment.name=none", "--config.train.num_epochs=1",
              "--config.optim.warmup_epochs=1", "--config.train.log_every_steps=5"]
+# The base stage alone, as a plain run: the config the pipeline gives that stage.
+TINY_BASE = [*TINY_SEMI, "--config.semi.enabled=False", "--config.train.batch_size=64"]
 DEADLINE_S = 240
 
 
@@ -45,7 +47,7 @@ class Job:
   """run.py processes whose output goes to files (a full pipe could block one of them while
   the other waits for it in a collective)."""
 
-  def __init__(self, logs, workdir, processes: int, devices: int):
+  def __init__(self, logs, workdir, processes: int, devices: int, args=TINY_SEMI):
     self.logs, extra = logs, []
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -56,7 +58,7 @@ class Job:
                  f"--process_id={i}"]
       with open(logs / f"out{i}", "w") as out, open(logs / f"err{i}", "w") as err:
         self.procs.append(subprocess.Popen(
-            [sys.executable, "run.py", *TINY_SEMI, f"--workdir={workdir}", *extra],
+            [sys.executable, "run.py", *args, f"--workdir={workdir}", *extra],
             cwd=ROOT, env=env(devices), stdout=out, stderr=err))
 
   def output(self, i: int) -> tuple[str, str]:
@@ -123,8 +125,9 @@ def test_two_processes_stop_on_sigterm_resume_and_equal_one_process(tmp_path):
   assert "already holds a finished run" in stdout and "at step 5" in stdout
 
   one, single = tmp_path / "one", tmp_path / "single"
-  for workdir, devices in ((one, 2), (single, 1)):
-    for rc, _, stderr in Job(tmp_path / f"logs_{workdir.name}", workdir, 1, devices).finish():
+  for workdir, devices, args in ((one, 2, TINY_SEMI), (single, 1, TINY_BASE)):
+    job = Job(tmp_path / f"logs_{workdir.name}", workdir, 1, devices, args)
+    for rc, _, stderr in job.finish():
       assert rc == 0, stderr
 
   a, b = leaves(final_state(two)), leaves(final_state(one))
@@ -140,8 +143,8 @@ def test_two_processes_stop_on_sigterm_resume_and_equal_one_process(tmp_path):
   lines = [[json.loads(line)["step"] for line in open(d / "final" / "metrics.jsonl")]
            for d in (two, one)]
   assert lines[0] == lines[1]  # One writer: no line twice.
-  # One device against two, on the base stage (before pseudo-labels could differ): the same
-  # model to float rounding (the batch's sums are split differently).
-  a, b = leaves(final_state(one, "base")), leaves(final_state(single, "base"))
+  # One device against two, on the base stage (before pseudo-labels could differ; one device
+  # trains it alone): the same model to float rounding (the batch's sums are split differently).
+  a, b = leaves(final_state(one, "base")), leaves(final_state(single, ""))
   for key in a:
     np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
