@@ -294,6 +294,16 @@ def test_real_fashion_mnist():
 # --- scikit-learn digits ------------------------------------------------------------------
 
 
+def test_digits_read_without_sklearn_equal_load_digits():
+  from sklearn.datasets import load_digits
+
+  pixels, labels = sources.digits_arrays()
+  bunch = load_digits()
+  np.testing.assert_array_equal(pixels, bunch.images)
+  np.testing.assert_array_equal(labels, bunch.target)
+  assert pixels.shape == (1797, 8, 8) and labels.dtype == np.int64
+
+
 def test_digits_stratified_deterministic_split():
   from sklearn.datasets import load_digits
 

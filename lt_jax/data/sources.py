@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import importlib.util
 import os
 import pickle
 import struct
@@ -434,17 +435,34 @@ def _stratified_split(labels: np.ndarray, test_fraction: float,
   return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's digits: pixel values 0..16 [1797, 8, 8] (float64) and labels [1797].
+
+  Read from the CSV file inside the installed scikit-learn package, without importing it:
+  importing scikit-learn takes about a second, which every run.py start and test process paid.
+  `load_digits` reads the same file; it is the fall-back where the file has moved.
+  """
+  spec = importlib.util.find_spec("sklearn")
+  folders = list(spec.submodule_search_locations or []) if spec is not None else []
+  for folder in folders:
+    path = os.path.join(folder, "datasets", "data", "digits.csv.gz")
+    if os.path.isfile(path):
+      table = np.loadtxt(path, delimiter=",")
+      return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+  from sklearn.datasets import load_digits
+
+  bunch = load_digits()
+  return bunch.images, np.asarray(bunch.target, dtype=np.int64)
+
+
 def _load_digits() -> Dataset:
   """scikit-learn's 1797 8x8 digits (0..16) as uint8 round(v * 255 / 16), split 70/30.
 
   There is no official split: `_stratified_split` with RandomState(0) makes one (1258 train,
   539 test); mean/std come from the train side.
   """
-  from sklearn.datasets import load_digits
-
-  bunch = load_digits()
-  images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-  labels = np.asarray(bunch.target, dtype=np.int64)
+  pixels, labels = digits_arrays()
+  images = np.round(pixels * (255.0 / 16.0)).astype(np.uint8)[..., None]
   train_idx, test_idx = _stratified_split(labels, _DIGITS_TEST_FRACTION, _DIGITS_SEED)
   train = _make_split(images[train_idx], labels[train_idx])
   test = _make_split(images[test_idx], labels[test_idx])
