@@ -130,11 +130,13 @@ def train_transform(config: ml_collections.ConfigDict):
       size=ds.image_size, color_jitter=image_lists.LIST_DATASETS[ds.name].color_jitter)
 
 
-def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_sharding
-               ) -> feed_lib.HostFeed:
-  """The training stream: this host's rows of every global batch, from any step on."""
+def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_sharding,
+               transform=None) -> feed_lib.HostFeed:
+  """The training stream: this host's rows of every global batch, from any step on, in
+  train.sampler's order with train.batch_size and train.num_epochs; `transform` (default
+  `train_transform(config)`) makes each example's images (its `fields`)."""
   ds, tr = config.dataset, config.train
-  transform = train_transform(config)
+  transform = transform or train_transform(config)
 
   def batches_from(step: int):
     return image_pipeline.train_batches(
@@ -144,9 +146,9 @@ def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_shard
         process_count=jax.process_count(), start_step=step)
 
   size, batch = ds.image_size, tr.batch_size
-  spec = {"image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8,
-                                        sharding=batch_sharding),
-          "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_sharding)}
+  spec = {name: jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8,
+                                     sharding=batch_sharding) for name in transform.fields}
+  spec["label"] = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_sharding)
   stream = {"list": images.list_path, "list_sha256": _file_sha256(images.list_path),
             "images": len(images), "seed": config.seed, "order": tr.sampler,
             "samples_per_class": tr.samples_per_class, "batch_size": batch,

@@ -43,7 +43,7 @@ from lt_jax.config import override
 from lt_jax.data import image_lists, unlabeled
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.errors import ConfigError
-from lt_jax.pretrain import contrastive_stage
+from lt_jax.pretrain import contrastive_lists, contrastive_stage
 from lt_jax.validate import validate
 
 
@@ -210,6 +210,9 @@ def run_ssp(config: ml_collections.ConfigDict, workdir: str) -> dict:
         flush=True)
   if method == "rotation":
     pretrain = train(rotation_config(config), pre_dir)
+  elif config.dataset.name in image_lists.LIST_DATASETS:  # Streamed from the host.
+    pretrain = _finished(pre_dir, config) or contrastive_lists.pretrain_and_evaluate(
+        config, pre_dir)
   else:
     pretrain = _finished(pre_dir, config) or contrastive_stage.pretrain_and_evaluate(
         config, pre_dir, prepare_lib.prepare(config.dataset))

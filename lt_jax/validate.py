@@ -24,6 +24,7 @@ from lt_jax.data import (
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.models import CONV_IMPLS, DTYPES, HEADS, MODELS
 from lt_jax.pretrain import METHODS as PRETRAIN_METHODS
+from lt_jax.pretrain import contrastive
 from lt_jax.pretrain.rotation import TASKS
 from lt_jax.train import objective, optim
 from lt_jax.train.members import MEMBER_MAPS
@@ -170,8 +171,12 @@ def _validate_list_dataset(config) -> None:
     raise ConfigError(f"decouple.methods has {', '.join(post_hoc)}, which re-score "
                       f"device-resident splits and do not run on dataset.name={name!r} yet; "
                       "choose from ('crt', 'lws').")
+  if config.pretrain.method == "rotation":
+    raise ConfigError(f"pretrain.method='rotation' does not run on the host-fed "
+                      f"dataset.name={name!r}: its pretext task needs the device-resident "
+                      "pipeline; use pretrain.method='moco' (the paper's SSP for ImageNet-LT "
+                      "and iNaturalist 2018) or 'simclr'.")
   for field, value, off in (("semi.enabled", config.semi.enabled, False),
-                            ("pretrain.method", config.pretrain.method, "none"),
                             ("grid.methods", tuple(config.grid.methods), ()),
                             ("task", config.task, "classify")):
     if value != off:
@@ -335,6 +340,10 @@ def _validate_pretrain(config) -> None:
     if not 0 <= pre.encoder_momentum < 1 or pre.temperature <= 0 or pre.lr <= 0:
       raise ConfigError("pretrain.encoder_momentum must be in [0, 1), pretrain.temperature and "
                         "pretrain.lr > 0.")
+  if pre.method == "moco":  # Both need the global batch, known here.
+    batch = pre.batch_size or config.train.batch_size
+    contrastive.check_queue_size(pre.queue_size, batch)
+    contrastive.resolve_bn_groups(batch, pre.bn_groups)
 
 
 

@@ -9,7 +9,9 @@ built on grain: JPEG decoding and augmentation in worker processes, batches of u
 - Hosts. The stream is cut into global batches; host h of P decodes rows [h B/P, (h+1) B/P) of
   each, so the global batch is the same whatever the number of hosts.
 - Transforms, with a generator keyed by (seed, position in the stream), so the same position
-  gets the same crop after a restart and on any number of hosts or workers. Training:
+  gets the same crop after a restart and on any number of hosts or workers. Contrastive
+  pre-training (`TwoCrops`) takes two random resized crops per image ('view_a', 'view_b');
+  the step draws the rest of each view on the device. Training:
   RandomResizedCrop(224) (scale 0.08-1, ratio 3/4-4/3, ten tries then a centre crop, as
   torchvision) + horizontal flip (+ ColorJitter(0.4, 0.4, 0.4) in a random order for
   ImageNet-LT, as the reference). Evaluation: Resize(256) + CenterCrop(224), in list order,
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import grain
 import numpy as np
@@ -89,6 +92,7 @@ class _Stream:
 class Augment:
   """The training transform: random resized crop to `size`, flip, optional colour jitter."""
 
+  fields: ClassVar[tuple[str, ...]] = ("image",)  # What an example holds besides its label.
   size: int = 224
   color_jitter: bool = False
   scale: tuple[float, float] = (0.08, 1.0)
@@ -109,12 +113,34 @@ class CenterView:
   """The evaluation view as a training transform (no augmentation: a linear probe, cRT
   without augmentation): resize the shorter side to `resize`, central `size` crop."""
 
+  fields: ClassVar[tuple[str, ...]] = ("image",)
   size: int = 224
   resize: int = 256
 
   def __call__(self, image: Image.Image, rng: np.random.Generator) -> np.ndarray:
     del rng
     return center_view(image, self.resize, self.size)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoCrops:
+  """Contrastive pre-training's host half: two random resized crops of one image (MoCo v2's
+  RandomResizedCrop(size, scale 0.2-1) twice, the first drawn first from the position's
+  generator). The rest of each view (colour jitter, grayscale, blur, flip) is drawn on the
+  device by the step (pretrain/augment.py with crop=False)."""
+
+  fields: ClassVar[tuple[str, ...]] = ("view_a", "view_b")
+  size: int = 224
+  scale: tuple[float, float] = (0.2, 1.0)
+  ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+  def __call__(self, image: Image.Image, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    views = {}
+    for name in self.fields:
+      box = random_resized_box(image.width, image.height, rng, self.scale, self.ratio)
+      views[name] = np.asarray(image.resize((self.size, self.size), Image.BILINEAR, box=box),
+                               np.uint8)
+    return views
 
 
 def random_resized_box(width: int, height: int, rng: np.random.Generator,
@@ -177,9 +203,11 @@ def _host_rows(batch_size: int, process_index: int, process_count: int) -> slice
 
 def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: int,
                   order: str = "instance", samples_per_class: int = 4,
-                  augment: Augment = Augment(), num_workers: int = 0, process_index: int = 0,
-                  process_count: int = 1, start_step: int = 0) -> grain.IterDataset:
-  """{'image': uint8 [B/P, S, S, 3], 'label': int32 [B/P]} for this host: ceil(N / B) batches
+                  augment: Augment | CenterView | TwoCrops = Augment(), num_workers: int = 0,
+                  process_index: int = 0, process_count: int = 1, start_step: int = 0
+                  ) -> grain.IterDataset:
+  """{'image': uint8 [B/P, S, S, 3], 'label': int32 [B/P]} for this host (each of
+  `augment.fields` in place of 'image': TwoCrops gives 'view_a' and 'view_b'): ceil(N / B) batches
   an epoch (the last one topped up from the next epoch's stream), `num_epochs` epochs, from
   batch `start_step` on (a resumed run's first step). Each image's augmentation draws from a
   generator keyed by (seed, its position in the stream), so it does not depend on the number
@@ -196,8 +224,9 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
     position = step * batch_size + rows.start + row
     index = stream[position]
     rng = np.random.default_rng([seed, 3, position])
-    return {"image": augment(read_image(images, index), rng),
-            "label": np.int32(images.labels[index])}
+    out = augment(read_image(images, index), rng)
+    return (out if isinstance(out, dict) else {"image": out}) | {
+        "label": np.int32(images.labels[index])}
 
   if not 0 <= start_step <= steps:
     raise ValueError(f"start_step={start_step} is outside the stream's {steps} batches.")

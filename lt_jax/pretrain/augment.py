@@ -420,14 +420,20 @@ def moco_v2_view(key: jax.Array, image: jax.Array, *,
                  jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
                  jitter_p: float = 0.8, gray_p: float = 0.2, blur_p: float = 0.5,
                  blur_sigma: tuple[float, float] = (0.1, 2.0),
-                 blur_kernel_size: int | None = None, flip: bool = True) -> jax.Array:
+                 blur_kernel_size: int | None = None, flip: bool = True,
+                 crop: bool = True) -> jax.Array:
   """MoCo v2's "aug_plus", in its order: RandomResizedCrop(scale), ColorJitter(jitter) with
   p 0.8, RandomGrayscale(0.2), GaussianBlur(sigma) with p 0.5, horizontal flip (p 1/2).
-  One uniform draw feeds every op; coin i is u_i < p_i, as RandomApply's."""
+  One uniform draw feeds every op; coin i is u_i < p_i, as RandomApply's.
+
+  `crop=False` leaves the crop out (the host drew it: ImageNet-size images are cropped where
+  they are decoded) and keeps the draws, so the other ops see the very numbers they would
+  after an identity crop."""
   sizes = (CROP_DRAWS, JITTER_DRAWS, 1, 4)
   u_crop, u_jitter, u_blur, u_coin = _split_draws(_uniform(key, sum(sizes)), sizes)
   coins = u_coin < jnp.asarray([jitter_p, gray_p, blur_p, 0.5])
-  image = _resized_crop_from(u_crop, image, crop_scale, _RATIO)
+  if crop:
+    image = _resized_crop_from(u_crop, image, crop_scale, _RATIO)
   image = _maybe(coins[0], functools.partial(_color_jitter_from, u_jitter, strengths=jitter),
                  image)
   image = _maybe(coins[1], to_grayscale, image)
@@ -439,15 +445,18 @@ def moco_v2_view(key: jax.Array, image: jax.Array, *,
 def simclr_view(key: jax.Array, image: jax.Array, *,
                 crop_scale: tuple[float, float] = (0.08, 1.0),
                 jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
-                jitter_p: float = 0.8, gray_p: float = 0.2, flip: bool = True) -> jax.Array:
+                jitter_p: float = 0.8, gray_p: float = 0.2, flip: bool = True,
+                crop: bool = True) -> jax.Array:
   """SimCLR's CIFAR recipe: RandomResizedCrop(scale 0.08-1), horizontal flip, then colour
   distortion of strength s = 0.5, i.e. ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) =
   (0.4, 0.4, 0.4, 0.1) with p 0.8 and RandomGrayscale(0.2). No blur: SimCLR leaves it out for
-  32 px images (the flip commutes with the pixel-wise colour ops, so its place is immaterial)."""
+  32 px images (the flip commutes with the pixel-wise colour ops, so its place is immaterial).
+  `crop=False` as in `moco_v2_view`."""
   sizes = (CROP_DRAWS, JITTER_DRAWS, 3)
   u_crop, u_jitter, u_coin = _split_draws(_uniform(key, sum(sizes)), sizes)
   coins = u_coin < jnp.asarray([0.5, jitter_p, gray_p])
-  image = _resized_crop_from(u_crop, image, crop_scale, _RATIO)
+  if crop:
+    image = _resized_crop_from(u_crop, image, crop_scale, _RATIO)
   if flip:
     image = _maybe(coins[0], hflip, image)
   image = _maybe(coins[1], functools.partial(_color_jitter_from, u_jitter, strengths=jitter),
@@ -460,8 +469,23 @@ def two_views(key: jax.Array, images: jax.Array, view_fn: ViewFn) -> tuple[jax.A
   2B split keys, vmapped once over each image repeated twice in place (a nested vmap compiles
   ~1.5x slower; repeating in place, unlike concatenating the batch, keeps every image on the
   device that holds its shard). Bind recipe options with functools.partial."""
-  n = images.shape[0]
-  pairs = jnp.repeat(images, 2, axis=0)  # image 0, image 0, image 1, image 1, ...
-  views = jax.vmap(view_fn)(jax.random.split(key, 2 * n), pairs)
+  return _views_of_pairs(key, jnp.repeat(images, 2, axis=0), view_fn)
+
+
+def paired_views(key: jax.Array, images_a: jax.Array, images_b: jax.Array, view_fn: ViewFn
+                 ) -> tuple[jax.Array, jax.Array]:
+  """view_fn applied to two given versions of every image (host-drawn crops [B, H, W, C]
+  each), with the keys `two_views` would give the two views of image i: one program for both
+  paths."""
+  n = images_a.shape[0]
+  pairs = jnp.stack([images_a, images_b], axis=1).reshape(2 * n, *images_a.shape[1:])
+  return _views_of_pairs(key, pairs, view_fn)
+
+
+def _views_of_pairs(key: jax.Array, pairs: jax.Array, view_fn: ViewFn
+                    ) -> tuple[jax.Array, jax.Array]:
+  """Rows 2i and 2i + 1 of `pairs` (image i's two inputs) through view_fn with split keys."""
+  n = pairs.shape[0] // 2
+  views = jax.vmap(view_fn)(jax.random.split(key, 2 * n), pairs)  # image 0, image 0, image 1...
   views = views.reshape(n, 2, *views.shape[1:])
   return views[:, 0], views[:, 1]

@@ -3,7 +3,10 @@
 The imbalanced training images live on the device as uint8; the stage's pure step samples a
 batch (a permutation per epoch, labels unused), draws two augmented views per image, normalises
 them and takes a MoCo or SimCLR step, with the same key scheme and normalisation as the
-supervised step (`train.step.step_keys`, `data.augment.standardize`). The driver runs it:
+supervised step (`train.step.step_keys`, `data.augment.standardize`). List datasets
+(ImageNet-LT, iNaturalist) take the host-fed step of `make_batch_step` instead
+(pretrain/contrastive_lists.py): the host crops, the device draws the rest of each view, and
+both steps share everything after the views (`make_views_step`). The driver runs it:
 checkpoints hold the whole state (encoders, queue, step, key), so a cut-off stage resumes where
 it stopped; the query encoder's backbone is what the next stage loads.
 """
@@ -25,6 +28,7 @@ from lt_jax.data import samplers
 from lt_jax.errors import ConfigError
 from lt_jax.models import DTYPES, MODELS
 from lt_jax.models.resnet_cifar import CifarResNetBackbone
+from lt_jax.models.resnet_imagenet import ImageNetResNet, ImageNetResNetBackbone
 from lt_jax.pretrain import augment as views_lib
 from lt_jax.pretrain import contrastive
 from lt_jax.train import driver
@@ -32,14 +36,18 @@ from lt_jax.train import step as step_lib
 
 
 def backbone_fn(model_config: ml_collections.ConfigDict):
-  """The backbone of `model.name` (its stage sizes and widths), `model.dtype` and
-  `model.conv_impl`."""
+  """The backbone of `model.name` (its stage sizes and widths: the CIFAR ResNets, or the
+  ImageNet-style ResNet-10 / 50 with their bottlenecks), `model.dtype` and `model.conv_impl`,
+  so the query encoder's backbone drops into that classifier."""
   if model_config.name not in MODELS:
     raise ConfigError(f"model.name={model_config.name!r} is unknown; choose one of "
                       f"{sorted(MODELS)}.")
-  keywords = MODELS[model_config.name].keywords
-  kwargs = {k: keywords[k] for k in ("stage_sizes", "widths") if k in keywords}
-  return functools.partial(CifarResNetBackbone, dtype=DTYPES[model_config.dtype],
+  model = MODELS[model_config.name]
+  imagenet = issubclass(model.func, ImageNetResNet)
+  names = ("stage_sizes", "widths") + (("bottleneck",) if imagenet else ())
+  kwargs = {k: model.keywords[k] for k in names if k in model.keywords}
+  backbone = ImageNetResNetBackbone if imagenet else CifarResNetBackbone
+  return functools.partial(backbone, dtype=DTYPES[model_config.dtype],
                            conv_impl=model_config.conv_impl, **kwargs)
 
 
@@ -51,12 +59,14 @@ def cosine_per_epoch(lr: float, num_epochs: int, steps_per_epoch: int):
   return schedule
 
 
-def view_fn(config: ml_collections.ConfigDict):
+def view_fn(config: ml_collections.ConfigDict, crop: bool = True):
+  """pretrain.method's view recipe; `crop=False` leaves the random resized crop to the host
+  (list datasets: see data/image_pipeline.TwoCrops)."""
   pre = config.pretrain
   if pre.method == "moco":
     return functools.partial(views_lib.moco_v2_view, crop_scale=tuple(pre.crop_scale),
-                             blur_p=0.5 if pre.blur else 0.0)
-  return functools.partial(views_lib.simclr_view, crop_scale=tuple(pre.crop_scale))
+                             blur_p=0.5 if pre.blur else 0.0, crop=crop)
+  return functools.partial(views_lib.simclr_view, crop_scale=tuple(pre.crop_scale), crop=crop)
 
 
 def epochs_and_batch(config: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -64,13 +74,20 @@ def epochs_and_batch(config: ml_collections.ConfigDict) -> tuple[int, int]:
   return (pre.num_epochs or config.train.num_epochs), (pre.batch_size or config.train.batch_size)
 
 
-def make_step(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData, model, tx,
-              schedule, batch_sharding) -> driver.StepFn:
-  """The pure contrastive step `(state, images) -> (state, metrics)` (the driver jits it)."""
+def step_keys(state) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(sampler key, view key, shuffle key) of the state's step, from `train.step.step_keys`."""
+  sample_key, step_key = step_lib.step_keys(state.rng, state.step)
+  view_key, shuffle_key = jax.random.split(step_key)
+  return sample_key, view_key, shuffle_key
+
+
+def make_views_step(config: ml_collections.ConfigDict, model, tx, schedule, mean, std,
+                    batch_sharding):
+  """`(state, views_a, views_b, shuffle_key) -> (state, metrics)`: what every contrastive
+  step does once its two views exist (floats in [0, 1], [B, H, W, C]): normalise, then one
+  MoCo or SimCLR update. Metrics: loss, accuracy (instance discrimination), lr."""
   pre = config.pretrain
   _, batch = epochs_and_batch(config)
-  sampler = samplers.make_sampler("instance", data.train.labels, data.num_classes, batch)
-  make_views = view_fn(config)
   if pre.method == "moco":
     update = functools.partial(
         contrastive.moco_train_step, model=model, tx=tx, temperature=pre.temperature,
@@ -82,39 +99,104 @@ def make_step(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData,
         state, a, b, model=model, tx=tx, temperature=pre.temperature,
         batch_sharding=batch_sharding)
 
-  def step(state, images):
-    sample_key, step_key = step_lib.step_keys(state.rng, state.step)
-    view_key, shuffle_key = jax.random.split(step_key)
-    idx = sampler(sample_key, state.step)
-    x = jax.lax.with_sharding_constraint(images[idx], batch_sharding).astype(jnp.float32) / 255
-    a, b = views_lib.two_views(view_key, x, make_views)
-    standardize = lambda v: augment_lib.standardize(v, data.mean, data.std)
+  def on_views(state, a, b, shuffle_key):
+    standardize = lambda v: augment_lib.standardize(v, mean, std)
     new_state, metrics = update(state, standardize(a), standardize(b), shuffle_key)
     return new_state, {"loss": metrics["loss"], "accuracy": metrics["accuracy"],
                        "lr": schedule(state.step)}
+  return on_views
+
+
+def make_step(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData, model, tx,
+              schedule, batch_sharding) -> driver.StepFn:
+  """The pure device-resident step `(state, images) -> (state, metrics)`: sample a batch of
+  the uint8 training images, draw both views on the device (the driver jits it)."""
+  _, batch = epochs_and_batch(config)
+  sampler = samplers.make_sampler("instance", data.train.labels, data.num_classes, batch)
+  make_views = view_fn(config)
+  on_views = make_views_step(config, model, tx, schedule, data.mean, data.std, batch_sharding)
+
+  def step(state, images):
+    sample_key, view_key, shuffle_key = step_keys(state)
+    idx = sampler(sample_key, state.step)
+    x = jax.lax.with_sharding_constraint(images[idx], batch_sharding).astype(jnp.float32) / 255
+    a, b = views_lib.two_views(view_key, x, make_views)
+    return on_views(state, a, b, shuffle_key)
   return step
 
 
-def create(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData, mesh):
-  """(state, pure step) of the contrastive stage for this config and data."""
+def make_batch_step(config: ml_collections.ConfigDict, model, tx, schedule, mean, std,
+                    batch_sharding) -> driver.StepFn:
+  """The pure host-fed step `(state, batch) -> (state, metrics)`: `batch` holds the host's two
+  random resized crops of every image ({'view_a', 'view_b'}: uint8 [B, S, S, 3]); the rest
+  of each view (jitter, grayscale, blur, flip) is drawn here, with the keys the
+  device-resident step gives its views."""
+  photometric = view_fn(config, crop=False)
+  on_views = make_views_step(config, model, tx, schedule, mean, std, batch_sharding)
+
+  def step(state, batch):
+    _, view_key, shuffle_key = step_keys(state)
+    floats = lambda v: jax.lax.with_sharding_constraint(v, batch_sharding).astype(
+        jnp.float32) / 255
+    a, b = views_lib.paired_views(view_key, floats(batch["view_a"]), floats(batch["view_b"]),
+                                  photometric)
+    return on_views(state, a, b, shuffle_key)
+  return step
+
+
+def create_parts(config: ml_collections.ConfigDict, num_images: int, input_shape, mesh):
+  """(state, model, tx, schedule, steps per epoch) of the contrastive stage on `num_images`
+  training images of `input_shape`: the encoder(s) and, for MoCo, the queue."""
   pre = config.pretrain
   epochs, batch = epochs_and_batch(config)
   parallel.check_batch_divides(batch, mesh, "pretrain.batch_size")
-  spe = samplers.steps_per_epoch(len(data.train.labels), batch)
+  spe = samplers.steps_per_epoch(num_images, batch)
   schedule = cosine_per_epoch(pre.lr, epochs, spe)
   tx = optax.chain(optax.add_decayed_weights(pre.weight_decay),
                    optax.sgd(schedule, momentum=pre.momentum))
   model = contrastive.ContrastiveModel(backbone_fn(config.model), hidden=pre.proj_hidden,
                                        out=pre.proj_dim)
-  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  shape = data.train.images.shape[1:]
+  replicated = parallel.replicated(mesh)
   if pre.method == "moco":
     contrastive.check_queue_size(pre.queue_size, batch)
-    state = contrastive.create_moco_state(model, tx, shape, config.seed, pre.queue_size,
+    state = contrastive.create_moco_state(model, tx, input_shape, config.seed, pre.queue_size,
                                           pre.proj_dim, replicated)
   else:
-    state = contrastive.create_simclr_state(model, tx, shape, config.seed, replicated)
-  return state, make_step(config, data, model, tx, schedule, batch_sharding)
+    state = contrastive.create_simclr_state(model, tx, input_shape, config.seed, replicated)
+  return state, model, tx, schedule, spe
+
+
+def create(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData, mesh):
+  """(state, pure step) of the device-resident contrastive stage for this config and data."""
+  state, model, tx, schedule, _ = create_parts(config, len(data.train.labels),
+                                               data.train.images.shape[1:], mesh)
+  return state, make_step(config, data, model, tx, schedule, parallel.batch_sharded(mesh))
+
+
+def plan(config: ml_collections.ConfigDict, steps_per_epoch: int) -> driver.Plan:
+  """The driver's plan of a pre-training: pretrain.num_epochs x pretrain.batch_size."""
+  epochs, batch = epochs_and_batch(config)
+  tr = config.train
+  return driver.Plan(num_epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch,
+                     steps_per_call=driver.steps_per_call(tr.steps_per_call),
+                     log_every_steps=tr.log_every_steps,
+                     checkpoint_every_epochs=tr.checkpoint_every_epochs, prefix="pretrain")
+
+
+def write_results(config: ml_collections.ConfigDict, workdir: str, trained: driver.Trained
+                  ) -> dict:
+  """The stage's results.json: the last epoch's loss and instance accuracy, speed, history."""
+  epochs, batch = epochs_and_batch(config)
+  meta = trained.meta
+  last = meta["history"][-1] if meta["history"] else {}
+  out = {"method": config.pretrain.method, "epochs": epochs, "batch_size": batch,
+         "final_loss": last.get("pretrain/loss"),
+         "final_instance_accuracy": None if not last else 100 * last["pretrain/accuracy"],
+         "wall_time_s": meta["wall_time_s"],
+         "train_images_per_s": driver.images_per_second(meta),
+         "history": meta["history"]}
+  workdir_lib.write_results(workdir, out)
+  return out
 
 
 def pretrain_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -123,27 +205,11 @@ def pretrain_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   finished = workdir_lib.guard(workdir, config)
   if finished is not None:
     return finished
-  method = config.pretrain.method
-  epochs, batch = epochs_and_batch(config)
   mesh = parallel.make_mesh()
   state, step = create(config, data, mesh)
   replicated = parallel.replicated(mesh)
-  tr = config.train
-  plan = driver.Plan(num_epochs=epochs,
-                     steps_per_epoch=samplers.steps_per_epoch(len(data.train.labels), batch),
-                     batch_size=batch, steps_per_call=driver.steps_per_call(tr.steps_per_call),
-                     log_every_steps=tr.log_every_steps,
-                     checkpoint_every_epochs=tr.checkpoint_every_epochs, prefix="pretrain")
   trained = driver.train(workdir, state, step, parallel.put(data.train.images, replicated),
-                         plan, state_sharding=replicated,
-                         log=lambda line: print(line, flush=True))
-  meta = trained.meta
-  last = meta["history"][-1] if meta["history"] else {}
-  out = {"method": method, "epochs": epochs, "batch_size": batch,
-         "final_loss": last.get("pretrain/loss"),
-         "final_instance_accuracy": None if not last else 100 * last["pretrain/accuracy"],
-         "wall_time_s": meta["wall_time_s"],
-         "train_images_per_s": driver.images_per_second(meta),
-         "history": meta["history"]}
-  workdir_lib.write_results(workdir, out)
-  return out
+                         plan(config, samplers.steps_per_epoch(len(data.train.labels),
+                                                               epochs_and_batch(config)[1])),
+                         state_sharding=replicated, log=lambda line: print(line, flush=True))
+  return write_results(config, workdir, trained)
