@@ -4,8 +4,9 @@ shuffle-BN over 8 groups, cosine lr 0.015 at batch 128), then ResNet-32 + CE fro
 
   python run.py --config=configs/cifar10lt_ssp_moco_ce.py
 
-An accelerator job. The paper uses MoCo v2 for ImageNet-LT / iNaturalist (whose loaders are not
-in lt_jax yet) and rotation for CIFAR; this config applies MoCo to CIFAR-10-LT.
+An accelerator job. The paper uses MoCo v2 for ImageNet-LT / iNaturalist (configs/
+imagenetlt_moco.py, imagenetlt_ssp_crt.py, inat18_ssp_crt.py) and rotation for CIFAR; this
+config applies MoCo to CIFAR-10-LT.
 """
 
 from lt_jax.config import get_base_config

@@ -12,8 +12,8 @@ recipe: SGD momentum 0.9, lr 0.2, weight decay 5e-4, cosine to 0 without warm-up
 batch 100 (the file's earlier version, 28e6258, had 128: use that on 8 devices, which 100 does
 not split over), RandomResizedCrop(224) + flip + colour jitter. 90 epochs of 1,159 steps through
 a ResNet-50 is a multi-accelerator job: a CPU cannot run it in reasonable time. No accuracy is
-quoted for this config: the paper's ImageNet-LT number is for SSP + cRT (48.7% top-1 error,
-ResNet-50), whose MoCo pre-training does not run on the host feed yet.
+quoted for this config: the paper's ImageNet-LT numbers are for SSP runs (48.7% top-1 error for
+SSP + cRT with ResNet-50: configs/imagenetlt_ssp_crt.py).
 """
 
 from lt_jax.config import get_base_config

@@ -13,8 +13,7 @@ results.json flags that block as optimistic. The recipe: SGD momentum 0.9, lr 0.
 1e-4, cosine to 0 without warm-up, 90 epochs, batch 100 (use a multiple of the device count,
 e.g. 128 on 8 devices), RandomResizedCrop(224) + flip, no colour jitter. 90 epochs of 4,376
 steps through a ResNet-50 is a multi-accelerator job: a CPU cannot run it in reasonable time. No
-accuracy is quoted: the paper's iNaturalist numbers are for SSP runs, whose MoCo pre-training
-does not run on the host feed yet.
+accuracy is quoted: the paper's iNaturalist numbers are for SSP runs (configs/inat18_ssp_crt.py).
 """
 
 from lt_jax.config import get_base_config
