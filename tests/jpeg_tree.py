@@ -7,7 +7,8 @@ import pathlib
 
 import numpy as np
 from PIL import Image
-from sklearn.datasets import load_digits
+
+from lt_jax.data.sources import digits_arrays
 
 
 def write_tree(root: pathlib.Path, counts: dict[str, tuple[int, ...]],
@@ -15,18 +16,18 @@ def write_tree(root: pathlib.Path, counts: dict[str, tuple[int, ...]],
   """Writes `<root>/<split>/c<label>/<i>.JPEG` and `<root>/<prefix>_<split>.txt` for each
   split, `counts[split][c]` images of digit c (different digits in every split); returns
   root, which is both the image root and the lists' folder."""
-  digits = load_digits()
+  images_0_16, targets = digits_arrays()  # scikit-learn's digits, 0..16
   used = {c: 0 for c in range(10)}
   for split, per_class in counts.items():
     rows = []
     for label, count in enumerate(per_class):
-      picks = np.flatnonzero(digits.target == label)[used[label]:used[label] + count]
+      picks = np.flatnonzero(targets == label)[used[label]:used[label] + count]
       assert len(picks) == count, f"digits has too few images of class {label}"
       used[label] += count
       for i in picks:
         path = root / split / f"c{label}" / f"{i}.JPEG"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = (digits.images[i] * 255 / 16).astype(np.uint8)
+        pixels = (images_0_16[i] * 255 / 16).astype(np.uint8)
         Image.fromarray(pixels).resize(size).convert("RGB").save(path)
         rows.append(f"{split}/c{label}/{i}.JPEG {label}")
     (root / f"{prefix}_{split}.txt").write_text("\n".join(rows) + "\n")

@@ -5,29 +5,29 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from lt_jax.data import image_lists
+from lt_jax.data.sources import digits_arrays
 from lt_jax.errors import DataError
 
 
 @pytest.fixture
 def tree(tmp_path):
   """Six digits as 40x40 RGB JPEGs in class folders, and an ImageNet-LT-style train list."""
-  digits = load_digits()
+  images_0_16, targets = digits_arrays()  # scikit-learn's digits, 0..16
   root = tmp_path / "images"
   rows = []
   for i in range(6):
-    label = int(digits.target[i])
+    label = int(targets[i])
     folder = root / "train" / f"n{label:08d}"
     folder.mkdir(parents=True, exist_ok=True)
-    pixels = (digits.images[i] * 255 / 16).astype(np.uint8)
+    pixels = (images_0_16[i] * 255 / 16).astype(np.uint8)
     Image.fromarray(pixels).resize((40, 40)).convert("RGB").save(folder / f"{i}.JPEG")
     rows.append(f"train/n{label:08d}/{i}.JPEG {label}")
   lists = tmp_path / "lists"
   lists.mkdir()
   (lists / "ImageNet_LT_train.txt").write_text("\n".join(rows) + "\n")
-  return root, lists, [int(t) for t in digits.target[:6]]
+  return root, lists, [int(t) for t in targets[:6]]
 
 
 def test_reads_a_list_and_decodes_its_images(tree):

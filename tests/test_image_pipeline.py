@@ -4,9 +4,9 @@ list: sampling orders, transforms, hosts, workers and resuming."""
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.datasets import load_digits
 
 from lt_jax.data import image_lists, image_pipeline
+from lt_jax.data.sources import digits_arrays
 
 SIZES = (7, 4, 2, 1)  # Images per class: a small long tail.
 
@@ -14,14 +14,14 @@ SIZES = (7, 4, 2, 1)  # Images per class: a small long tail.
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("tree")
-  digits = load_digits()
+  images_0_16, targets = digits_arrays()  # scikit-learn's digits, 0..16
   rows = []
   for label, count in enumerate(SIZES):
-    picks = np.flatnonzero(digits.target == label)[:count]
+    picks = np.flatnonzero(targets == label)[:count]
     for i in picks:
       path = tmp / "train" / f"c{label}" / f"{i}.JPEG"
       path.parent.mkdir(parents=True, exist_ok=True)
-      pixels = (digits.images[i] * 255 / 16).astype(np.uint8)
+      pixels = (images_0_16[i] * 255 / 16).astype(np.uint8)
       Image.fromarray(pixels).resize((48, 40)).convert("RGB").save(path)
       rows.append(f"train/c{label}/{i}.JPEG {label}")
   (tmp / "ImageNet_LT_train.txt").write_text("\n".join(rows) + "\n")
