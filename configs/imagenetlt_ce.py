@@ -14,6 +14,9 @@ not split over), RandomResizedCrop(224) + flip + colour jitter. 90 epochs of 1,1
 a ResNet-50 is a multi-accelerator job: a CPU cannot run it in reasonable time. No accuracy is
 quoted for this config: the paper's ImageNet-LT numbers are for SSP runs (48.7% top-1 error for
 SSP + cRT with ResNet-50: configs/imagenetlt_ssp_crt.py).
+On accelerators, --config.model.dtype=bfloat16 runs activations and convolutions in bf16
+(parameters, optimiser, BatchNorm statistics, head and loss stay float32); the default float32
+is the reference's.
 """
 
 from lt_jax.config import get_base_config

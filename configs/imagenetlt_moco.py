@@ -23,6 +23,9 @@ Unlike the reference (drop_last), an epoch has ceil(N / B) batches, the last top
 next epoch's order. BatchNorm runs in 8 ghost groups (pretrain.bn_groups) for MoCo's
 shuffle-BN. 200 epochs of 906 steps plus 90 supervised epochs through a ResNet-50 is a
 multi-accelerator job; no runtime has been measured.
+On accelerators, --config.model.dtype=bfloat16 runs activations and convolutions in bf16
+(parameters, optimiser, BatchNorm statistics, head and loss stay float32); the default float32
+is the reference's.
 
 The reference README (7cccaa2) reports 54.4% top-1 error for CE(Uniform) + SSP with ResNet-50.
 """

@@ -14,6 +14,8 @@ SGD momentum 0.9, lr 0.2 with a cosine to 0, weight decay 5e-4, 10 epochs (the d
 defaults). The reference keeps the backbone in train mode, so its BatchNorm statistics follow
 the class-aware batches; lt_jax freezes them unless --config.decouple.update_bn_stats=True.
 A multi-accelerator job; no runtime has been measured.
+--config.decouple.methods="('crt','tau_norm')" adds tau-norm of stage 1's classifier
+(workdir/tau_norm: no training, tau tuned on the validation list); 'logit_adjust' likewise.
 
 The reference README (7cccaa2) reports 48.7% top-1 error for cRT + SSP with ResNet-50.
 """

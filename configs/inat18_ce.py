@@ -14,6 +14,9 @@ results.json flags that block as optimistic. The recipe: SGD momentum 0.9, lr 0.
 e.g. 128 on 8 devices), RandomResizedCrop(224) + flip, no colour jitter. 90 epochs of 4,376
 steps through a ResNet-50 is a multi-accelerator job: a CPU cannot run it in reasonable time. No
 accuracy is quoted: the paper's iNaturalist numbers are for SSP runs (configs/inat18_ssp_crt.py).
+On accelerators, --config.model.dtype=bfloat16 runs activations and convolutions in bf16
+(parameters, optimiser, BatchNorm statistics, head and loss stay float32); the default float32
+is the reference's.
 """
 
 from lt_jax.config import get_base_config

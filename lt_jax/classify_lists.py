@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lt_jax import classify, io_utils, parallel, results
+from lt_jax import classify, io_utils, parallel, pseudo_label, results
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.data import image_lists, image_pipeline, samplers
@@ -156,19 +156,44 @@ def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_shard
   return feed_lib.HostFeed(batches_from, batch_sharding, spec=spec, stream=stream)
 
 
+def evaluation_splits(splits: dict[str, ImageList | None]) -> dict[str, ImageList]:
+  """The splits every evaluation reports: test, and val where the dataset has one."""
+  return {name: splits[name] for name in ("test", "val") if splits[name] is not None}
+
+
+def eval_stream(config: ml_collections.ConfigDict):
+  """images -> this host's rows of the split's padded, masked batches of centre views
+  (dataset.resize_size, then dataset.image_size), train.eval_batch_size per global batch."""
+  ds = config.dataset
+  return functools.partial(
+      image_pipeline.eval_batches, batch_size=config.train.eval_batch_size,
+      resize=ds.resize_size, crop=ds.image_size, num_workers=ds.num_workers,
+      process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def split_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.FrozenModel,
+                  splits: dict[str, ImageList | None]) -> dict[str, tuple[np.ndarray, ...]]:
+  """{split: (logits, features)} of a frozen classifier on each evaluation split, in list
+  order: what the post-hoc classifiers re-score, one pass over each split."""
+  spec = image_lists.LIST_DATASETS[config.dataset.name]
+  mesh = parallel.make_mesh()
+  parallel.check_batch_divides(config.train.eval_batch_size, mesh, "train.eval_batch_size")
+  batches, sharding = eval_stream(config), parallel.batch_sharded(mesh)
+  return {name: pseudo_label.fed_outputs(
+              frozen, feed_lib.device_batches(batches(images), sharding), spec.mean,
+              spec.std, mesh=mesh)
+          for name, images in evaluation_splits(splits).items()}
+
+
 class ListEvaluator:
   """state -> {split: summary}: padded, masked batches of each split from the host, counted
   on the device by one jitted function (confusion and top-5 hits summed there), read once per
   split. The summaries leave out the confusion matrix, kept for `write_confusion`."""
 
   def __init__(self, config, splits: dict[str, ImageList | None], model, mesh, train_counts):
-    ds = config.dataset
-    spec = image_lists.LIST_DATASETS[ds.name]
-    self._splits = {name: splits[name] for name in ("test", "val") if splits[name] is not None}
-    self._batches = functools.partial(
-        image_pipeline.eval_batches, batch_size=config.train.eval_batch_size,
-        resize=ds.resize_size, crop=ds.image_size, num_workers=ds.num_workers,
-        process_index=jax.process_index(), process_count=jax.process_count())
+    spec = image_lists.LIST_DATASETS[config.dataset.name]
+    self._splits = evaluation_splits(splits)
+    self._batches = eval_stream(config)
     self._replicated = parallel.replicated(mesh)
     self._batch_sharding = parallel.batch_sharded(mesh)
     self._num_classes, self._train_counts = spec.num_classes, train_counts

@@ -16,15 +16,18 @@ it is; what follows re-balances the classifier alone:
   with pi stage 1's training class prior.
 
 The two post-hoc methods need no training: stage 1's logits and features of the evaluation
-splits are computed once, every tau in `decouple.taus` is scored, and the tau with the best
-top-1 accuracy on `decouple.tune_on` (the balanced validation split; the test split only when
-asked, and then flagged) is reported with the whole curve.
+splits are computed once (from the device-resident arrays, or from the host-fed evaluation
+batches of ImageNet-LT and iNaturalist 2018), every tau in `decouple.taus` is scored, and the
+tau with the best top-1 accuracy on `decouple.tune_on` (the balanced validation split; the test
+split only when asked, and then flagged) is reported with the whole curve.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Callable
 
 import matplotlib
 
@@ -33,10 +36,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lt_jax import io_utils, pseudo_label, results  # noqa: E402
+from lt_jax import classify_lists, io_utils, pseudo_label, results  # noqa: E402
 from lt_jax import metrics as lt_metrics  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
 from lt_jax.config import override  # noqa: E402
+from lt_jax.data import image_lists  # noqa: E402
 from lt_jax.data import prepare as prepare_lib  # noqa: E402
 
 TRAINED = ("crt", "lws")
@@ -86,42 +90,101 @@ def adjusted_logits(logits: np.ndarray, class_counts, tau: float) -> np.ndarray:
   return logits - tau * np.log(prior)
 
 
+@dataclasses.dataclass(frozen=True)
+class Stage1Outputs:
+  """Stage 1 on its evaluation splits: what the post-hoc classifiers re-score for every tau
+  without running the model again, and the facts their results report."""
+
+  outputs: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (logits, features)
+  labels: dict[str, np.ndarray]
+  kernel: np.ndarray  # Stage 1's linear classifier [width, classes], float64.
+  class_counts: list[int]  # The labeled training set's.
+  report_counts: list[int]  # What Many / Medium / Few group by.
+  title: str  # The dataset, for plot titles.
+  # None: the test confusion matrices go into results.json; else the file beside it that
+  # keeps them instead (1,000 or 8,142 classes square for the list datasets).
+  confusion_file: str | None = None
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_counts)
+
+
+def stage1_outputs(config: ml_collections.ConfigDict, stage1_classifier: str) -> Stage1Outputs:
+  """Stage 1's logits and features of each evaluation split, computed once: from the
+  device-resident arrays, or from the host-fed evaluation batches of a list dataset."""
+  frozen = pseudo_label.load_frozen(stage1_classifier)
+  if config.dataset.name in image_lists.LIST_DATASETS:
+    return _list_outputs(config, frozen)
+  return _device_outputs(config, frozen)
+
+
+def _device_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.FrozenModel
+                    ) -> Stage1Outputs:
+  data = prepare_lib.prepare(config.dataset)
+  splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
+  return Stage1Outputs(
+      outputs={name: pseudo_label.outputs(frozen, split.images, data.mean, data.std,
+                                          batch_size=config.train.eval_batch_size)
+               for name, split in splits.items()},
+      labels={name: np.asarray(split.labels) for name, split in splits.items()},
+      kernel=_kernel(frozen), class_counts=[int(c) for c in data.class_counts],
+      report_counts=[int(c) for c in data.report_counts], title=f"{data.name}-LT")
+
+
+def _list_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.FrozenModel
+                  ) -> Stage1Outputs:
+  """Many / Medium / Few by the training list's counts, as stage 1 reports them."""
+  ds = config.dataset
+  splits = classify_lists.read_splits(ds)
+  counts = [int(c) for c in splits["train"].class_counts(
+      image_lists.LIST_DATASETS[ds.name].num_classes)]
+  evaluated = classify_lists.evaluation_splits(splits)
+  return Stage1Outputs(
+      outputs=classify_lists.split_outputs(config, frozen, splits),
+      labels={name: images.labels for name, images in evaluated.items()},
+      kernel=_kernel(frozen), class_counts=counts, report_counts=counts, title=ds.name,
+      confusion_file=classify_lists.CONFUSION_FILE)
+
+
+def _kernel(frozen: pseudo_label.FrozenModel) -> np.ndarray:
+  return np.asarray(frozen.variables["params"]["head"]["kernel"], np.float64)
+
+
 def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: str,
-             workdir: str, data: prepare_lib.LongTailData) -> dict:
+             workdir: str, outputs: Callable[[], Stage1Outputs]) -> dict:
   """tau-norm or post-hoc logit adjustment of stage 1's classifier; results.json of the
-  chosen tau, the whole curve and its plot. A finished workdir is read back."""
+  chosen tau, the whole curve and its plot. A finished workdir is read back without calling
+  `outputs` (stage 1's outputs, shared by the methods of one pipeline)."""
   d = config.decouple
   stage_cfg = override(config, **{"decouple.methods": (method,)})
   finished = workdir_lib.guard(workdir, stage_cfg)
   if finished is not None:
     return finished
   start = time.time()
-  frozen = pseudo_label.load_frozen(stage1_classifier)
+  s1 = outputs()
   stage1 = workdir_lib.read_results(stage1_classifier) or {}
-  train_counts = stage1.get("class_counts", list(data.class_counts))
-  splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
-  outs = {name: pseudo_label.outputs(frozen, split.images, data.mean, data.std,
-                                     batch_size=config.train.eval_batch_size)
-          for name, split in splits.items()}
-  kernel = np.asarray(frozen.variables["params"]["head"]["kernel"], np.float64)
+  train_counts = stage1.get("class_counts", s1.class_counts)
 
   def rescore(name: str, tau: float) -> dict:
-    logits, features = outs[name]
-    scores = (tau_norm_logits(features, kernel, tau) if method == "tau_norm"
+    logits, features = s1.outputs[name]
+    scores = (tau_norm_logits(features, s1.kernel, tau) if method == "tau_norm"
               else adjusted_logits(logits, train_counts, tau))
-    counts = lt_metrics.confusion_update(scores.astype(np.float32), splits[name].labels,
-                                         data.num_classes)
+    counts = lt_metrics.confusion_update(scores.astype(np.float32), s1.labels[name],
+                                         s1.num_classes)
     return lt_metrics.summarize(np.asarray(counts["confusion"]),
-                                np.asarray(counts["top5_correct"]), data.report_counts)
+                                np.asarray(counts["top5_correct"]), s1.report_counts)
 
   taus = [float(t) for t in d.taus]
-  curve = [{"tau": t} | {f"{name}_{k}": s[k] for name in splits
+  curve = [{"tau": t} | {f"{name}_{k}": s[k] for name in s1.outputs
                          for s in [rescore(name, t)] for k in ("top1_acc", "balanced_acc")}
            for t in taus]
   tuned = [row[f"{d.tune_on}_top1_acc"] for row in curve]
   tau = taus[int(np.argmax(tuned))]  # Ties: the smallest tau.
   chosen = rescore("test", tau)
   untouched = rescore("test", 0.0)  # tau 0: stage 1's logits (tau-norm: without the bias).
+  if s1.confusion_file:
+    _write_confusion(os.path.join(workdir, s1.confusion_file), chosen, untouched)
   out = {
       "config": workdir_lib.config_json(stage_cfg),
       "method": method,
@@ -131,28 +194,36 @@ def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: 
       "tuning_note": ("tau chosen on the test split: the reported accuracy is optimistic"
                       if d.tune_on == "test" else None),
       "curve": curve,
-      "class_counts": [int(c) for c in data.class_counts],
+      "class_counts": s1.class_counts,
       # logit_adjust's prior: stage 1's training counts (pseudo-labels included after a
       # semi-supervised stage 1), which can differ from the labeled class_counts.
       "prior_counts": [int(c) for c in train_counts],
-      "group_counts": [int(c) for c in data.report_counts],
+      "group_counts": s1.report_counts,
       "final": dict(chosen, tau=tau),
       "best": dict(chosen, tau=tau),
       "tau_0": untouched,
       "selected_on": d.tune_on,
       "wall_time_s": time.time() - start,
   }
-  _plot_curve(os.path.join(workdir, CURVE_PLOT_FILE), curve, list(splits), tau,
+  _plot_curve(os.path.join(workdir, CURVE_PLOT_FILE), curve, list(s1.outputs), tau,
               f"{LABELS[method]} of stage 1 ({os.path.basename(stage1_classifier)})")
   results.plot_per_class_accuracy(
-      os.path.join(workdir, results.PLOT_FILE), data.report_counts,
+      os.path.join(workdir, results.PLOT_FILE), s1.report_counts,
       {"stage 1 (tau 0)": untouched, f"{LABELS[method]}, tau {tau:g}": chosen},
-      title=f"{data.name}-LT: {LABELS[method]}")
+      title=f"{s1.title}: {LABELS[method]}")
   workdir_lib.write_results(workdir, out)
   print(f"{LABELS[method]}: tau {tau:g} (best {d.tune_on} top-1 of {len(taus)} taus); test "
         f"top-1 {chosen['top1_acc']:.2f}% against {untouched['top1_acc']:.2f}% at tau 0",
         flush=True)
   return out
+
+
+def _write_confusion(path: str, chosen: dict, untouched: dict) -> None:
+  """Moves the chosen tau's and tau 0's test confusion matrices out of their summaries into
+  `path` ('test' and 'test_tau_0', [true, predicted] counts)."""
+  matrices = {key: np.asarray(summary.pop("confusion"), np.int32)
+              for key, summary in (("test", chosen), ("test_tau_0", untouched))}
+  io_utils.atomic_write(path, lambda tmp: np.savez_compressed(tmp, **matrices))
 
 
 def _plot_curve(path: str, curve: list[dict], splits: list[str], tau: float, title: str

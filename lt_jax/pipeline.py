@@ -21,6 +21,7 @@ root results.json gathers `stages.<name>` once the last stage is done.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -179,7 +180,8 @@ def run_decouple(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"== stage 1: the representation -> {stage1_dir}", flush=True)
     stage1 = run(override(config, **{"decouple.methods": ()}), stage1_dir)
   classifier = decouple.classifier_dir(stage1_dir)
-  stages, rows, data = {"stage1": stage1}, {"stage 1": stage1["final"]}, None
+  stages, rows = {"stage1": stage1}, {"stage 1": stage1["final"]}
+  outputs = functools.cache(lambda: decouple.stage1_outputs(config, classifier))
   for i, method in enumerate(d.methods, start=1):
     method_dir = workdir_lib.stage_dir(workdir, method)
     print(f"== decoupled classifier {i}/{len(d.methods)}: {decouple.LABELS[method]} on stage "
@@ -187,8 +189,7 @@ def run_decouple(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if method in decouple.TRAINED:
       out = train(decouple.stage_config(config, method, classifier), method_dir)
     else:
-      data = data or prepare_lib.prepare(config.dataset)
-      out = decouple.post_hoc(config, method, classifier, method_dir, data)
+      out = decouple.post_hoc(config, method, classifier, method_dir, outputs)
     stages[method] = out
     rows[decouple.LABELS[method]] = out["final"]
   return _finish(workdir, config, stages, stages[d.methods[-1]], rows)

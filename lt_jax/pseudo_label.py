@@ -155,6 +155,16 @@ _outputs_batch_jit = jax.jit(
     _outputs_batch, static_argnames=("model", "mean", "std", "out_sharding"))
 
 
+def _fed_outputs_batch(variables, images, mask, *, model, mean, std, out_sharding):
+  logits, features = _outputs_batch(variables, images, model=model, mean=mean, std=std,
+                                    out_sharding=out_sharding)
+  return logits, features, jax.lax.with_sharding_constraint(mask, out_sharding)
+
+
+_fed_outputs_batch_jit = jax.jit(
+    _fed_outputs_batch, static_argnames=("model", "mean", "std", "out_sharding"))
+
+
 def _batch(images, start: int, batch_size: int) -> np.ndarray:
   """images[start:start + batch_size] (read from an ImageSource), zero-padded to batch_size."""
   chunk = image_source.read_rows(images, start, min(start + batch_size, len(images)))
@@ -201,6 +211,25 @@ def outputs(frozen: FrozenModel, images_uint8, mean: Sequence[float], std: Seque
       _outputs_batch_jit, model=frozen.model, mean=tuple(map(float, mean)),
       std=tuple(map(float, std))), empty=((frozen.num_classes,), (width,)),
       field="train.eval_batch_size")
+
+
+def fed_outputs(frozen: FrozenModel, batches, mean: Sequence[float], std: Sequence[float], *,
+                mesh) -> tuple[np.ndarray, np.ndarray]:
+  """(logits float32 [N, classes], features float32 [N, width]) of the real rows of host-fed
+  evaluation batches ({'image', 'mask', ...} sharded over `mesh`, as feed.device_batches gives
+  them): one jitted forward per batch, the outputs kept on the device and read back once, so
+  the host never waits on a batch; rows with mask False (the padding) are dropped."""
+  replicated = parallel.replicated(mesh)
+  variables = jax.tree.map(lambda v: parallel.put(v, replicated), frozen.variables)
+  forward = functools.partial(_fed_outputs_batch_jit, model=frozen.model,
+                              mean=tuple(map(float, mean)), std=tuple(map(float, std)),
+                              out_sharding=replicated)
+  parts = [forward(variables, batch["image"], batch["mask"]) for batch in batches]
+  if not parts:
+    width = int(np.shape(frozen.variables["params"]["head"]["kernel"])[0])
+    return (np.zeros((0, frozen.num_classes), np.float32), np.zeros((0, width), np.float32))
+  logits, features, mask = jax.device_get(tuple(jnp.concatenate(p) for p in zip(*parts)))
+  return logits[mask], features[mask]
 
 
 def map_batches(frozen: FrozenModel, images_uint8, batch_size: int, mesh, fn, empty,

@@ -166,11 +166,6 @@ def _validate_list_dataset(config) -> None:
                       f"dataset.image_size={ds.image_size} (evaluation resizes, then crops).")
   if ds.num_workers < 0:
     raise ConfigError(f"dataset.num_workers={ds.num_workers} must be >= 0 (0: in-process).")
-  post_hoc = [m for m in config.decouple.methods if m not in ("crt", "lws")]
-  if post_hoc:
-    raise ConfigError(f"decouple.methods has {', '.join(post_hoc)}, which re-score "
-                      f"device-resident splits and do not run on dataset.name={name!r} yet; "
-                      "choose from ('crt', 'lws').")
   if config.pretrain.method == "rotation":
     raise ConfigError(f"pretrain.method='rotation' does not run on the host-fed "
                       f"dataset.name={name!r}: its pretext task needs the device-resident "
@@ -408,10 +403,23 @@ def _validate_decouple(config) -> None:
     if not d.taus or any(not 0 <= t < float("inf") for t in d.taus):
       raise ConfigError(f"decouple.taus={tuple(d.taus)} must be a non-empty tuple of finite "
                         "taus >= 0.")
-    if d.tune_on == "val" and config.dataset.val_per_class == 0:
-      raise ConfigError("decouple.tune_on='val' needs a validation split to choose tau: set "
-                        "dataset.val_per_class > 0, or decouple.tune_on='test' (optimistic, "
-                        "flagged in results.json).")
+    if d.tune_on == "val":
+      _check_validation_split(config.dataset)
+
+
+def _check_validation_split(ds) -> None:
+  """decouple.tune_on='val' chooses tau on a split apart from test: a list dataset's own
+  validation list (iNaturalist 2018 has none: its val list is the test set), or the
+  dataset.val_per_class images per class held out of a device-resident training set."""
+  flagged = "decouple.tune_on='test' (optimistic, flagged in results.json)"
+  if ds.name in image_lists.LIST_DATASETS:
+    if "test" not in image_lists.LIST_DATASETS[ds.name].splits:
+      raise ConfigError(f"decouple.tune_on='val' needs a validation split to choose tau, but "
+                        f"dataset.name={ds.name!r} has none (its val list is the test set); "
+                        f"set {flagged}.")
+  elif ds.val_per_class == 0:
+    raise ConfigError("decouple.tune_on='val' needs a validation split to choose tau: set "
+                      f"dataset.val_per_class > 0, or {flagged}.")
 
 
 def _unique(field: str, values) -> None:

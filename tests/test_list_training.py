@@ -1,6 +1,6 @@
 """Training on ImageNet-LT-format lists through run.py's pipeline: the host feed, the batch-fed
-step, host-fed evaluation, results.json, a run stopped mid-epoch resuming bit-identically, and
-cRT / LWS on its frozen backbone.
+step, host-fed evaluation, results.json, a run stopped mid-epoch resuming bit-identically,
+cRT / LWS on its frozen backbone and tau-norm / logit adjustment of its classifier.
 
 One uninterrupted ResNet-10 run serves the results checks, the resume comparison and the
 decoupled stages: it trains once per test session, whichever pytest-xdist worker asks first
@@ -159,18 +159,29 @@ def test_results_json_counts_groups_and_confusion(tree, whole):
   assert np.array_equal(labels, train.labels[order[:len(labels)]])
 
   # The host-fed, sharded, masked evaluation against the model applied to each test image.
+  labels, logits, _ = applied_to_splits(tree, workdir, "test")["test"]
+  expected = np.zeros((1000, 1000), np.int64)
+  np.add.at(expected, (labels, np.argmax(logits, -1)), 1)
+  np.testing.assert_array_equal(confusion["test"], expected)
+
+
+def applied_to_splits(tree, workdir, *splits):
+  """{split: (labels, logits, features)} of the saved model applied to each centre view of
+  the splits (one forward pass over them all), without the host-fed evaluation."""
   state, _ = saved_state(workdir)
   model = create_model("resnet10_tiny", num_classes=1000)
-  test = image_lists.read_list(str(tree / "ImageNet_LT_test.txt"), str(tree), 1000)
-  views = np.stack([image_pipeline.center_view(image_lists.read_image(test, i), 36, 32)
-                    for i in range(len(test))])
+  lists = [image_lists.read_list(str(tree / f"ImageNet_LT_{split}.txt"), str(tree), 1000)
+           for split in splits]
+  views = np.stack([image_pipeline.center_view(image_lists.read_image(images, i), 36, 32)
+                    for images in lists for i in range(len(images))])
   spec = image_lists.LIST_DATASETS["imagenet_lt"]
-  logits, _ = model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
-                          augment_lib.normalize(jnp.asarray(views), spec.mean, spec.std),
-                          train=False)
-  expected = np.zeros((1000, 1000), np.int64)
-  np.add.at(expected, (test.labels, np.argmax(np.asarray(logits), -1)), 1)
-  np.testing.assert_array_equal(confusion["test"], expected)
+  logits, features = model.apply(
+      {"params": state["params"], "batch_stats": state["batch_stats"]},
+      augment_lib.normalize(jnp.asarray(views), spec.mean, spec.std), train=False)
+  ends = np.cumsum([len(images) for images in lists])
+  return {split: (images.labels, np.asarray(logits)[end - len(images):end],
+                  np.asarray(features)[end - len(images):end])
+          for split, images, end in zip(splits, lists, ends)}
 
 
 def test_a_run_stopped_mid_epoch_resumes_to_the_same_batches_and_parameters(
@@ -272,9 +283,52 @@ def test_crt_and_lws_train_on_the_frozen_backbone_of_a_host_fed_stage_1(tree, wh
   assert_trees_equal(stage1["params"]["head"]["kernel"], lws["params"]["head"]["kernel"])
   assert lws["params"]["head"]["scales"].shape == (1000,)
   assert not np.all(np.asarray(lws["params"]["head"]["scales"]) == 1.0)
-  with pytest.raises(ConfigError, match=r"decouple.methods has tau_norm, .*\('crt', 'lws'\)"):
-    pipeline.run(list_config(tree, **{"decouple.methods": ("tau_norm",),
-                                      "decouple.tune_on": "test"}), str(tmp_path / "tau"))
+
+
+TAUS = (0.0, 0.5, 1.0)
+
+
+def test_tau_norm_and_logit_adjustment_rescore_a_host_fed_stage_1(tree, whole, tmp_path):
+  stage1_dir, stage1_out, _ = whole
+  config = list_config(tree, **{"decouple.methods": ("tau_norm", "logit_adjust"),
+                                "decouple.stage1_workdir": str(stage1_dir),
+                                "decouple.taus": TAUS})
+  out = pipeline.run(config, str(tmp_path))
+  tau_norm, adjusted = out["stages"]["tau_norm"], out["stages"]["logit_adjust"]
+  # tau 0 leaves stage 1's logits: its own host-fed test accuracy, exactly.
+  assert adjusted["tau_0"]["top1_acc"] == stage1_out["final"]["top1_acc"]
+  assert adjusted["curve"][0]["test_top1_acc"] == stage1_out["final"]["top1_acc"]
+  assert adjusted["prior_counts"] == stage1_out["class_counts"]
+  # tau-norm against the saved classifier applied by hand to the model's features.
+  kernel = np.asarray(saved_state(stage1_dir)[0]["params"]["head"]["kernel"], np.float64)
+  for split, (labels, _, features) in applied_to_splits(tree, stage1_dir, "test", "val").items():
+    for tau in (0.5, 1.0):
+      scaled = kernel / np.linalg.norm(kernel, axis=0) ** tau
+      hits = np.argmax(features.astype(np.float64) @ scaled, -1) == labels
+      row = tau_norm["curve"][TAUS.index(tau)]
+      assert row[f"{split}_top1_acc"] == pytest.approx(100 * hits.mean())
+  for method, res in (("tau_norm", tau_norm), ("logit_adjust", adjusted)):
+    val = [row["val_top1_acc"] for row in res["curve"]]
+    assert res["tau"] == TAUS[int(np.argmax(val))] and res["tuned_on"] == "val"
+    chosen = res["curve"][TAUS.index(res["tau"])]
+    assert res["final"]["top1_acc"] == pytest.approx(chosen["test_top1_acc"])
+    # Many / Medium / Few by the training list's counts, as stage 1 reports them.
+    assert res["group_counts"] == stage1_out["group_counts"] == list(TRAIN_COUNTS) + [0] * 996
+    assert res["final"]["medium_acc"] == pytest.approx(res["final"]["per_class_acc"][0])
+    saved = json.loads((tmp_path / method / workdir_lib.RESULTS_FILE).read_text())
+    assert saved["final"] == res["final"] and "confusion" not in saved["final"]
+    confusion = np.load(tmp_path / method / classify_lists.CONFUSION_FILE)
+    assert confusion["test"].shape == (1000, 1000)
+    np.testing.assert_allclose(100 * np.trace(confusion["test"]) / 7, res["final"]["top1_acc"])
+    assert (tmp_path / method / "tau_curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_tuning_tau_on_inaturalist_validation_is_refused_before_any_work(tree, tmp_path):
+  config = list_config(tree, **{"dataset.name": "inat18", "decouple.methods": ("tau_norm",)})
+  with pytest.raises(ConfigError, match=r"decouple.tune_on='val' needs a validation split .*"
+                                        r"'inat18' has none .*decouple.tune_on='test'"):
+    pipeline.run(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
 
 
 def test_the_feed_started_at_a_step_gives_that_steps_images(tree):
