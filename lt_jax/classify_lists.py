@@ -210,10 +210,9 @@ class ListEvaluator:
       for batch in feed_lib.device_batches(self._batches(images), self._batch_sharding):
         counts = self._count(state, counts, batch)
       counts = jax.device_get(counts)
-      summary = lt_metrics.summarize(counts["confusion"], counts["top5_correct"],
-                                     self._train_counts)
-      self.confusion[name] = np.asarray(summary.pop("confusion"), np.int32)
-      out[name] = summary
+      out[name] = lt_metrics.summarize(counts["confusion"], counts["top5_correct"],
+                                       self._train_counts, with_confusion=False)
+      self.confusion[name] = np.asarray(counts["confusion"], np.int32)
     return out
 
   def write_confusion(self, path: str) -> None:

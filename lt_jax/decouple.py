@@ -25,10 +25,13 @@ split only when asked, and then flagged) is reported with the whole curve.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
@@ -76,18 +79,48 @@ def stage_config(config: ml_collections.ConfigDict, method: str, stage1_classifi
       "optim.momentum": d.momentum, "optim.weight_decay": d.weight_decay})
 
 
-def tau_norm_logits(features: np.ndarray, kernel: np.ndarray, tau: float) -> np.ndarray:
-  """features @ (w_j / ||w_j||^tau) for each class column w_j of `kernel` [width, classes]."""
-  norms = np.linalg.norm(kernel, axis=0, keepdims=True)
-  return features @ (kernel / np.power(np.maximum(norms, 1e-12), tau))
+@jax.jit
+def tau_norm_logits(features, kernel, tau) -> jax.Array:
+  """features @ (w_j / ||w_j||^tau) for each class column w_j of `kernel` [width, classes].
+  Jitted: on the accelerator, where iNaturalist's 24,426 x 2,048 x 8,142 product per tau
+  takes milliseconds."""
+  norms = jnp.linalg.norm(kernel, axis=0, keepdims=True)
+  return features @ (kernel / jnp.power(jnp.maximum(norms, 1e-12), tau))
 
 
-def adjusted_logits(logits: np.ndarray, class_counts, tau: float) -> np.ndarray:
-  """logits - tau log(prior), the prior being the training class frequencies (an empty class
-  gets the smallest non-zero frequency, so it is boosted most but stays finite)."""
+def log_prior(class_counts) -> np.ndarray:
+  """log of the training class frequencies (an empty class gets the smallest non-zero
+  frequency, so that logit adjustment boosts it most but keeps it finite)."""
   counts = np.asarray(class_counts, np.float64)
-  prior = np.maximum(counts, counts[counts > 0].min()) / counts.sum()
-  return logits - tau * np.log(prior)
+  return np.log(np.maximum(counts, counts[counts > 0].min()) / counts.sum())
+
+
+@jax.jit
+def _minus_tau_times(logits, log_prior, tau) -> jax.Array:
+  return logits - tau * log_prior
+
+
+def adjusted_logits(logits, class_counts, tau: float) -> jax.Array:
+  """logits - tau log(prior), the prior being the training class frequencies (`log_prior`)."""
+  return _minus_tau_times(logits, jnp.asarray(log_prior(class_counts), jnp.float32), tau)
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def _hits(scores, labels, num_classes: int) -> dict[str, jax.Array]:
+  """Per true class: correct argmax predictions, images, top-5 hits (O(N), no [C, C] matrix)."""
+  correct = jnp.argmax(scores, axis=-1) == labels
+  _, top = jax.lax.top_k(scores, min(5, num_classes))
+  in_top5 = jnp.any(top == labels[:, None], axis=-1)
+  per_class = lambda x: jnp.zeros(num_classes, jnp.int32).at[labels].add(x.astype(jnp.int32))
+  return {"correct": per_class(correct), "count": per_class(jnp.ones_like(correct)),
+          "top5": per_class(in_top5)}
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def _confusion(scores, labels, num_classes: int) -> jax.Array:
+  """[true, predicted] counts, by scatter-add (a one-hot product would cost N C^2)."""
+  pred = jnp.argmax(scores, axis=-1)
+  return jnp.zeros((num_classes, num_classes), jnp.int32).at[labels, pred].add(1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +130,7 @@ class Stage1Outputs:
 
   outputs: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (logits, features)
   labels: dict[str, np.ndarray]
-  kernel: np.ndarray  # Stage 1's linear classifier [width, classes], float64.
+  kernel: np.ndarray  # Stage 1's linear classifier [width, classes].
   class_counts: list[int]  # The labeled training set's.
   report_counts: list[int]  # What Many / Medium / Few group by.
   title: str  # The dataset, for plot titles.
@@ -148,7 +181,7 @@ def _list_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.Frozen
 
 
 def _kernel(frozen: pseudo_label.FrozenModel) -> np.ndarray:
-  return np.asarray(frozen.variables["params"]["head"]["kernel"], np.float64)
+  return np.asarray(frozen.variables["params"]["head"]["kernel"], np.float32)
 
 
 def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: str,
@@ -166,14 +199,26 @@ def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: 
   stage1 = workdir_lib.read_results(stage1_classifier) or {}
   train_counts = stage1.get("class_counts", s1.class_counts)
 
+  # On the default device (an accelerator where there is one): stage 1's outputs once, then
+  # every tau's scores and counts there; only per-class counts come back.
+  on_device = {name: (jnp.asarray(logits, jnp.float32), jnp.asarray(features, jnp.float32),
+                      jnp.asarray(s1.labels[name], jnp.int32))
+               for name, (logits, features) in s1.outputs.items()}
+  kernel = jnp.asarray(s1.kernel, jnp.float32)
+
+  def scores(name: str, tau: float) -> tuple[jax.Array, jax.Array]:
+    logits, features, labels = on_device[name]
+    tau = jnp.float32(tau)
+    return (tau_norm_logits(features, kernel, tau) if method == "tau_norm"
+            else adjusted_logits(logits, train_counts, tau)), labels
+
   def rescore(name: str, tau: float) -> dict:
-    logits, features = s1.outputs[name]
-    scores = (tau_norm_logits(features, s1.kernel, tau) if method == "tau_norm"
-              else adjusted_logits(logits, train_counts, tau))
-    counts = lt_metrics.confusion_update(scores.astype(np.float32), s1.labels[name],
-                                         s1.num_classes)
-    return lt_metrics.summarize(np.asarray(counts["confusion"]),
-                                np.asarray(counts["top5_correct"]), s1.report_counts)
+    hits = jax.device_get(_hits(*scores(name, tau), s1.num_classes))
+    return lt_metrics.summarize_hits(hits["correct"], hits["count"], hits["top5"],
+                                     s1.report_counts)
+
+  def confusion(tau: float) -> np.ndarray:
+    return np.asarray(jax.device_get(_confusion(*scores("test", tau), s1.num_classes)))
 
   taus = [float(t) for t in d.taus]
   curve = [{"tau": t} | {f"{name}_{k}": s[k] for name in s1.outputs
@@ -183,8 +228,13 @@ def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: 
   tau = taus[int(np.argmax(tuned))]  # Ties: the smallest tau.
   chosen = rescore("test", tau)
   untouched = rescore("test", 0.0)  # tau 0: stage 1's logits (tau-norm: without the bias).
-  if s1.confusion_file:
-    _write_confusion(os.path.join(workdir, s1.confusion_file), chosen, untouched)
+  matrices = {"test": confusion(tau), "test_tau_0": confusion(0.0)}
+  if s1.confusion_file:  # Thousands of classes: the matrices beside results.json.
+    io_utils.atomic_write(os.path.join(workdir, s1.confusion_file),
+                          lambda tmp: np.savez_compressed(tmp, **matrices))
+  else:
+    chosen["confusion"], untouched["confusion"] = (matrices["test"].tolist(),
+                                                   matrices["test_tau_0"].tolist())
   out = {
       "config": workdir_lib.config_json(stage_cfg),
       "method": method,
@@ -216,14 +266,6 @@ def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: 
         f"top-1 {chosen['top1_acc']:.2f}% against {untouched['top1_acc']:.2f}% at tau 0",
         flush=True)
   return out
-
-
-def _write_confusion(path: str, chosen: dict, untouched: dict) -> None:
-  """Moves the chosen tau's and tau 0's test confusion matrices out of their summaries into
-  `path` ('test' and 'test_tau_0', [true, predicted] counts)."""
-  matrices = {key: np.asarray(summary.pop("confusion"), np.int32)
-              for key, summary in (("test", chosen), ("test_tau_0", untouched))}
-  io_utils.atomic_write(path, lambda tmp: np.savez_compressed(tmp, **matrices))
 
 
 def _plot_curve(path: str, curve: list[dict], splits: list[str], tau: float, title: str

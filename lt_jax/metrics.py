@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["confusion_update", "format_table", "summarize"]
+__all__ = ["confusion_update", "format_table", "summarize", "summarize_hits"]
 
 
 def confusion_update(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, num_classes: int,
@@ -65,7 +65,8 @@ def _mean_or_none(values: np.ndarray) -> float | None:
 
 
 def summarize(confusion: Any, top5_correct: Any, train_counts: Sequence[int] | np.ndarray,
-              many_threshold: int = 100, few_threshold: int = 20) -> dict[str, Any]:
+              many_threshold: int = 100, few_threshold: int = 20, *,
+              with_confusion: bool = True) -> dict[str, Any]:
   """Top-1/top-5, per-class, balanced and Many/Medium/Few accuracy from summed counts (host-side).
 
   With ``n_c`` the test images of class ``c`` and ``a_c = 100 * confusion[c, c] / n_c``:
@@ -93,28 +94,44 @@ def summarize(confusion: Any, top5_correct: Any, train_counts: Sequence[int] | n
   Returns:
     dict with ``top1_acc``, ``top1_err``, ``top5_acc``, ``balanced_acc``, ``many_acc``,
     ``medium_acc``, ``few_acc`` (percent or None), ``per_class_acc`` (list of percent or None),
-    ``per_class_count`` (test images per class), ``num_examples`` and ``confusion`` (nested list).
+    ``per_class_count`` (test images per class), ``num_examples`` and, unless
+    ``with_confusion`` is False, ``confusion`` (nested list; at iNaturalist's 8,142 classes
+    66 million Python ints, which a caller storing the matrix elsewhere leaves out).
   """
   confusion = np.asarray(confusion, dtype=np.int64)
-  top5_correct = np.asarray(top5_correct, dtype=np.int64)
-  train_counts = np.asarray(train_counts)
   if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
     raise ValueError(f"confusion must be square [C, C], got shape {confusion.shape}.")
-  num_classes = confusion.shape[0]
-  if top5_correct.shape != (num_classes,):
-    raise ValueError(f"top5_correct shape {top5_correct.shape} must be ({num_classes},).")
-  if train_counts.shape != (num_classes,):
-    raise ValueError(f"train_counts shape {train_counts.shape} must be ({num_classes},).")
+  result = summarize_hits(np.diag(confusion), confusion.sum(axis=1), top5_correct, train_counts,
+                          many_threshold, few_threshold)
+  if with_confusion:
+    result["confusion"] = confusion.tolist()
+  return result
+
+
+def summarize_hits(correct: Any, per_class_count: Any, top5_correct: Any,
+                   train_counts: Sequence[int] | np.ndarray, many_threshold: int = 100,
+                   few_threshold: int = 20) -> dict[str, Any]:
+  """`summarize` from what it reads off the confusion matrix: the correct predictions
+  (its diagonal) and the test images (its row sums) of each class, with the top-5 hits. Scoring
+  many classifiers on thousands of classes (a tau sweep) then needs no [C, C] matrix. Returns
+  `summarize`'s keys but `confusion`."""
+  correct = np.asarray(correct, dtype=np.int64)
+  per_class_count = np.asarray(per_class_count, dtype=np.int64)
+  top5_correct = np.asarray(top5_correct, dtype=np.int64)
+  train_counts = np.asarray(train_counts)
+  num_classes = correct.shape[0]
+  for name, values in (("per_class_count", per_class_count), ("top5_correct", top5_correct),
+                       ("train_counts", train_counts)):
+    if values.shape != (num_classes,):
+      raise ValueError(f"{name} shape {values.shape} must be ({num_classes},).")
   if few_threshold > many_threshold:
     raise ValueError(f"few_threshold ({few_threshold}) must not exceed many_threshold "
                      f"({many_threshold}).")
-
-  per_class_count = confusion.sum(axis=1)
   total = int(per_class_count.sum())
   has_test = per_class_count > 0
-  acc = np.where(has_test, 100.0 * np.diag(confusion) / np.maximum(per_class_count, 1), np.nan)
+  acc = np.where(has_test, 100.0 * correct / np.maximum(per_class_count, 1), np.nan)
 
-  top1_acc = 100.0 * float(np.trace(confusion)) / total if total else None
+  top1_acc = 100.0 * float(correct.sum()) / total if total else None
   groups = {
       "many_acc": train_counts > many_threshold,
       "medium_acc": (train_counts >= few_threshold) & (train_counts <= many_threshold),
@@ -131,7 +148,6 @@ def summarize(confusion: Any, top5_correct: Any, train_counts: Sequence[int] | n
   result["per_class_acc"] = [float(a) if ok else None for a, ok in zip(acc, has_test, strict=True)]
   result["per_class_count"] = [int(n) for n in per_class_count]
   result["num_examples"] = total
-  result["confusion"] = confusion.tolist()
   return result
 
 

@@ -61,6 +61,18 @@ def test_summarize_hand_built():
   json.loads(json.dumps(s))
 
 
+def test_summarize_hits_is_summarize_from_the_diagonal_and_row_sums():
+  confusion = np.array(EXPECTED_CONFUSION)
+  full = metrics.summarize(confusion, np.array([4, 2, 1, 3, 0]), TRAIN_COUNTS)
+  hits = metrics.summarize_hits(np.diag(confusion), confusion.sum(axis=1),
+                                np.array([4, 2, 1, 3, 0]), TRAIN_COUNTS)
+  assert hits == {k: v for k, v in full.items() if k != "confusion"}
+  assert "confusion" not in metrics.summarize(confusion, np.array([4, 2, 1, 3, 0]),
+                                              TRAIN_COUNTS, with_confusion=False)
+  with pytest.raises(ValueError, match="per_class_count"):
+    metrics.summarize_hits(np.ones(3), np.ones(2), np.ones(3), [1, 2, 3])
+
+
 def test_summarize_empty_groups_are_none():
   conf = np.array(EXPECTED_CONFUSION)
   top5 = np.array([4, 2, 1, 3, 0])
