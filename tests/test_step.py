@@ -37,9 +37,9 @@ def setup(frozen=False):
 def test_labeled_and_unlabeled_parts_are_reduced_separately():
   state, data, objective, kwargs = setup()
   x = augment.normalize(data.images, (0.5,), (0.25,))
-  (logits, _), _ = kwargs["model"].apply(
-      {"params": state.params, "batch_stats": state.batch_stats}, x, train=True,
-      mutable=["batch_stats"])
+  (logits, _), _ = jax.jit(functools.partial(kwargs["model"].apply, train=True,
+                                             mutable=["batch_stats"]))(
+      {"params": state.params, "batch_stats": state.batch_stats}, x)
   y, epoch = data.labels, jnp.asarray(0)
   expected = (objective(logits[:3], y[:3], epoch) + 0.4 * objective(logits[3:], y[3:], epoch))
   _, metrics = jax.jit(functools.partial(step_lib.train_step, labeled_per_batch=3,
