@@ -36,11 +36,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        data: prepare_lib.LongTailData) -> dict:
   """Trains and evaluates one classifier; returns (and writes) its results.json content.
   A finished workdir is read back, not retrained."""
-  validate(config, check_data=False)
-  finished = workdir_lib.guard(workdir, config)
+  finished = checked_or_finished(config, workdir)
   if finished is not None:
-    print(f"{workdir} already holds a finished run; not retraining. Its results:")
-    print(lt_metrics.format_table({k: finished[k] for k in ("final", "best")}))
     return finished
   mesh = parallel.make_mesh()
   tr = config.train
@@ -66,6 +63,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return write_outputs(config, workdir, facts, trained, selection,
                        title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}, "
                              f"{config.loss.name}, rule {tr.rule}")
+
+
+def checked_or_finished(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+  """Validates a classifier stage's config; returns the results of a run already finished
+  in `workdir` (printing its table), else None (the stage trains or resumes)."""
+  validate(config, check_data=False)
+  finished = workdir_lib.guard(workdir, config)
+  if finished is not None:
+    print(f"{workdir} already holds a finished run; not retraining. Its results:")
+    print(lt_metrics.format_table({k: finished[k] for k in ("final", "best")}))
+  return finished
 
 
 @dataclasses.dataclass(frozen=True)

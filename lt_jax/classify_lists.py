@@ -30,7 +30,6 @@ from lt_jax.train import driver, optim
 from lt_jax.train import feed as feed_lib
 from lt_jax.train import objective as objective_lib
 from lt_jax.train import step as step_lib
-from lt_jax.validate import validate
 
 CONFUSION_FILE = "confusion.npz"  # The last evaluation's confusion matrix per split.
 
@@ -38,11 +37,8 @@ CONFUSION_FILE = "confusion.npz"  # The last evaluation's confusion matrix per s
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains and evaluates one classifier on a list dataset; returns (and writes) its
   results.json content. A finished workdir is read back, not retrained."""
-  validate(config, check_data=False)
-  finished = workdir_lib.guard(workdir, config)
+  finished = classify.checked_or_finished(config, workdir)
   if finished is not None:
-    print(f"{workdir} already holds a finished run; not retraining. Its results:")
-    print(lt_metrics.format_table({k: finished[k] for k in ("final", "best")}))
     return finished
   ds, tr = config.dataset, config.train
   spec = image_lists.LIST_DATASETS[ds.name]

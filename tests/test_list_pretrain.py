@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jpeg_tree import write_tree
+from test_driver import assert_trees_equal
 from test_list_training import BATCH, EVAL_COUNTS, TRAIN_COUNTS, list_config, once_per_session
 
 from lt_jax import classify, parallel, pipeline
@@ -48,14 +49,6 @@ def ssp_config(tree, **fields):
 
 def saved(workdir):
   return Checkpoints(workdir_lib.checkpoint_dir(str(workdir))).restore()
-
-
-def assert_trees_equal(a, b):
-  flat_a, tree_a = jax.tree_util.tree_flatten_with_path(a)
-  flat_b, tree_b = jax.tree.flatten(b)
-  assert tree_a == tree_b
-  for (path, x), y in zip(flat_a, flat_b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
 
 
 @pytest.fixture(scope="module")

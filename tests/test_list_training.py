@@ -19,6 +19,7 @@ import numpy as np
 import optax
 import pytest
 from jpeg_tree import write_tree
+from test_driver import assert_trees_equal
 
 from lt_jax import classify_lists, parallel, pipeline
 from lt_jax import workdir as workdir_lib
@@ -118,14 +119,6 @@ def whole(tree, tmp_path_factory):
 def saved_state(workdir):
   state, meta = Checkpoints(workdir_lib.checkpoint_dir(str(workdir))).restore()
   return state, meta
-
-
-def assert_trees_equal(a, b):
-  flat_a, tree_a = jax.tree_util.tree_flatten_with_path(a)
-  flat_b, tree_b = jax.tree.flatten(b)
-  assert tree_a == tree_b
-  for (path, x), y in zip(flat_a, flat_b):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=str(path))
 
 
 def test_results_json_counts_groups_and_confusion(tree, whole):
