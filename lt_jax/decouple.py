@@ -25,7 +25,6 @@ split only when asked, and then flagged) is reported with the whole curve.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lt_jax import classify_lists, io_utils, pseudo_label, results  # noqa: E402
+from lt_jax import classify_lists, io_utils, losses, pseudo_label, results  # noqa: E402
 from lt_jax import metrics as lt_metrics  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
 from lt_jax.config import override  # noqa: E402
@@ -88,39 +87,17 @@ def tau_norm_logits(features, kernel, tau) -> jax.Array:
   return features @ (kernel / jnp.power(jnp.maximum(norms, 1e-12), tau))
 
 
-def log_prior(class_counts) -> np.ndarray:
-  """log of the training class frequencies (an empty class gets the smallest non-zero
-  frequency, so that logit adjustment boosts it most but keeps it finite)."""
-  counts = np.asarray(class_counts, np.float64)
-  return np.log(np.maximum(counts, counts[counts > 0].min()) / counts.sum())
+def adjusted_logits(logits, class_counts, tau) -> jax.Array:
+  """logits - tau log(prior), the prior being the training class frequencies (an empty class
+  counts as the rarest present one, so it is boosted most but stays finite; the shared
+  normalisation shifts every class alike and changes no prediction)."""
+  counts = np.asarray(class_counts)
+  prior = losses.log_priors(np.maximum(counts, counts[counts > 0].min()))
+  return jnp.asarray(logits, jnp.float32) - tau * prior
 
 
-@jax.jit
-def _minus_tau_times(logits, log_prior, tau) -> jax.Array:
-  return logits - tau * log_prior
-
-
-def adjusted_logits(logits, class_counts, tau: float) -> jax.Array:
-  """logits - tau log(prior), the prior being the training class frequencies (`log_prior`)."""
-  return _minus_tau_times(logits, jnp.asarray(log_prior(class_counts), jnp.float32), tau)
-
-
-@functools.partial(jax.jit, static_argnames="num_classes")
-def _hits(scores, labels, num_classes: int) -> dict[str, jax.Array]:
-  """Per true class: correct argmax predictions, images, top-5 hits (O(N), no [C, C] matrix)."""
-  correct = jnp.argmax(scores, axis=-1) == labels
-  _, top = jax.lax.top_k(scores, min(5, num_classes))
-  in_top5 = jnp.any(top == labels[:, None], axis=-1)
-  per_class = lambda x: jnp.zeros(num_classes, jnp.int32).at[labels].add(x.astype(jnp.int32))
-  return {"correct": per_class(correct), "count": per_class(jnp.ones_like(correct)),
-          "top5": per_class(in_top5)}
-
-
-@functools.partial(jax.jit, static_argnames="num_classes")
-def _confusion(scores, labels, num_classes: int) -> jax.Array:
-  """[true, predicted] counts, by scatter-add (a one-hot product would cost N C^2)."""
-  pred = jnp.argmax(scores, axis=-1)
-  return jnp.zeros((num_classes, num_classes), jnp.int32).at[labels, pred].add(1)
+_hits = jax.jit(lt_metrics.per_class_hits, static_argnames="num_classes")
+_split_confusion = jax.jit(lt_metrics.split_confusion, static_argnames="num_classes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,12 +190,17 @@ def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: 
             else adjusted_logits(logits, train_counts, tau)), labels
 
   def rescore(name: str, tau: float) -> dict:
-    hits = jax.device_get(_hits(*scores(name, tau), s1.num_classes))
+    hits = jax.device_get(_hits(*scores(name, tau), num_classes=s1.num_classes))
     return lt_metrics.summarize_hits(hits["correct"], hits["count"], hits["top5"],
                                      s1.report_counts)
 
-  def confusion(tau: float) -> np.ndarray:
-    return np.asarray(jax.device_get(_confusion(*scores("test", tau), s1.num_classes)))
+  def test_result(tau: float) -> tuple[dict, np.ndarray]:
+    """The test summary at `tau` (the confusion matrix inside it unless it goes to a file of
+    its own) and the matrix."""
+    counts = jax.device_get(_split_confusion(*scores("test", tau), num_classes=s1.num_classes))
+    summary = lt_metrics.summarize(counts["confusion"], counts["top5_correct"],
+                                   s1.report_counts, with_confusion=not s1.confusion_file)
+    return summary, np.asarray(counts["confusion"], np.int32)
 
   taus = [float(t) for t in d.taus]
   curve = [{"tau": t} | {f"{name}_{k}": s[k] for name in s1.outputs
@@ -226,15 +208,12 @@ def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: 
            for t in taus]
   tuned = [row[f"{d.tune_on}_top1_acc"] for row in curve]
   tau = taus[int(np.argmax(tuned))]  # Ties: the smallest tau.
-  chosen = rescore("test", tau)
-  untouched = rescore("test", 0.0)  # tau 0: stage 1's logits (tau-norm: without the bias).
-  matrices = {"test": confusion(tau), "test_tau_0": confusion(0.0)}
+  chosen, chosen_matrix = test_result(tau)
+  # tau 0: stage 1's logits (tau-norm: without the bias).
+  untouched, untouched_matrix = test_result(0.0)
   if s1.confusion_file:  # Thousands of classes: the matrices beside results.json.
-    io_utils.atomic_write(os.path.join(workdir, s1.confusion_file),
-                          lambda tmp: np.savez_compressed(tmp, **matrices))
-  else:
-    chosen["confusion"], untouched["confusion"] = (matrices["test"].tolist(),
-                                                   matrices["test_tau_0"].tolist())
+    io_utils.atomic_write(os.path.join(workdir, s1.confusion_file), lambda tmp: np.savez_compressed(
+        tmp, test=chosen_matrix, test_tau_0=untouched_matrix))
   out = {
       "config": workdir_lib.config_json(stage_cfg),
       "method": method,

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["confusion_update", "format_table", "summarize", "summarize_hits"]
+__all__ = ["confusion_update", "format_table", "per_class_hits", "split_confusion", "summarize",
+           "summarize_hits"]
 
 
 def confusion_update(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, num_classes: int,
@@ -53,11 +54,41 @@ def confusion_update(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
   # 0/1 operands and float32 accumulation at HIGHEST precision: exact counts up to 2**24 per cell.
   confusion = jnp.matmul(true_onehot.T.astype(jnp.float32), pred_onehot.astype(jnp.float32),
                          precision=jax.lax.Precision.HIGHEST)
-  k = min(5, num_classes)
-  _, top_idx = jax.lax.top_k(logits, k)  # [B, k]
-  in_top = jnp.any(top_idx == labels[:, None], axis=-1)  # [B]
-  top5_correct = jnp.sum(true_onehot & in_top[:, None], axis=0, dtype=jnp.int32)
+  top5_correct = jnp.sum(true_onehot & _in_top5(logits, labels)[:, None], axis=0,
+                         dtype=jnp.int32)
   return {"confusion": jnp.round(confusion).astype(jnp.int32), "top5_correct": top5_correct}
+
+
+def _in_top5(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """[B] whether each label is among its row's k = min(5, C) largest logits (ties: lower id)."""
+  _, top_idx = jax.lax.top_k(logits, min(5, logits.shape[-1]))  # [B, k]
+  return jnp.any(top_idx == labels[:, None], axis=-1)
+
+
+def _per_class(labels: jax.Array, values: jax.Array, num_classes: int) -> jax.Array:
+  return jnp.zeros(num_classes, jnp.int32).at[labels].add(values.astype(jnp.int32))
+
+
+def per_class_hits(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
+                   num_classes: int) -> dict[str, jax.Array]:
+  """Per true class over a whole split: correct argmax predictions, images and top-5 hits
+  (jit-able; what `summarize_hits` takes). Scatter-adds, O(N): scoring many classifiers on
+  thousands of classes then needs no [C, C] matrix."""
+  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  correct = jnp.argmax(logits, axis=-1) == labels
+  return {"correct": _per_class(labels, correct, num_classes),
+          "count": _per_class(labels, jnp.ones_like(correct), num_classes),
+          "top5": _per_class(labels, _in_top5(logits, labels), num_classes)}
+
+
+def split_confusion(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
+                    num_classes: int) -> dict[str, jax.Array]:
+  """`confusion_update`'s counts for a whole split at once, by scatter-add (its one-hot
+  product, right for an eval step's batch, would cost N C^2 over a split of N images)."""
+  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  pred = jnp.argmax(logits, axis=-1)
+  return {"confusion": jnp.zeros((num_classes, num_classes), jnp.int32).at[labels, pred].add(1),
+          "top5_correct": _per_class(labels, _in_top5(logits, labels), num_classes)}
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:

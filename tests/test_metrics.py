@@ -61,6 +61,20 @@ def test_summarize_hand_built():
   json.loads(json.dumps(s))
 
 
+def test_split_counts_by_scatter_equal_the_one_hot_batch_counts():
+  rng = np.random.default_rng(0)
+  logits, labels = jnp.asarray(rng.normal(size=(40, 7)), jnp.float32), jnp.asarray(
+      rng.integers(0, 7, 40))
+  batch = metrics.confusion_update(logits, labels, 7)
+  split = metrics.split_confusion(logits, labels, 7)
+  np.testing.assert_array_equal(split["confusion"], batch["confusion"])
+  np.testing.assert_array_equal(split["top5_correct"], batch["top5_correct"])
+  hits = metrics.per_class_hits(logits, labels, 7)
+  np.testing.assert_array_equal(hits["correct"], np.diag(batch["confusion"]))
+  np.testing.assert_array_equal(hits["count"], np.bincount(np.asarray(labels), minlength=7))
+  np.testing.assert_array_equal(hits["top5"], batch["top5_correct"])
+
+
 def test_summarize_hits_is_summarize_from_the_diagonal_and_row_sums():
   confusion = np.array(EXPECTED_CONFUSION)
   full = metrics.summarize(confusion, np.array([4, 2, 1, 3, 0]), TRAIN_COUNTS)
