@@ -18,7 +18,8 @@ import pytest
 from lt_jax.errors import ConfigError
 from lt_jax.models import CONV_IMPLS, Conv3x3, create_model
 from lt_jax.models import conv as conv_lib
-from lt_jax.models.conv import _chunk_size, conv3x3_cpu, conv3x3_xla, resolve_conv_impl
+from lt_jax.models.conv import (_chunk_size, conv3x3_cpu, conv3x3_xla, resolve_conv_impl,
+                                 weight_grad)
 
 RTOL = 1e-5  # relative to the largest entry of the expected array; see the module docstring
 
@@ -108,21 +109,27 @@ def test_gradients_match_xla_under_vmap(shape):
       _assert_close(g[group], e[group])
 
 
-def test_weight_gradient_over_several_chunks():
-  # 6 images of 32x32x16 walk the batch in 3 chunks of 2; the numbers must not depend on it.
-  shape = (32, 32, 16, 16, 1)
-  assert _chunk_size(6, 34 * 34 * 16 * 4) == 2
-  args = _inputs(shape, batch=(6,), seed=2)
-  _, _, dk = jax.jit(_value_and_grads(conv3x3_cpu, 1))(*args)
-  _, _, dk_ref = jax.jit(_value_and_grads(conv3x3_xla, 1))(*args)
-  _assert_close(dk, dk_ref)
+@pytest.mark.parametrize('stride', [1, 2])
+def test_weight_gradient_over_several_chunks(stride):
+  # 6 images of 32x32x16 walked in 3 chunks of 2, and in one: the numbers must not depend on it.
+  image_bytes = 34 * 34 * 16 * 4
+  assert _chunk_size(6, image_bytes, chunk_bytes=2 * image_bytes) == 2
+  x, kernel, cotangent = _inputs((32, 32, 16, 16, stride), batch=(6,), seed=2)
+  _, kernel_vjp = jax.vjp(lambda k: conv3x3_xla(x, k, stride), kernel)
+  (dk_ref,) = kernel_vjp(cotangent)
+  for chunk_bytes in (2 * image_bytes, 6 * image_bytes):
+    dk = jax.jit(weight_grad, static_argnums=(2, 3))(x, cotangent, stride, chunk_bytes)
+    _assert_close(dk, dk_ref)
 
 
 def test_chunk_size_divides_the_batch():
-  assert _chunk_size(128, 34 * 34 * 16 * 4) == 2
-  assert _chunk_size(128, 10 * 10 * 64 * 4) == 4  # the last stage: 25,600 bytes an image
+  # The CIFAR ResNets' three stages at batch 128: 8, 16 and 32 images a chunk.
+  assert _chunk_size(128, 34 * 34 * 16 * 4) == 8  # 73,984 bytes an image: 14 fit, 8 divides
+  assert _chunk_size(128, 18 * 18 * 32 * 4) == 16  # 41,472 bytes: 25 fit
+  assert _chunk_size(128, 10 * 10 * 64 * 4) == 32  # 25,600 bytes: 40 fit
+  assert _chunk_size(128, 34 * 34 * 16 * 4, chunk_bytes=160 * 1024) == 2
   assert _chunk_size(7, 1000) == 7  # small images: the whole (prime) batch in one chunk
-  assert _chunk_size(7, 100_000) == 1
+  assert _chunk_size(7, 300_000) == 1  # 3 fit, but only 1 and 7 divide 7
   assert _chunk_size(1, 10**9) == 1
 
 

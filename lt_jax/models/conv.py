@@ -8,7 +8,8 @@ and computes the weight gradient as nine matrix products, one per kernel tap: th
 (and, at stride 2, strided) slice of the padded input, flattened to [pixels, Cin], contracted
 with the output gradient [pixels, Cout]. The batch is walked in chunks of a few images so that
 the nine slices of a chunk stay in cache; over the whole batch at once the same products run
-from memory and are three times slower.
+from memory and are three times slower, and in chunks much smaller than `_CHUNK_BYTES` the loop's
+per-iteration work (a pad, nine slices, nine products, an add) outweighs the arithmetic.
 
 `model.conv_impl` picks the implementation: `xla` (XLA's convolution and its autodiff),
 `cpu_fast` (this custom VJP on every layer whose input holds at least `MIN_INPUT_BYTES`, XLA's
@@ -42,9 +43,12 @@ _PADDING = ((1, 1), (1, 1))
 # activations. 1 MiB takes every layer of a CIFAR ResNet from batch 64 on, none of an 8x8
 # digits model at batch 128.
 MIN_INPUT_BYTES = 1 << 20
-# Bytes of padded input per chunk of the weight gradient: a chunk's nine slices and its output
-# gradient then fit in a core's L2 cache. Measured best near here on the ResNet layer shapes.
-_CHUNK_BYTES = 160 * 1024
+# Bytes of padded input per chunk of the weight gradient (8 images of 32x32x16, 16 of 16x16x32,
+# 32 of 8x8x64). Chosen in whole ResNet-32 train steps at batch 128, where 640 KiB to 1.25 MiB
+# were fastest on a 2-core EPYC (1 MiB of L2 a core): 160 KiB was 15% slower, 2.5 MiB up to 9%,
+# 5 MiB slower than 160 KiB. The weight gradient timed alone favours smaller chunks than the
+# whole step does, where the other core is busy with the input gradients.
+_CHUNK_BYTES = 1 << 20
 
 
 def resolve_conv_impl(conv_impl: str) -> str:
@@ -72,21 +76,23 @@ def _tap_slices(xp: jax.Array, stride: int, out_h: int, out_w: int):
       yield lax.slice(xp, (0, i, j, 0), limit, (1, stride, stride, 1))
 
 
-def _chunk_size(batch: int, bytes_per_image: int) -> int:
-  """The largest divisor of `batch` whose images fit in `_CHUNK_BYTES` (at least 1)."""
-  target = max(1, _CHUNK_BYTES // max(1, bytes_per_image))
+def _chunk_size(batch: int, bytes_per_image: int, chunk_bytes: int = _CHUNK_BYTES) -> int:
+  """The largest divisor of `batch` whose images fit in `chunk_bytes` (at least 1)."""
+  target = max(1, chunk_bytes // max(1, bytes_per_image))
   return max(d for d in range(1, min(batch, target) + 1) if batch % d == 0)
 
 
-def weight_grad(x: jax.Array, dy: jax.Array, stride: int) -> jax.Array:
+def weight_grad(x: jax.Array, dy: jax.Array, stride: int,
+                chunk_bytes: int = _CHUNK_BYTES) -> jax.Array:
   """d(loss)/d(kernel) [3, 3, Cin, Cout] of `conv3x3_xla(x, kernel, stride)` given its `dy`.
 
-  Accumulates in float32 whatever the input dtype (bfloat16 products of 10^5 pixels would lose
-  the gradient's low bits), and returns float32.
+  Walks the batch in chunks of at most `chunk_bytes` of padded input. Accumulates in float32
+  whatever the input dtype (bfloat16 products of 10^5 pixels would lose the gradient's low
+  bits), and returns float32.
   """
   n, h, w, c = x.shape
   _, out_h, out_w, d = dy.shape
-  chunk = _chunk_size(n, (h + 2) * (w + 2) * c * x.dtype.itemsize)
+  chunk = _chunk_size(n, (h + 2) * (w + 2) * c * x.dtype.itemsize, chunk_bytes)
   xs = x.reshape(n // chunk, chunk, h, w, c)
   dys = dy.reshape(n // chunk, chunk, out_h, out_w, d)
 
