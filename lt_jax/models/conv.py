@@ -6,10 +6,10 @@ pass: on a 2-core CPU, 235 ms against 10 ms for one 16 -> 16 layer at batch 128 
 and most of a ResNet-32 train step. `conv3x3_cpu` keeps XLA's forward pass and input gradient
 and computes the weight gradient as nine matrix products, one per kernel tap: the tap's shifted
 (and, at stride 2, strided) slice of the padded input, flattened to [pixels, Cin], contracted
-with the output gradient [pixels, Cout]. The batch is walked in chunks of a few images so that
-the nine slices of a chunk stay in cache; over the whole batch at once the same products run
-from memory and are three times slower, and in chunks much smaller than `_CHUNK_BYTES` the loop's
-per-iteration work (a pad, nine slices, nine products, an add) outweighs the arithmetic.
+with the output gradient [pixels, Cout]. The batch is walked in chunks of about 1 MiB of padded
+input: over the whole batch at once the same products run from memory and are three times
+slower, and in much smaller chunks the loop's per-iteration work (a pad, nine slices, nine
+products, an add) outweighs the arithmetic.
 
 `model.conv_impl` picks the implementation: `xla` (XLA's convolution and its autodiff),
 `cpu_fast` (this custom VJP on every layer whose input holds at least `MIN_INPUT_BYTES`, XLA's
@@ -46,8 +46,8 @@ MIN_INPUT_BYTES = 1 << 20
 # Bytes of padded input per chunk of the weight gradient (8 images of 32x32x16, 16 of 16x16x32,
 # 32 of 8x8x64). Chosen in whole ResNet-32 train steps at batch 128, where 640 KiB to 1.25 MiB
 # were fastest on a 2-core EPYC (1 MiB of L2 a core): 160 KiB was 15% slower, 2.5 MiB up to 9%,
-# 5 MiB slower than 160 KiB. The weight gradient timed alone favours smaller chunks than the
-# whole step does, where the other core is busy with the input gradients.
+# 5 MiB slower than 160 KiB. Timed alone, outside a train step, the weight gradient ranks the
+# sizes differently; the whole step is what counts.
 _CHUNK_BYTES = 1 << 20
 
 
