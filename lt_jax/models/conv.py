@@ -45,7 +45,7 @@ _PADDING = ((1, 1), (1, 1))
 MIN_INPUT_BYTES = 1 << 20
 # Bytes of padded input per chunk of the weight gradient (8 images of 32x32x16, 16 of 16x16x32,
 # 32 of 8x8x64). Chosen in whole ResNet-32 train steps at batch 128, where 640 KiB to 1.25 MiB
-# were fastest on a 2-core EPYC (1 MiB of L2 a core): 160 KiB was 15% slower, 2.5 MiB up to 9%,
+# were fastest on a 2-core EPYC (1 MiB of L2 a core): 160 KiB was 15-19% slower, 2.5 MiB up to 9%,
 # 5 MiB slower than 160 KiB. Timed alone, outside a train step, the weight gradient ranks the
 # sizes differently; the whole step is what counts.
 _CHUNK_BYTES = 1 << 20
