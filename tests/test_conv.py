@@ -18,8 +18,7 @@ import pytest
 from lt_jax.errors import ConfigError
 from lt_jax.models import CONV_IMPLS, Conv3x3, create_model
 from lt_jax.models import conv as conv_lib
-from lt_jax.models.conv import (_chunk_size, conv3x3_cpu, conv3x3_xla, resolve_conv_impl,
-                                 weight_grad)
+from lt_jax.models.conv import _chunk_size, conv3x3_cpu, conv3x3_xla, resolve_conv_impl, weight_grad
 
 RTOL = 1e-5  # relative to the largest entry of the expected array; see the module docstring
 
