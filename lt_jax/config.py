@@ -204,9 +204,14 @@ def get_base_config() -> ml_collections.ConfigDict:
   # trains its semi-supervised models at 256 and its base models at 128 (semi.base_batch_size).
   c.grid.semi_batch_size = config_dict.placeholder(int)
   # How the models of one program share its step: auto (unroll on CPU backends, vmap on
-  # accelerators) | vmap (one batched computation) | unroll (each model's own ops side by side).
+  # accelerators and whenever devices_per_model splits the models) | vmap (one batched
+  # computation) | unroll (each model's own ops side by side).
   c.grid.member_map = "auto"
   c.grid.max_models_per_program = 0  # 0: no cap; else split bigger programs (device memory).
+  # 0: every model on every device, its batch split over all of them. n > 0: the devices form
+  # groups of n and a program's models are split over the groups (vmap), each model's batch
+  # over its group's n devices; small models then skip the gradient exchange over every device.
+  c.grid.devices_per_model = 0
 
   # --- decoupled classifier (Kang et al. 2020), after stage 1 -------------------------------
   c.decouple = ml_collections.ConfigDict()

@@ -5,7 +5,10 @@ as few programs as their configs allow. Members share a program when their confi
 everything but SHARED_PROGRAM_FIELDS (so on the data, the model, the batch, the schedule): one
 copy of the data on the device, one jitted step over a stacked state (train/members.py). Within
 a program, members whose configs differ only in their seed and starting weights form a cohort
-and share one step function mapped over their stacked states.
+and share one step function mapped over their stacked states. With `devices_per_model`, the
+devices form groups of that many and each program's models are split over the groups
+(`parallel.model_group_mesh`): small models stop paying for a gradient exchange over every
+device.
 
 Each member's workdir ends up holding what a run of its config alone would write (config.json,
 results.json, checkpoints/last and best, metrics.jsonl, TensorBoard events, the per-class plot),
@@ -92,8 +95,9 @@ def plan_programs(todo: list[Member], max_models: int = 0) -> list[list[list[Mem
 
 
 def train_members(members: list[Member], grid_dir: str, *, member_map: str = "auto",
-                  max_models: int = 0) -> dict[str, dict]:
-  """Every member's results.json content by name: read back when finished, else trained."""
+                  max_models: int = 0, devices_per_model: int = 0) -> dict[str, dict]:
+  """Every member's results.json content by name: read back when finished, else trained.
+  `devices_per_model` > 0 splits each program's models over groups of that many devices."""
   out, todo = {}, []
   for m in members:
     validate(m.config, check_data=False)
@@ -105,19 +109,34 @@ def train_members(members: list[Member], grid_dir: str, *, member_map: str = "au
   if out:
     print(f"{len(out)} of {len(members)} members already finished; read back.", flush=True)
   programs = plan_programs(todo, max_models)
-  how = members_lib.resolve_member_map(member_map)
+  mesh = parallel.model_group_mesh(devices_per_model)
+  groups = parallel.model_groups(mesh)
+  how = members_lib.resolve_member_map(member_map, groups)
   for i, cohorts in enumerate(programs):
     names = [m.name for c in cohorts for m in c]
-    program_dir = os.path.join(grid_dir, "programs", _program_name(names))
-    print(f"== program {i + 1}/{len(programs)} ({how}): {len(names)} models in "
-          f"{len(cohorts)} cohorts -> {program_dir}\n   " + ", ".join(names), flush=True)
-    out |= train_program(cohorts, program_dir, how, label=f"program {i + 1}/{len(programs)}")
+    program_dir = os.path.join(grid_dir, "programs", _program_name(names, groups))
+    print(f"== program {i + 1}/{len(programs)} ({how}{_groups_note(cohorts, groups)}): "
+          f"{len(names)} models in {len(cohorts)} cohorts -> {program_dir}\n   "
+          + ", ".join(names), flush=True)
+    out |= train_program(cohorts, program_dir, how, label=f"program {i + 1}/{len(programs)}",
+                         mesh=mesh)
   return {m.name: out[m.name] for m in members}
 
 
-def _program_name(names: list[str]) -> str:
-  digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:10]
+def _program_name(names: list[str], groups: int = 1) -> str:
+  """Named by its members and, when they are split over groups of devices, the number of
+  groups: the stacked checkpoint's shapes depend on it (padded cohorts)."""
+  key = "\n".join(names) + (f"\ngroups={groups}" if groups > 1 else "")
+  digest = hashlib.sha1(key.encode()).hexdigest()[:10]
   return f"{names[0].split('/')[0]}-{len(names)}-{digest}"
+
+
+def _groups_note(cohorts: list[list[Member]], groups: int) -> str:
+  if groups == 1:
+    return ""
+  copies = sum(members_lib.padded_size(len(c), groups) - len(c) for c in cohorts)
+  return (f", models split over {groups} groups of devices"
+          + (f", {copies} padding copies" if copies else ""))
 
 
 @dataclasses.dataclass
@@ -131,7 +150,8 @@ class Program:
   train_data: step_lib.DeviceData
   evaluate: _Evaluator
   plan: driver.Plan
-  sharding: Any
+  mesh: Any
+  sharding: Any  # The state's: a StackedState of shardings.
 
   @property
   def members(self) -> list[Member]:
@@ -142,14 +162,18 @@ class Program:
     return [len(c) for c in self.cohorts]
 
 
-def build_program(cohorts: list[list[Member]], how: str, label: str = "") -> Program:
+def build_program(cohorts: list[list[Member]], how: str, label: str = "",
+                  mesh=None) -> Program:
   """Data on the device, every member's initial state stacked per cohort, the stacked step,
-  the evaluation hook and the driver's plan (batch: all members' images per step)."""
+  the evaluation hook and the driver's plan (batch: all members' images per step). `mesh`:
+  `parallel.model_group_mesh`'s, whose 'models' axis (if any) splits the models; by default
+  every model on every device."""
   config = cohorts[0][0].config
   tr = config.train
   data = classify.training_data(config)
   classify.print_counts(classify.DatasetFacts.of(data))
-  mesh = parallel.make_mesh()
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  split = parallel.model_groups(mesh) > 1
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
   parallel.check_batch_divides(tr.eval_batch_size, mesh, "train.eval_batch_size")
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
@@ -166,35 +190,37 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "") -> Pro
     tx = optim.make_optimizer(cfg.optim, tr.num_epochs, spe,
                               frozen=classify.frozen_parameters(cfg))
     steps.append(classify.make_step(cfg, data, model, tx, batch_sharding))
-    evals.append(_cohort_evaluator(cfg, data, model, mesh, how, len(cohort)))
+    evals.append(_cohort_evaluator(cfg, data, model, mesh, how, len(cohort), split))
     stacked.append(members_lib.stack([step_lib.create_state(
         model, tx, data.train.images.shape[1:], m.config.seed, replicated) for m in cohort]))
   plan = dataclasses.replace(classify.plan(config, spe),
                              batch_size=tr.batch_size * sum(sizes), label=label)
-  return Program(cohorts, how, data, members_lib.create(stacked, selection != "last", replicated),
-                 members_lib.make_step(steps, sizes, how),
+  state = members_lib.create(stacked, selection != "last", mesh)
+  sharding = members_lib.shardings(state, mesh)
+  return Program(cohorts, how, data, state, members_lib.make_step(steps, sizes, how, split),
                  classify.put_split(data.train.images, data.train.labels, replicated),
-                 _Evaluator(evals, sizes, data, selection, replicated), plan, replicated)
+                 _Evaluator(evals, sizes, data, selection, sharding), plan, mesh, sharding)
 
 
-def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label: str = ""
-                  ) -> dict[str, dict]:
+def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label: str = "",
+                  mesh=None) -> dict[str, dict]:
   """Trains one program's members together and writes each member's workdir."""
-  p = build_program(cohorts, how, label)
+  p = build_program(cohorts, how, label, mesh)
   keep_best = p.state.best is not None
+  replicated = parallel.replicated(p.mesh)
 
   def initialize(s: members_lib.StackedState) -> members_lib.StackedState:
     cohorts_out = []
     for cohort, cohort_state in zip(p.cohorts, s.cohorts):
       ones = members_lib.unstack(cohort_state, len(cohort))
-      ones = [transfer.init_backbone_from(one, m.config.model.init_from, p.sharding,
+      ones = [transfer.init_backbone_from(one, m.config.model.init_from, replicated,
                                           head=bool(m.config.model.init_head))
               if m.config.model.init_from else one for one, m in zip(ones, cohort)]
       cohorts_out.append(members_lib.stack(ones))
     print("backbones initialised from " + ", ".join(
         sorted({m.config.model.init_from for m in p.members if m.config.model.init_from})),
           flush=True)
-    return members_lib.create(cohorts_out, keep_best, p.sharding)
+    return members_lib.create(cohorts_out, keep_best, p.mesh)
 
   trained = driver.train(
       program_dir, p.state, p.step, p.train_data, p.plan, state_sharding=p.sharding,
@@ -204,9 +230,9 @@ def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label
   return _write_members(p, trained, program_dir)
 
 
-def _cohort_evaluator(config, data, model, mesh, how: str, n: int):
-  """stacked cohort state -> {split: counts stacked over the cohort's models}."""
-  fns = {name: (jax.jit(members_lib.map_models(one, how, n)), split)
+def _cohort_evaluator(config, data, model, mesh, how: str, n: int, split_models: bool):
+  """stacked cohort state -> {split: counts stacked over the cohort's (padded) models}."""
+  fns = {name: (jax.jit(members_lib.map_models(one, how, n, split_models)), split)
          for name, (one, split) in classify.split_evaluators(config, data, model, mesh).items()}
   return lambda cohort_state: {name: fn(cohort_state, split) for name, (fn, split) in fns.items()}
 
@@ -280,6 +306,7 @@ def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dic
                                 driver.Trained(lasts[i], member_meta, final), evaluate.selection)
     res["grid"] = {"program": os.path.relpath(program_dir, os.path.dirname(m.workdir)),
                    "models_in_program": n, "member_map": how, "name": m.name,
+                   "model_groups": parallel.model_groups(p.mesh),
                    "note": "wall time and images/s are the program's, shared by its models"}
     res["status"] = "ok"
     if failed_at[i] >= 0:

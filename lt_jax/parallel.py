@@ -1,8 +1,11 @@
 """One data-parallel layout from a laptop to a pod: a 1-D mesh named 'data' over every device.
 
 Batches are split along their first axis over 'data'; parameters, optimiser state and the
-device-resident datasets are replicated. Arrays are built with `make_array_from_callback`, which
-works for one host and for many (each host fills only the shards it owns).
+device-resident datasets are replicated. A grid of many small models may instead split its
+models over groups of devices (`model_group_mesh`: a 2-D mesh ('models', 'data')), each group
+training its share of the models with their batches split over the group's devices. Arrays are
+built with `make_array_from_callback`, which works for one host and for many (each host fills
+only the shards it owns).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lt_jax.errors import ConfigError
 
 DATA_AXIS = "data"
+MODELS_AXIS = "models"
 
 
 def initialize_distributed(coordinator_address: str | None = None,
@@ -76,6 +80,26 @@ def make_mesh(devices=None) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def model_group_mesh(devices_per_model: int, devices=None) -> Mesh:
+  """The devices as groups of `devices_per_model` consecutive ones (a host's devices stay
+  together): axis 'models' across the groups, 'data' within one. 0: one group of every
+  device, the plain data-parallel mesh."""
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  if devices_per_model == 0:
+    return make_mesh(devices)
+  if devices_per_model < 0 or devices.size % devices_per_model:
+    raise ConfigError(
+        f"grid.devices_per_model={devices_per_model} does not divide the {devices.size} "
+        f"devices; use a divisor of {devices.size}, or 0 to train every model on all of them.")
+  return Mesh(devices.reshape(devices.size // devices_per_model, devices_per_model),
+              (MODELS_AXIS, DATA_AXIS))
+
+
+def model_groups(mesh: Mesh) -> int:
+  """How many groups of devices a mesh splits models over (1 without a 'models' axis)."""
+  return dict(mesh.shape).get(MODELS_AXIS, 1)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
@@ -84,10 +108,19 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def models_sharded(mesh: Mesh) -> NamedSharding:
+  """Arrays of stacked models [M, ...] split along M over the 'models' axis (replicated on a
+  mesh without one)."""
+  return NamedSharding(mesh, PartitionSpec(MODELS_AXIS) if model_groups(mesh) > 1
+                       else PartitionSpec())
+
+
 def check_batch_divides(batch_size: int, mesh: Mesh, field: str) -> None:
-  n = mesh.devices.size
+  n = dict(mesh.shape)[DATA_AXIS]
   if batch_size % n:
-    raise ConfigError(f"{field}={batch_size} does not divide over the {n} devices; use a "
+    where = (f"the {n} devices of a model's group" if model_groups(mesh) > 1
+             else f"the {n} devices")
+    raise ConfigError(f"{field}={batch_size} does not divide over {where}; use a "
                       f"multiple of {n}.")
 
 

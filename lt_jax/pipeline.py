@@ -266,7 +266,7 @@ def probe_config(config, pre_dir: str) -> ml_collections.ConfigDict:
 # max_models_per_program after running out of device memory): a member is its config run
 # alone whatever program it trains in.
 GRID_FREE_FIELDS = ("grid.methods", "grid.seeds", "grid.settings",
-                    "grid.max_models_per_program", "grid.member_map")
+                    "grid.max_models_per_program", "grid.member_map", "grid.devices_per_model")
 
 
 def run_grid(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -285,7 +285,8 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def train_all(members):
     return grid.train_members(members, workdir, member_map=g.member_map,
-                              max_models=g.max_models_per_program)
+                              max_models=g.max_models_per_program,
+                              devices_per_model=g.devices_per_model)
 
   def members_of(setting, fields_for_seed):
     return [grid.Member(f"{setting}/{m}/seed_{s}",

@@ -364,6 +364,12 @@ def _validate_grid(config) -> None:
   if g.max_models_per_program < 0:
     raise ConfigError(f"grid.max_models_per_program={g.max_models_per_program} must be >= 0 "
                       "(0: no cap).")
+  if not isinstance(g.devices_per_model, int) or g.devices_per_model < 0:
+    raise ConfigError(f"grid.devices_per_model={g.devices_per_model!r} must be an integer >= 0 "
+                      "(0: every model on every device).")
+  if g.devices_per_model and g.member_map == "unroll":
+    raise ConfigError("grid.member_map='unroll' cannot split models over groups of devices "
+                      "(grid.devices_per_model); use member_map='vmap' or 'auto'.")
   if g.semi_batch_size is not None:
     _positive("grid.semi_batch_size", g.semi_batch_size)
   if config.semi.enabled:

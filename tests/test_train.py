@@ -162,10 +162,13 @@ def test_finished_workdir_is_not_retrained_and_other_configs_are_refused(tmp_pat
 
 def test_a_batch_that_does_not_split_over_the_devices_is_named():
   # Equality of one and two devices (and two processes) is tests/test_multiprocess.py's.
-  two_devices = types.SimpleNamespace(devices=np.empty(2))
+  two_devices = types.SimpleNamespace(shape={"data": 2})
   parallel.check_batch_divides(64, two_devices, "train.batch_size")
   with pytest.raises(ConfigError, match="train.batch_size=33 does not divide over the 2 devices"):
     parallel.check_batch_divides(33, two_devices, "train.batch_size")
+  groups = types.SimpleNamespace(shape={"models": 4, "data": 2})  # A grid's models split.
+  with pytest.raises(ConfigError, match="over the 2 devices of a model's group"):
+    parallel.check_batch_divides(33, groups, "train.batch_size")
 
 
 def test_a_field_added_since_the_run_counts_only_when_set_away_from_its_default(tmp_path):

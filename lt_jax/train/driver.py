@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lt_jax import parallel
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.train import preemption, writers
@@ -82,11 +83,12 @@ class MultiStep:
   """
 
   def __init__(self, step: StepFn, state_sharding, loop: bool = True):
-    self.step, self.loop, self._sharding = step, loop, state_sharding
-    # The sums go in and out with the state's (replicated) sharding: inputs that differ in
-    # placement from the previous call's outputs would compile the step a second time.
+    self.step, self.loop = step, loop
+    # The sums go in and out replicated on the state's mesh: inputs that differ in placement
+    # from the previous call's outputs would compile the step a second time.
+    self._sharding = _replicated_like(state_sharding)
     self._run = jax.jit(self._multi, donate_argnums=0,
-                        out_shardings=(state_sharding, state_sharding))
+                        out_shardings=(state_sharding, self._sharding))
     self._zeros = None
 
   def zeros(self, state, data) -> dict:
@@ -116,6 +118,15 @@ class MultiStep:
     if not self.loop:
       return self._one(state, sums, data)
     return jax.lax.fori_loop(0, num_steps, lambda _, c: self._one(*c, data), (state, sums))
+
+
+def _replicated_like(state_sharding):
+  """Replicated on the mesh of `state_sharding` (one sharding, or a tree of them whose
+  leaves may split some arrays, as a grid's state over groups of devices)."""
+  first = jax.tree.leaves(state_sharding)[0]
+  if isinstance(first, jax.sharding.NamedSharding):
+    return parallel.replicated(first.mesh)
+  return first
 
 
 def steps_per_call(requested: int) -> int:

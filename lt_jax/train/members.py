@@ -13,6 +13,12 @@ How a cohort's step is mapped over its models (`member_map`):
 - unroll: the models' steps side by side in one program, each exactly its own computation.
   XLA:CPU runs grouped convolutions several times slower than M plain ones (a cohort of four
   ResNet-20s: 4.3x), so `auto` picks unroll on CPU backends and vmap elsewhere.
+
+On a mesh with a 'models' axis (`parallel.model_group_mesh`), every cohort's model axis is
+split over the groups of devices: vmap's `spmd_axis_name` carries the split into each model's
+step, so a group computes only its own models, with no gradient exchange between groups. A
+cohort whose size the groups do not divide is padded with copies of its last model: a copy
+steps exactly as its original, is frozen with it, and is never read back.
 """
 
 from __future__ import annotations
@@ -24,13 +30,26 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
+
+from lt_jax import parallel
+from lt_jax.errors import ConfigError
 
 MEMBER_MAPS = ("auto", "vmap", "unroll")
 
 
-def resolve_member_map(name: str) -> str:
+def resolve_member_map(name: str, model_groups: int = 1) -> str:
+  """`auto`: unroll on CPU backends, vmap elsewhere, and vmap whenever models are split over
+  groups of devices (`model_groups` > 1), which only vmap can shard."""
   if name not in MEMBER_MAPS:
     raise ValueError(f"member_map={name!r}; choose one of {MEMBER_MAPS}.")
+  if model_groups > 1:
+    if name == "unroll":
+      raise ConfigError(
+          "grid.member_map='unroll' cannot split models over groups of devices "
+          "(grid.devices_per_model); use member_map='vmap' (or 'auto'), or "
+          "devices_per_model=0 to train every model on every device.")
+    return "vmap"
   if name != "auto":
     return name
   return "unroll" if jax.default_backend() == "cpu" else "vmap"
@@ -44,16 +63,32 @@ def unstack(tree: Any, n: int) -> list[Any]:
   return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
 
 
-def map_models(fn: Callable, how: str, num_models: int) -> Callable:
+def map_models(fn: Callable, how: str, num_models: int, split: bool = False) -> Callable:
   """`fn(state, *shared)` as a function of a stacked state (models on axis 0) and shared
-  arguments; outputs are stacked the same way."""
+  arguments; outputs are stacked the same way. `split` (vmap only): the model axis is the
+  mesh's 'models' axis inside `fn` too, so its sharding constraints keep each group's models
+  on that group."""
   if how == "vmap":
-    return lambda stacked, *shared: jax.vmap(fn, in_axes=(0,) + (None,) * len(shared))(
-        stacked, *shared)
+    spmd = parallel.MODELS_AXIS if split else None
+    return lambda stacked, *shared: jax.vmap(
+        fn, in_axes=(0,) + (None,) * len(shared), spmd_axis_name=spmd)(stacked, *shared)
   if how == "unroll":
     return lambda stacked, *shared: stack(
         [fn(one, *shared) for one in unstack(stacked, num_models)])
   raise ValueError(f"how={how!r}; use 'vmap' or 'unroll'.")
+
+
+def padded_size(num_models: int, groups: int) -> int:
+  """A cohort's stacked size when its models are split over `groups` groups of devices."""
+  return -(-num_models // groups) * groups
+
+
+def pad_models(tree: Any, size: int) -> Any:
+  """`tree`'s leaves [n, ...] grown to [size, ...] with copies of their last model."""
+  def pad(x):
+    extra = size - x.shape[0]
+    return jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]) if extra else x
+  return jax.tree.map(pad, tree)
 
 
 @flax.struct.dataclass
@@ -75,17 +110,37 @@ def cohort_slices(sizes: Sequence[int]) -> list[slice]:
   return [slice(int(e - n), int(e)) for n, e in zip(sizes, ends)]
 
 
-def create(cohorts: Sequence[Any], keep_best: bool, sharding) -> StackedState:
-  """A StackedState of stacked cohort states (all at step 0), every leaf placed with
-  `sharding`: a leaf placed otherwise than the step's outputs would make the step's second
-  call compile it again."""
-  m = sum(int(jax.tree.leaves(c)[0].shape[0]) for c in cohorts)
-  cohorts = tuple(cohorts)
-  return jax.device_put(StackedState(
-      step=jnp.zeros((), jnp.int32), cohorts=cohorts, failed_at=jnp.full((m,), -1, jnp.int32),
-      best=jax.tree.map(jnp.copy, cohorts) if keep_best else None,
-      best_score=jnp.full((m,), -jnp.inf, jnp.float32), best_epoch=jnp.zeros((m,), jnp.int32)),
-      sharding)
+def num_models(cohort: Any) -> int:
+  return int(jax.tree.leaves(cohort)[0].shape[0])
+
+
+def create(cohorts: Sequence[Any], keep_best: bool, mesh: Mesh) -> StackedState:
+  """A StackedState of stacked cohort states (all at step 0, of their real sizes), padded for
+  the mesh's groups of devices and placed as `shardings` says: a leaf placed otherwise than
+  the step's outputs would make the step's second call compile it again."""
+  sizes = [num_models(c) for c in cohorts]
+  groups = parallel.model_groups(mesh)
+  m = sum(sizes)
+
+  def build(cohorts):
+    cohorts = tuple(pad_models(c, padded_size(n, groups)) for c, n in zip(cohorts, sizes))
+    return StackedState(
+        step=jnp.zeros((), jnp.int32), cohorts=cohorts,
+        failed_at=jnp.full((m,), -1, jnp.int32), best=cohorts if keep_best else None,
+        best_score=jnp.full((m,), -jnp.inf, jnp.float32),
+        best_epoch=jnp.zeros((m,), jnp.int32))
+
+  shapes = jax.eval_shape(build, tuple(cohorts))
+  return jax.jit(build, out_shardings=shardings(shapes, mesh))(tuple(cohorts))
+
+
+def shardings(state: StackedState, mesh: Mesh) -> StackedState:
+  """Each leaf's placement: the stacked models' states (and best states) split over the
+  mesh's 'models' axis where it has one, the per-model records and the step replicated."""
+  rep, split = parallel.replicated(mesh), parallel.models_sharded(mesh)
+  return jax.tree.map(lambda _: rep, state).replace(
+      cohorts=jax.tree.map(lambda _: split, state.cohorts),
+      best=None if state.best is None else jax.tree.map(lambda _: split, state.best))
 
 
 def _select(mask: jax.Array, new: Any, old: Any) -> Any:
@@ -94,26 +149,33 @@ def _select(mask: jax.Array, new: Any, old: Any) -> Any:
       lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
 
 
-def make_step(cohort_steps: Sequence[Callable], sizes: Sequence[int], how: str) -> Callable:
+def _per_cohort(values: jax.Array, sizes: Sequence[int], cohorts: tuple) -> list[jax.Array]:
+  """A per-model vector [M] as one vector per cohort, padded as the cohort's stacked state."""
+  return [pad_models(values[sl], num_models(c))
+          for sl, c in zip(cohort_slices(sizes), cohorts)]
+
+
+def make_step(cohort_steps: Sequence[Callable], sizes: Sequence[int], how: str,
+              split: bool = False) -> Callable:
   """The program's pure step `(StackedState, data) -> (StackedState, metrics)`.
 
-  Every cohort steps with its own function. A model whose metrics are not finite keeps its
-  previous state from then on and `failed_at` records the step. Metrics: per model as
-  `member/<name>` vectors (0 for frozen models) and, for progress, their mean over the
-  models still training (NaN once none is, which stops the driver).
+  Every cohort steps with its own function (`split`: see `map_models`). A model whose metrics
+  are not finite keeps its previous state from then on and `failed_at` records the step.
+  Metrics: per model as `member/<name>` vectors (0 for frozen models) and, for progress, their
+  mean over the models still training (NaN once none is, which stops the driver).
   """
-  mapped = [map_models(fn, how, n) for fn, n in zip(cohort_steps, sizes)]
-  slices = cohort_slices(sizes)
+  mapped = [map_models(fn, how, n, split) for fn, n in zip(cohort_steps, sizes)]
 
   def step(state: StackedState, data) -> tuple[StackedState, dict[str, jax.Array]]:
     outs = [fn(cohort, data) for fn, cohort in zip(mapped, state.cohorts)]
-    per_model = {k: jnp.concatenate([jnp.asarray(m[k], jnp.float32) for _, m in outs])
+    per_model = {k: jnp.concatenate([jnp.asarray(m[k], jnp.float32)[:n]
+                                     for (_, m), n in zip(outs, sizes)])
                  for k in outs[0][1]}
     finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in per_model.values()]), axis=0)
     healthy = state.failed_at < 0
     ok = healthy & finite
-    cohorts = tuple(_select(ok[sl], new, old)
-                    for sl, (new, _), old in zip(slices, outs, state.cohorts))
+    cohorts = tuple(_select(keep, new, old) for keep, (new, _), old in
+                    zip(_per_cohort(ok, sizes, state.cohorts), outs, state.cohorts))
     failed_at = jnp.where(healthy & ~finite, state.step, state.failed_at)
     live = jnp.sum(ok)
     metrics = {k: jnp.sum(jnp.where(ok, v, 0.0)) / live for k, v in per_model.items()}
@@ -127,12 +189,12 @@ def update_best(state: StackedState, improved: jax.Array, scores: jax.Array, epo
                 sizes: Sequence[int]) -> StackedState:
   """Keeps each model's state, score and epoch where `improved` [M] (its score beat its best
   so far: the caller decides, so its own records follow the same choice)."""
-  best = tuple(_select(improved[sl], cur, old)
-               for sl, cur, old in zip(cohort_slices(sizes), state.cohorts, state.best))
+  best = tuple(_select(up, cur, old) for up, cur, old in
+               zip(_per_cohort(improved, sizes, state.cohorts), state.cohorts, state.best))
   return state.replace(best=best, best_score=jnp.where(improved, scores, state.best_score),
                        best_epoch=jnp.where(improved, epoch, state.best_epoch))
 
 
 def model_states(cohorts: tuple, sizes: Sequence[int]) -> list[Any]:
-  """The program's models as single states, in model order."""
+  """The program's models as single states, in model order (padding copies left out)."""
   return [one for cohort, n in zip(cohorts, sizes) for one in unstack(cohort, n)]
