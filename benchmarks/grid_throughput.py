@@ -5,6 +5,9 @@
   # accelerator, CIFAR-10-LT-shaped data (benchmarks/fmnist_as_cifar.py writes it):
   python benchmarks/grid_throughput.py --config=configs/cifar10lt_grid.py \\
       --set=dataset.data_dir=/tmp/fmnist_cifar --maps=vmap,unroll
+  # several accelerators: each model on one device instead of on all of them
+  python benchmarks/grid_throughput.py --config=configs/cifar10lt_grid.py \
+      --set=dataset.data_dir=/tmp/fmnist_cifar --devices_per_model=1
 
 The first row is the first method's run alone (its plain step, as run.py trains it). A grid of M
 models cycles through the config's grid.methods (seeds 0, 1, ...), so it holds
@@ -45,6 +48,9 @@ def parse_args() -> argparse.Namespace:
   parser.add_argument("--set", action="append", default=[], help="field=value (repeatable)")
   parser.add_argument("--sizes", default="4,8,12,24", help="models per grid program")
   parser.add_argument("--maps", default="auto", help="member maps to compare: auto,vmap,unroll")
+  parser.add_argument("--devices_per_model", type=int, default=0,
+                      help="split the grids' models over groups of this many devices "
+                           "(grid.devices_per_model; 0: every model on every device)")
   parser.add_argument("--steps", type=int, default=64, help="timed steps per size")
   parser.add_argument("--warmup_steps", type=int, default=0,
                       help="untimed steps first (0: one dispatch)")
@@ -92,14 +98,14 @@ def alone(config):
           replicated, plan)
 
 
-def measure(config, size: int, how: str, steps: int, warmup: int) -> dict:
+def measure(config, size: int, how: str, steps: int, warmup: int, mesh=None) -> dict:
   if size == 1 and how == "alone":
     step, state, data, sharding, plan = alone(config)
     cohorts = [[None]]
   else:
     cohorts = grid.plan_programs(members_for(config, size))
     assert len(cohorts) == 1, "every member of one size must share a program"
-    program = grid.build_program(cohorts[0], how)
+    program = grid.build_program(cohorts[0], how, mesh=mesh)
     step, state, data, sharding, plan = (program.step, program.state, program.train_data,
                                          program.sharding, program.plan)
     cohorts = cohorts[0]
@@ -135,17 +141,21 @@ def main() -> None:
   args = parse_args()
   config = load_config(args.config, args.set)
   sizes = [int(s) for s in args.sizes.split(",")]
-  maps = [members_lib.resolve_member_map(m) for m in args.maps.split(",")]
+  mesh = parallel.model_group_mesh(args.devices_per_model)
+  groups = parallel.model_groups(mesh)
+  maps = [members_lib.resolve_member_map(m, groups) for m in args.maps.split(",")]
   runs = [(1, "alone")] + [(size, how) for how in dict.fromkeys(maps) for size in sizes]
   rows = []
   for size, how in runs:
-    row = measure(config, size, how, args.steps, args.warmup_steps)
+    row = measure(config, size, how, args.steps, args.warmup_steps, mesh)
     rows.append(row)
     print(json.dumps(row), flush=True)
   device = jax.devices()[0]
   print(f"\n{args.config} {' '.join(args.set)}; {jax.device_count()} x {device.device_kind} "
         f"({jax.default_backend()}); {args.steps} timed steps of batch "
-        f"{config.train.batch_size} per model")
+        f"{config.train.batch_size} per model"
+        + (f"; grids' models split over {groups} groups of {args.devices_per_model} devices"
+           if groups > 1 else ""))
   print("| models | map | img/s total | img/s per model | total vs alone | per model vs "
         f"alone | {config.train.num_epochs} epochs |")
   print("|---|---|---|---|---|---|---|")
