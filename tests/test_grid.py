@@ -351,13 +351,10 @@ SPLIT_GRID = """
   from lt_jax import grid, parallel
 
   assert jax.device_count() == 4, jax.devices()
-  root = {root!r}
-  for name in ("whole", "resumed"):
-    ms = tg.make_members(f"{{root}}/{{name}}", {pairs!r})
-    run = lambda: grid.train_members(ms, f"{{root}}/{{name}}", devices_per_model=2)
-    if name == "resumed":
-      killed_at_epoch(run, 2)
-    run()
+  ms = tg.make_members({root!r}, {pairs!r})
+  run = lambda: grid.train_members(ms, {root!r}, devices_per_model=2)
+  killed_at_epoch(run, 2)
+  run()
   mesh = parallel.model_group_mesh(2)
   program = grid.build_program(grid.plan_programs(ms)[0], "vmap", mesh=mesh)
   print(json.dumps([[[s.data.shape[0] for s in leaf.addressable_shards], list(leaf.sharding.spec)]
@@ -365,29 +362,30 @@ SPLIT_GRID = """
 """
 
 
-def test_a_grid_split_over_device_groups_matches_runs_alone_and_resumes(alone, tmp_path):
+def test_a_grid_split_over_device_groups_resumes_and_matches_runs_alone(alone, tmp_path):
   """Four devices in two groups of two, three CE seeds in one cohort padded to four: each
-  group holds two models and splits their batches over its two devices. A member agrees with
-  its run alone on one device to float32 rounding (the batch split reorders BatchNorm's and
-  the gradient's sums: measured ~1e-6 after 2 epochs, allowed 1e-4), and a grid killed in its
-  second epoch resumes to bit-identical members. This process reads the checkpoints written on
-  four devices (`checkpoint.restore_saved` on another topology). Not LDAM-DRW here: at this
-  tiny budget its trajectory amplifies rounding, so the same run alone on 4 devices instead
-  of 1 already ends 1% away."""
-  pairs = (("ce", 0), ("ce", 1), ("ce", 2))
+  group holds two models and splits their batches over its two devices. The grid is killed
+  in its second epoch and resumed from its sharded, padded checkpoint; every member then
+  agrees with its run alone on one device to float32 rounding (the batch split reorders
+  BatchNorm's and the gradient's sums: measured ~1e-6 after 2 epochs, allowed 1e-4), so no
+  model's state went to another's place. This process reads checkpoints written on four
+  devices (`checkpoint.restore_saved` on another topology). Not LDAM-DRW here: at this tiny
+  budget its trajectory amplifies rounding, so the same run alone on 4 devices instead of 1
+  already ends 1% away."""
+  pairs = (("ce", 1), ("ce", 0), ("ce", 2))  # Seed 1 first: on group 0, seed 2 on group 1.
   out = run_on_devices(SPLIT_GRID.format(root=str(tmp_path), pairs=pairs), devices=4)
   assert json.loads(out.strip().splitlines()[-1]) == [[[2, 2, 2, 2], ["models"]]]
+  runs_alone = {1: alone["scratch/ce/seed_1"]}
+  for m in make_members(str(tmp_path / "alone"), (("ce", 0), ("ce", 2))):
+    runs_alone[m.config.seed] = (m.workdir, pipeline.train(m.config, m.workdir))
   for method, seed in pairs:
-    whole, resumed = (str(tmp_path / run / method / f"seed_{seed}")
-                      for run in ("whole", "resumed"))
-    for which in ("last", "best"):
-      assert max_abs_diff(params(whole, which), params(resumed, which)) == 0.0, (seed, which)
-    with open(os.path.join(whole, "results.json")) as f:
+    workdir = str(tmp_path / method / f"seed_{seed}")
+    with open(os.path.join(workdir, "results.json")) as f:
       res = json.load(f)
     assert res["grid"]["model_groups"] == 2 and res["grid"]["member_map"] == "vmap"
-  alone_dir, alone_results = alone["scratch/ce/seed_1"]
-  with open(tmp_path / "whole" / "ce" / "seed_1" / "results.json") as f:
-    res = json.load(f)
-  assert max_abs_diff(params(alone_dir), params(str(tmp_path / "whole" / "ce" / "seed_1"))) < 1e-4
-  one_image = 100.0 / alone_results["dataset"]["test_size"]
-  assert abs(res["final"]["top1_acc"] - alone_results["final"]["top1_acc"]) <= one_image + 1e-9
+    alone_dir, alone_results = runs_alone[seed]
+    for which in ("last", "best"):
+      assert max_abs_diff(params(alone_dir, which), params(workdir, which)) < 1e-4, (seed, which)
+    one_image = 100.0 / alone_results["dataset"]["test_size"]
+    assert abs(res["final"]["top1_acc"] - alone_results["final"]["top1_acc"]) <= (
+        one_image + 1e-9)
