@@ -18,7 +18,7 @@ On a mesh with a 'models' axis (`parallel.model_group_mesh`), every cohort's mod
 split over the groups of devices: vmap's `spmd_axis_name` carries the split into each model's
 step, so a group computes only its own models, with no gradient exchange between groups. A
 cohort whose size the groups do not divide is padded with copies of its last model: a copy
-steps exactly as its original, is frozen with it, and is never read back.
+draws its original's batches (the same keys), is frozen with it, and is never read back.
 """
 
 from __future__ import annotations
