@@ -135,8 +135,8 @@ def restore_saved(directory: str) -> tuple[Any, dict]:
   arrays come back replicated on this process's devices, whatever devices wrote them (a run
   on eight accelerators, or a grid's models split over groups of them, read on one)."""
   here = parallel.replicated(parallel.make_mesh())
-  target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=here),
-                        _saved_metadata(directory), is_leaf=lambda x: hasattr(x, "shape"))
+  target = _map_saved(
+      lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=here), directory)
   checkpoints = Checkpoints(directory, cleanup=False)
   try:
     return checkpoints.restore(target, fallback=False)
@@ -147,18 +147,19 @@ def restore_saved(directory: str) -> tuple[Any, dict]:
 def saved_shapes(directory: str) -> dict:
   """The newest step's state in `directory` as nested dicts of shape tuples, read from its
   metadata alone (no arrays), to compare a checkpoint with a model before any work."""
-  return jax.tree.map(lambda leaf: tuple(leaf.shape), _saved_metadata(directory),
-                      is_leaf=lambda x: hasattr(x, "shape"))
+  return _map_saved(lambda leaf: tuple(leaf.shape), directory)
 
 
-def _saved_metadata(directory: str) -> dict:
-  """The newest step's state as nested dicts of array metadata (shape, dtype)."""
+def _map_saved(fn, directory: str) -> dict:
+  """`fn` of each array's metadata (shape, dtype) in the newest step's state, as nested
+  dicts."""
   step = latest_step(directory)
   if step is None:
     raise FileNotFoundError(f"no checkpoint in {directory}")
   path = os.path.join(directory, str(step), "state")
   try:
-    return dict(ocp.StandardCheckpointHandler().metadata(epath.Path(path)))
+    tree = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
   except Exception as e:  # Orbax raises several kinds for a missing or damaged _METADATA.
     raise DataError(f"the checkpoint {path} cannot be read ({_first_line(e)}); point the "
                     "field at a workdir holding a finished run.") from e
+  return jax.tree.map(fn, dict(tree), is_leaf=lambda x: hasattr(x, "shape"))
