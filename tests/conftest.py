@@ -43,6 +43,13 @@ def tiny_config(**overrides):
   return c
 
 
+def fake_devices_env(devices: int) -> dict:
+  """This process's environment for a subprocess whose JAX sees `devices` CPU devices."""
+  flags = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count", "")
+  return {**os.environ, "JAX_PLATFORMS": "cpu",
+          "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip()}
+
+
 @pytest.fixture
 def tiny():
   return tiny_config

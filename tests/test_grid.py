@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import killed_at_epoch, tiny_config
+from conftest import fake_devices_env, killed_at_epoch, tiny_config
 
 from lt_jax import checkpoint, grid, parallel, pipeline, summary
 from lt_jax import workdir as workdir_lib
@@ -284,10 +284,8 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def run_on_devices(code: str, devices: int) -> str:
-  flags = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count", "")
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count={devices}".strip())
-  proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=TESTS,
+  proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+                        env=fake_devices_env(devices), cwd=TESTS,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   return proc.stdout

@@ -15,6 +15,7 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from conftest import fake_devices_env
 from etils import epath
 
 from lt_jax.checkpoint import Checkpoints, latest_step
@@ -37,12 +38,6 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def env(devices: int) -> dict:
-  flags = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count", "")
-  return {**os.environ, "JAX_PLATFORMS": "cpu",
-          "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}"}
-
-
 class Job:
   """run.py processes whose output goes to files (a full pipe could block one of them while
   the other waits for it in a collective)."""
@@ -59,7 +54,7 @@ class Job:
       with open(logs / f"out{i}", "w") as out, open(logs / f"err{i}", "w") as err:
         self.procs.append(subprocess.Popen(
             [sys.executable, "run.py", *args, f"--workdir={workdir}", *extra],
-            cwd=ROOT, env=env(devices), stdout=out, stderr=err))
+            cwd=ROOT, env=fake_devices_env(devices), stdout=out, stderr=err))
 
   def output(self, i: int) -> tuple[str, str]:
     return (self.logs / f"out{i}").read_text(), (self.logs / f"err{i}").read_text()

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import fake_devices_env, tiny_config
 
 from lt_jax import pipeline
 from lt_jax import pseudo_label as pl
@@ -163,12 +163,9 @@ def test_predict_over_two_devices(workdir, pool, data, tmp_path):
   case = tmp_path / "case.npz"
   np.savez(case, images=images[:37], mean=data.mean, std=data.std, pred=want_pred[:37],
            conf=want_conf[:37])
-  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
-  env = dict(os.environ, XLA_FLAGS=flags.strip(),
-             JAX_PLATFORMS="cpu")
   code = TWO_DEVICES.format(case=str(case), workdir=str(workdir))
-  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                        cwd=ROOT, timeout=300)
+  proc = subprocess.run([sys.executable, "-c", code], env=fake_devices_env(2),
+                        capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
