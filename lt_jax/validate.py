@@ -26,8 +26,7 @@ from lt_jax.models import CONV_IMPLS, DTYPES, HEADS, MODELS
 from lt_jax.pretrain import METHODS as PRETRAIN_METHODS
 from lt_jax.pretrain import contrastive
 from lt_jax.pretrain.rotation import TASKS
-from lt_jax.train import objective, optim
-from lt_jax.train.members import MEMBER_MAPS
+from lt_jax.train import members, objective, optim
 
 
 def _choice(field: str, value, choices) -> None:
@@ -360,16 +359,13 @@ def _validate_grid(config) -> None:
   for name in g.settings:
     _choice("grid.settings", name, GRID_SETTINGS)
   _unique("grid.settings", g.settings)
-  _choice("grid.member_map", g.member_map, MEMBER_MAPS)
   if g.max_models_per_program < 0:
     raise ConfigError(f"grid.max_models_per_program={g.max_models_per_program} must be >= 0 "
                       "(0: no cap).")
   if not isinstance(g.devices_per_model, int) or g.devices_per_model < 0:
     raise ConfigError(f"grid.devices_per_model={g.devices_per_model!r} must be an integer >= 0 "
                       "(0: every model on every device).")
-  if g.devices_per_model and g.member_map == "unroll":
-    raise ConfigError("grid.member_map='unroll' cannot split models over groups of devices "
-                      "(grid.devices_per_model); use member_map='vmap' or 'auto'.")
+  members.check_member_map(g.member_map, split=g.devices_per_model > 0)
   if g.semi_batch_size is not None:
     _positive("grid.semi_batch_size", g.semi_batch_size)
   if config.semi.enabled:

@@ -217,6 +217,17 @@ def test_bad_grid_configs_fail_naming_the_field(fields, message):
     validate(config, check_data=False)
 
 
+def test_member_maps_resolve_by_backend_and_split():
+  assert members_lib.resolve_member_map("auto") == "unroll"  # This CPU backend.
+  assert members_lib.resolve_member_map("auto", model_groups=2) == "vmap"
+  assert members_lib.resolve_member_map("vmap") == "vmap"
+  # An API caller that skips `validate` meets the same rule, in the same words.
+  with pytest.raises(ConfigError, match="cannot split models"):
+    members_lib.resolve_member_map("unroll", model_groups=2)
+  with pytest.raises(ConfigError, match="grid.member_map='pmap' is unknown"):
+    members_lib.resolve_member_map("pmap")
+
+
 def test_grid_with_ssp_and_semi_settings_shares_pretraining_and_base_models(tmp_path):
   """One rotation pre-training and one base model per seed feed every method; the scratch CE
   member is the semi-supervised base model; a second run reads everything back."""

@@ -38,17 +38,23 @@ from lt_jax.errors import ConfigError
 MEMBER_MAPS = ("auto", "vmap", "unroll")
 
 
+def check_member_map(name: str, split: bool) -> None:
+  """Refuses a `member_map` the grid cannot run; `split`: models are split over groups of
+  devices (`grid.devices_per_model` > 0), which only vmap can shard."""
+  if name not in MEMBER_MAPS:
+    raise ConfigError(f"grid.member_map={name!r} is unknown; choose one of {MEMBER_MAPS}.")
+  if split and name == "unroll":
+    raise ConfigError(
+        "grid.member_map='unroll' cannot split models over groups of devices "
+        "(grid.devices_per_model); use member_map='vmap' (or 'auto'), or "
+        "devices_per_model=0 to train every model on every device.")
+
+
 def resolve_member_map(name: str, model_groups: int = 1) -> str:
   """`auto`: unroll on CPU backends, vmap elsewhere, and vmap whenever models are split over
-  groups of devices (`model_groups` > 1), which only vmap can shard."""
-  if name not in MEMBER_MAPS:
-    raise ValueError(f"member_map={name!r}; choose one of {MEMBER_MAPS}.")
+  groups of devices (`model_groups` > 1)."""
+  check_member_map(name, model_groups > 1)
   if model_groups > 1:
-    if name == "unroll":
-      raise ConfigError(
-          "grid.member_map='unroll' cannot split models over groups of devices "
-          "(grid.devices_per_model); use member_map='vmap' (or 'auto'), or "
-          "devices_per_model=0 to train every model on every device.")
     return "vmap"
   if name != "auto":
     return name
