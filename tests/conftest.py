@@ -15,6 +15,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from lt_jax.config import get_base_config  # noqa: E402
@@ -48,6 +49,25 @@ def fake_devices_env(devices: int) -> dict:
   flags = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count", "")
   return {**os.environ, "JAX_PLATFORMS": "cpu",
           "XLA_FLAGS": f"{flags} --xla_force_host_platform_device_count={devices}".strip()}
+
+
+def assert_class_aware_cycles(labels: np.ndarray, stream: np.ndarray, k: int) -> None:
+  """The reference ClassAwareSampler's law, for either implementation (the jitted sampler,
+  the host pipeline's order): visits of k images of one class; every round of visits sees
+  each present class once, in a reshuffled order; each class's images come as a sequence of
+  full permutations of them."""
+  present = list(np.flatnonzero(np.bincount(labels)))
+  rounds = len(stream) // (len(present) * k)
+  classes = labels[stream[:rounds * len(present) * k]].reshape(rounds, len(present), k)
+  assert np.all(classes == classes[..., :1])
+  assert all(sorted(r[:, 0]) == present for r in classes)
+  assert len({tuple(r[:, 0]) for r in classes}) > 1
+  for c in present:
+    members = list(np.flatnonzero(labels == c))
+    seen = stream[labels[stream] == c]  # Class c's images in the order they were drawn.
+    assert len(seen) >= len(members)
+    for start in range(0, len(seen) // len(members) * len(members), len(members)):
+      assert sorted(seen[start:start + len(members)]) == members
 
 
 @pytest.fixture

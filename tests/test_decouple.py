@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import assert_class_aware_cycles, tiny_config
 
 from lt_jax import checkpoint, decouple, pipeline
 from lt_jax import workdir as workdir_lib
@@ -31,19 +31,7 @@ def test_class_aware_sampler_follows_the_reference_cycles():
   labels = np.repeat(np.arange(4), [9, 5, 3, 1])  # Class sizes 9, 5, 3, 1.
   np.random.default_rng(0).shuffle(labels)
   k, rounds = 3, 6
-  drawn = _stream(labels, batch=12, k=k, steps=rounds * 4 * k // 12)
-  classes = labels[drawn].reshape(rounds, 4, k)
-  # Every visit takes k images of one class; every round of 4 visits sees each class once.
-  assert np.all(classes == classes[..., :1])
-  assert all(sorted(r[:, 0]) == [0, 1, 2, 3] for r in classes)
-  assert len({tuple(r[:, 0]) for r in classes}) > 1  # The class order is reshuffled.
-  for c, size in enumerate((9, 5, 3, 1)):
-    seen = drawn[labels[drawn] == c]  # Class c's images in the order they were drawn.
-    assert set(seen) == set(np.flatnonzero(labels == c))
-    # Its own stream is a sequence of full permutations of its images.
-    full = len(seen) // size * size
-    for start in range(0, full, size):
-      assert sorted(seen[start:start + size]) == sorted(np.flatnonzero(labels == c))
+  assert_class_aware_cycles(labels, _stream(labels, batch=12, k=k, steps=rounds * 4 * k // 12), k)
 
 
 def test_class_aware_sampler_is_a_pure_function_of_key_and_step():

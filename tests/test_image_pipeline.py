@@ -3,6 +3,7 @@ list: sampling orders, transforms, hosts, workers and resuming."""
 
 import numpy as np
 import pytest
+from conftest import assert_class_aware_cycles
 from PIL import Image
 
 from lt_jax.data import image_lists, image_pipeline
@@ -45,13 +46,7 @@ def test_class_aware_order_follows_the_reference_cycles():
   k = 2
   stream = np.concatenate([image_pipeline.epoch_order(labels, "class_aware", 0, e, k)
                            for e in range(4)])  # 56 positions: 7 rounds of 4 visits.
-  classes = labels[stream].reshape(-1, 4, k)
-  assert np.all(classes == classes[..., :1])
-  assert all(sorted(r[:, 0]) == [0, 1, 2, 3] for r in classes)
-  for c, size in enumerate(SIZES):
-    seen = stream[labels[stream] == c]
-    for start in range(0, len(seen) // size * size, size):
-      assert sorted(seen[start:start + size]) == sorted(np.flatnonzero(labels == c))
+  assert_class_aware_cycles(labels, stream, k)
 
 
 def test_train_batches_hold_the_listed_images_with_their_labels(images):

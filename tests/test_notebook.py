@@ -75,11 +75,7 @@ def test_ssp_notebook_compares_scratch_rotation_and_moco(tmp_path, monkeypatch):
 
 
 def test_notebook_runs_with_the_tiny_setting(tmp_path, monkeypatch):
-  monkeypatch.setenv("LT_JAX_TINY", "1")
-  monkeypatch.setenv("LT_JAX_WORKDIR", str(tmp_path))
-  namespace = {}
-  for source in code_cells():
-    exec(compile(source, NOTEBOOK, "exec"), namespace)
+  namespace = run_tiny(NOTEBOOK, tmp_path, monkeypatch)
   results = namespace["results"]
   assert set(results["stages"]) == {"base", "pseudo_labels", "final"}
   assert (tmp_path / "final" / "per_class_accuracy.png").exists()
@@ -94,11 +90,7 @@ def test_notebook_runs_with_the_tiny_setting(tmp_path, monkeypatch):
 
 
 def test_benchmark_notebook_runs_a_tiny_grid(tmp_path, monkeypatch):
-  monkeypatch.setenv("LT_JAX_TINY", "1")
-  monkeypatch.setenv("LT_JAX_WORKDIR", str(tmp_path))
-  namespace = {}
-  for source in code_cells(BENCHMARK_NOTEBOOK):
-    exec(compile(source, BENCHMARK_NOTEBOOK, "exec"), namespace)
+  namespace = run_tiny(BENCHMARK_NOTEBOOK, tmp_path, monkeypatch)
   members = namespace["results"]["members"]
   assert sorted(members) == sorted(f"scratch/{m}/seed_{s}" for m in ("ce", "ldam_drw")
                                    for s in (0, 1))

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 from scipy import stats
-from test_notebook import code_cells
+from test_notebook import run_tiny
 
 from lt_jax import theory
 
@@ -252,12 +252,7 @@ def test_bad_arguments_name_the_argument_and_range(call, message):
 
 
 def test_theory_notebook_runs_with_the_tiny_setting(tmp_path, monkeypatch):
-  monkeypatch.setenv("LT_JAX_TINY", "1")
-  monkeypatch.setenv("LT_JAX_WORKDIR", str(tmp_path))
-  namespace = {}
-  for source in code_cells(NOTEBOOK):
-    exec(compile(source, NOTEBOOK, "exec"), namespace)
-  results = namespace["results"]
+  results = run_tiny(NOTEBOOK, tmp_path, monkeypatch)["results"]
   names = ("theorem1_pseudo_labels.png", "theorem1_unlabeled_imbalance.png",
            "theorem3_self_supervision.png")
   assert sorted(results["figures"]) == sorted(str(tmp_path / name) for name in names)
