@@ -51,7 +51,12 @@ def epoch_order(labels: np.ndarray, order: str, seed: int, epoch: int,
 def _class_aware(labels, seed: int, k: int, start: int, count: int) -> np.ndarray:
   """Positions [start, start + count) of the class-aware stream: position p is visit
   slot = p // k of class order_r[slot mod C] (r = slot // C, order_r the r-th shuffled class
-  order), whose r-th visit reads items r k + j of that class's stream of shuffled orders."""
+  order), whose r-th visit reads items r k + j of that class's stream of shuffled orders.
+
+  The same law as `samplers.make_class_aware_sampler`, computed a whole epoch at a time: the
+  jitted sampler draws a class order and an image order per position, which for iNaturalist
+  (8,142 classes, 437,513 positions an epoch) would be billions of draws on the host.
+  The two streams differ (NumPy and JAX generators); tests check both against one law."""
   present = np.flatnonzero(np.bincount(labels))
   members = [np.flatnonzero(labels == c) for c in present]
   slot, j = np.divmod(np.arange(start, start + count), k)
