@@ -2,6 +2,8 @@
 
   python benchmarks/device_check.py              # full size: a 200-epoch CIFAR-10-LT run
   python benchmarks/device_check.py --size=cpu   # the same steps, CPU-sized
+  python benchmarks/device_check.py --stages=grid,torch   # only these stages
+  python benchmarks/device_check.py --deadline_s=420      # start no stage after 7 minutes
 
 1. Fashion-MNIST written as a CIFAR-10 archive (benchmarks/fmnist_as_cifar.py), so the run has
    CIFAR-10-LT's shape (rho 100, 12,406 training images, 10,000 test images, 32x32x3).
@@ -16,6 +18,12 @@
    total, with each grid's 200-epoch training time at that speed (target: 12 models under 5
    minutes end to end).
 
+Stages run in the order of --stages (by default the accelerator targets first: float32,
+pseudo_label, grid, bfloat16, torch). A stage that fails is reported and the others go on;
+once --deadline_s has passed, the stages left are skipped and named, with the command that
+runs them. The JSON (--json) is rewritten after every stage, so a run cut short still
+returns what it measured.
+
 Ratios are against the PyTorch row where it exists. Targets (one H100/H200): the float32 run
 under 60 s, an evaluation of the 10,000 test images under 50 ms, pseudo-labeling above
 300,000 images/s.
@@ -29,12 +37,18 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
+import traceback
+from collections.abc import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 import fmnist_as_cifar  # noqa: E402
 import pseudo_label_throughput as plt_bench  # noqa: E402
 import train_throughput  # noqa: E402
+
+from lt_jax import io_utils  # noqa: E402
 
 SIZES = {
     # epochs, overrides of the lt_jax runs, pseudo-label images, PyTorch epochs and img_max.
@@ -44,6 +58,8 @@ SIZES = {
 }
 # Grid benchmark: models per program and timed steps.
 GRID_SIZES = {"full": ("4,8,12,24", 128), "cpu": ("2,4", 4)}
+# Every stage, the accelerator targets first.
+STAGES = ("float32", "pseudo_label", "grid", "bfloat16", "torch")
 
 
 def parse_args() -> argparse.Namespace:
@@ -53,7 +69,42 @@ def parse_args() -> argparse.Namespace:
   parser.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1),
                       help="DataLoader workers of the PyTorch reference")
   parser.add_argument("--json", default=None, help="also write the rows here")
-  return parser.parse_args()
+  parser.add_argument("--stages", default=",".join(STAGES),
+                      help=f"comma-separated, run in this order; of {','.join(STAGES)}")
+  parser.add_argument("--deadline_s", type=float, default=0.0,
+                      help="start no stage after this many seconds (0: no deadline)")
+  args = parser.parse_args()
+  args.stages = [s for s in args.stages.split(",") if s]
+  unknown = [s for s in args.stages if s not in STAGES]
+  if unknown or len(set(args.stages)) != len(args.stages) or not args.stages:
+    parser.error(f"--stages={','.join(args.stages)}: name each of {','.join(STAGES)} at most "
+                 "once")
+  return args
+
+
+def run_stages(stages: dict[str, Callable[[], object]], deadline_s: float,
+               report: Callable[[dict], None], clock: Callable[[], float] = time.monotonic
+               ) -> dict:
+  """Runs `stages` (name -> function) in order and returns {"done": {name: result},
+  "failed": {name: error}, "skipped": [names]}; a stage that raises is recorded and the next
+  one starts; none starts once `deadline_s` (> 0) has passed. `report` gets the record after
+  every stage, and once more when stages were skipped."""
+  start = clock()
+  record = {"done": {}, "failed": {}, "skipped": []}
+  for name, stage in stages.items():
+    if deadline_s > 0 and clock() - start >= deadline_s:
+      record["skipped"].append(name)
+      continue
+    print(f"== {name} (at {clock() - start:.0f} s)", flush=True)
+    try:
+      record["done"][name] = stage()
+    except Exception as e:  # noqa: BLE001 - one broken stage must not lose the others.
+      traceback.print_exc()
+      record["failed"][name] = f"{type(e).__name__}: {e}"
+    report(record)
+  if record["skipped"]:
+    report(record)
+  return record
 
 
 def lt_jax_row(name: str, data_dir: str, epochs: int, extra: list[str]) -> dict:
@@ -138,18 +189,36 @@ def main() -> None:
   sys.argv = ["fmnist_as_cifar", f"--out={data_dir}"] + (
       [f"--fmnist_dir={args.fmnist_dir}"] if args.fmnist_dir else [])
   fmnist_as_cifar.main()
-  rows = [lt_jax_row(f"lt_jax float32, {epochs} epochs", data_dir, epochs, extra),
-          lt_jax_row(f"lt_jax bfloat16, {epochs} epochs", data_dir, epochs,
-                     extra + ["model.dtype=bfloat16"]),
-          pseudo_label_row(num_pseudo)]
-  reference = torch_row(data_dir, torch_epochs, epochs, args.workers, img_max)
-  if reference is not None:
-    rows.append(reference)
-  grid = grid_rows(data_dir, args.size, extra)
-  print_table(rows, reference)
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump({"runs": rows, "grid": grid}, f, indent=2)
+  every = {
+      "float32": lambda: lt_jax_row(f"lt_jax float32, {epochs} epochs", data_dir, epochs,
+                                    extra),
+      "pseudo_label": lambda: pseudo_label_row(num_pseudo),
+      "grid": lambda: grid_rows(data_dir, args.size, extra),
+      "bfloat16": lambda: lt_jax_row(f"lt_jax bfloat16, {epochs} epochs", data_dir, epochs,
+                                     extra + ["model.dtype=bfloat16"]),
+      "torch": lambda: torch_row(data_dir, torch_epochs, epochs, args.workers, img_max),
+  }
+
+  def write(record: dict) -> None:
+    if args.json:
+      runs = [record["done"][n] for n in STAGES if n != "grid" and record["done"].get(n)]
+      io_utils.atomic_write_json(args.json, {
+          "size": args.size, "runs": runs, "grid": record["done"].get("grid"),
+          "failed": record["failed"], "skipped": record["skipped"]})
+
+  record = run_stages({name: every[name] for name in args.stages}, args.deadline_s, write)
+  done = record["done"]
+  reference = done.get("torch")
+  rows = [done[n] for n in STAGES if n not in ("grid", "torch") and n in done]
+  print_table(rows + ([reference] if reference else []), reference)
+  for name, error in record["failed"].items():
+    print(f"stage {name} failed: {error}")
+  if record["skipped"]:
+    print(f"skipped at the {args.deadline_s:.0f} s deadline: {', '.join(record['skipped'])}; "
+          f"run them with: benchmarks/device_check.sh {args.size} "
+          f"--stages={','.join(record['skipped'])}")
+  if record["failed"]:
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 #
 #   benchmarks/device_check.sh          # full size, on the accelerator machine
 #   benchmarks/device_check.sh cpu      # the same steps at a CPU size, to try it first
+#   benchmarks/device_check.sh full --stages=grid,torch --deadline_s=420
+#                                       # options after the size go to device_check.py
 #
 # It needs the Python packages of lt_jax. The accelerator machine has jax, flax, optax, orbax
 # and torch but not ml_collections, clu or tensorboardX: put their wheels in .whl/ (ignored
@@ -12,7 +14,8 @@
 # The table is also written to $OUT/device_check.json when $OUT is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SIZE="${1:-full}"
+SIZE=full
+if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then SIZE="$1"; shift; fi
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/lt_jax_site .whl/*.whl
@@ -37,4 +40,4 @@ PY="${PYTHON:-python3}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())"
 "$PY" benchmarks/device_check.py --size="$SIZE" --fmnist_dir="$FMNIST" \
-  ${OUT:+--json="$OUT/device_check.json"}
+  ${OUT:+--json="$OUT/device_check.json"} "$@"

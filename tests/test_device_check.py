@@ -1,0 +1,62 @@
+"""The accelerator check's stage runner: its order, a failing stage, the deadline, and a record
+written after every stage (the check itself needs an accelerator; its CPU size takes minutes)."""
+
+import json
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "benchmarks"))
+import device_check  # noqa: E402
+
+from lt_jax import io_utils  # noqa: E402
+
+
+def test_stages_run_in_order_a_failure_is_kept_and_the_deadline_skips_the_rest(tmp_path):
+  now, ran = [0.0], []
+
+  def stage(name, seconds, fail=False):
+    def run():
+      ran.append(name)
+      now[0] += seconds
+      if fail:
+        raise RuntimeError(f"{name} broke")
+      return {"name": name}
+    return run
+
+  path = str(tmp_path / "check.json")
+  written = []
+
+  def report(record):
+    io_utils.atomic_write_json(path, record)
+    written.append(json.loads(open(path).read()))
+
+  record = device_check.run_stages(
+      {"a": stage("a", 100), "b": stage("b", 50, fail=True), "c": stage("c", 10),
+       "d": stage("d", 1), "e": stage("e", 1)},
+      deadline_s=160, report=report, clock=lambda: now[0])
+  # a ends at 100 s, b fails at 150 s, c starts before the deadline and ends at 160 s.
+  assert ran == ["a", "b", "c"]
+  assert record["done"] == {"a": {"name": "a"}, "c": {"name": "c"}}
+  assert record["failed"] == {"b": "RuntimeError: b broke"}
+  assert record["skipped"] == ["d", "e"]
+  # The file held every finished stage as soon as it finished, and in the end the skipped.
+  assert [sorted(w["done"]) + sorted(w["failed"]) for w in written] == [
+      ["a"], ["a", "b"], ["a", "c", "b"], ["a", "c", "b"]]
+  assert [w["skipped"] for w in written] == [[], [], [], ["d", "e"]]
+
+
+def test_no_deadline_runs_every_stage():
+  record = device_check.run_stages({n: (lambda n=n: n) for n in device_check.STAGES}, 0.0,
+                                   report=lambda r: None, clock=lambda: 1e9)
+  assert list(record["done"]) == list(device_check.STAGES) and not record["skipped"]
+
+
+@pytest.mark.parametrize("stages", ["grid,nope", "grid,grid", ""])
+def test_bad_stage_lists_are_refused_naming_the_choices(stages, monkeypatch, capsys):
+  monkeypatch.setattr(sys, "argv", ["device_check.py", f"--stages={stages}"])
+  with pytest.raises(SystemExit):
+    device_check.parse_args()
+  assert "float32,pseudo_label,grid,bfloat16,torch" in capsys.readouterr().err
