@@ -6,11 +6,13 @@
 #   benchmarks/device_check.sh full --stages=grid,torch --deadline_s=420
 #                                       # options after the size go to device_check.py
 #
-# It needs the Python packages of lt_jax. The accelerator machine has jax, flax, optax, orbax
-# and torch but not ml_collections, clu or tensorboardX: put their wheels in .whl/ (ignored
-# by git; see the device tool's notes) and name .whl in the run's carry list; this script
-# installs them. Fashion-MNIST's IDX files (about 30 MB) are read from $FMNIST_DIR, else
-# .data/fashion-mnist/ (ignored; carry it too), else Debian's /usr/share/datasets/fashion-mnist.
+# It needs the Python packages of lt_jax. On an offline machine that has jax, flax, optax,
+# orbax and torch but not ml_collections, clu or tensorboardX (runs on in-memory arrays need
+# no grain), fetch those three where pip works, into .whl/ (ignored by git; pure Python):
+#   pip download --no-deps -d .whl ml_collections==1.1.0 clu==0.0.12 tensorboardX==2.6.5
+# and copy .whl/ along; this script installs them. Fashion-MNIST's IDX files (about 30 MB) are
+# read from $FMNIST_DIR, else .data/fashion-mnist/ (ignored; copy it along too), else Debian's
+# /usr/share/datasets/fashion-mnist.
 # The table is also written to $OUT/device_check.json when $OUT is set.
 set -euo pipefail
 cd "$(dirname "$0")/.."

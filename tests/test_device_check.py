@@ -60,3 +60,18 @@ def test_bad_stage_lists_are_refused_naming_the_choices(stages, monkeypatch, cap
   with pytest.raises(SystemExit):
     device_check.parse_args()
   assert "float32,pseudo_label,grid,bfloat16,torch" in capsys.readouterr().err
+
+
+def test_runs_on_in_memory_arrays_import_no_grain():
+  """grain (with array_record and portpicker) serves image lists only: a CIFAR, digits or grid
+  run, and the check's benchmarks, start without it (an offline accelerator lacks it)."""
+  import subprocess
+  code = ("import sys; sys.argv = ['run.py']; sys.path[:0] = ['benchmarks', '.']\n"
+          "import run, device_check, grid_throughput\n"
+          "from lt_jax import decouple, grid, pipeline, pseudo_label\n"
+          "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+          "('grain', 'array_record', 'portpicker')))")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                       check=True)
+  assert out.stdout.strip() == "[]"

@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import grain
 import numpy as np
 from absl import flags
 from PIL import Image, ImageEnhance
 
 from lt_jax.data.image_lists import ImageList, read_image
 from lt_jax.errors import ConfigError
+
+if TYPE_CHECKING:
+  import grain
 
 ORDERS = ("instance", "class_aware")
 
@@ -235,6 +237,7 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
 
   if not 0 <= start_step <= steps:
     raise ValueError(f"start_step={start_step} is outside the stream's {steps} batches.")
+  import grain  # Here, not at the top: runs on in-memory arrays never need grain.
   data = grain.MapDataset.range(start_step * per_host, steps * per_host).map(load).batch(
       per_host, drop_remainder=True)
   return _prefetch(data.to_iter_dataset(), num_workers)
@@ -245,6 +248,7 @@ def _prefetch(iterable: grain.IterDataset, num_workers: int) -> grain.IterDatase
     return iterable
   if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a notebook parses none.
     flags.FLAGS.mark_as_parsed()
+  import grain
   return iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
 
 
@@ -265,6 +269,7 @@ def eval_batches(images: ImageList, *, batch_size: int, resize: int = 256, crop:
             "label": np.int32(images.labels[position]), "mask": np.bool_(True)}
 
   per_host = rows.stop - rows.start
+  import grain
   data = grain.MapDataset.range(steps * per_host).map(
       lambda i: load(i // per_host * batch_size + rows.start + i % per_host))
   return _prefetch(data.batch(per_host, drop_remainder=True).to_iter_dataset(), num_workers)
