@@ -17,11 +17,14 @@
    12 and 24 models of `configs/cifar10lt_grid.py` (8 methods cycled, vmap), per model and in
    total, with each grid's 200-epoch training time at that speed (target: 12 models under 5
    minutes end to end).
+6. Steps per call (benchmarks/steps_per_call.py): the float32 run's step dispatched 1, 4, 16,
+   32, 64 and 128 steps per call, images/s against one step per call, the measurement behind
+   the accelerator default of `train.steps_per_call`.
 
 Stages run in the order of --stages (by default the accelerator targets first: float32,
-pseudo_label, grid, bfloat16, torch). A stage that fails is reported and the others go on;
-once --deadline_s has passed, the stages left are skipped and named, with the command that
-runs them. The JSON (--json) is rewritten after every stage, so a run cut short still
+pseudo_label, grid, steps_per_call, bfloat16, torch). A stage that fails is reported and the
+others go on; once --deadline_s has passed, the stages left are skipped and named, with the
+command that runs them. The JSON (--json) is rewritten after every stage, so a run cut short still
 returns what it measured.
 
 Ratios are against the PyTorch row where it exists. Targets (one H100/H200): the float32 run
@@ -58,8 +61,11 @@ SIZES = {
 }
 # Grid benchmark: models per program and timed steps.
 GRID_SIZES = {"full": ("4,8,12,24", 128), "cpu": ("2,4", 4)}
+# Steps-per-call benchmark: sizes and timed steps per size.
+STEPS_PER_CALL_SIZES = {"full": ("1,4,16,32,64,128", 512), "cpu": ("1,2,8", 16)}
 # Every stage, the accelerator targets first.
-STAGES = ("float32", "pseudo_label", "grid", "bfloat16", "torch")
+STAGES = ("float32", "pseudo_label", "grid", "steps_per_call", "bfloat16", "torch")
+TABLES = ("grid", "steps_per_call")  # Stages that print their own table.
 
 
 def parse_args() -> argparse.Namespace:
@@ -156,12 +162,24 @@ def grid_rows(data_dir: str, size: str, extra: list[str]) -> dict:
   """benchmarks/grid_throughput.py in a fresh process; prints its table, returns its JSON."""
   sizes, steps = GRID_SIZES[size]
   out = os.path.join(data_dir, "grid_throughput.json")
-  here = os.path.dirname(os.path.abspath(__file__))
   sets = [f"--set={f}" for f in [f"dataset.data_dir={data_dir}", *extra]]
-  subprocess.run([sys.executable, os.path.join(here, "grid_throughput.py"),
+  subprocess.run([sys.executable, os.path.join(HERE, "grid_throughput.py"),
                   "--config=configs/cifar10lt_grid.py", *sets, f"--sizes={sizes}",
                   f"--steps={steps}", f"--json={out}"], check=True,
-                 cwd=os.path.dirname(here), timeout=1800)
+                 cwd=os.path.dirname(HERE), timeout=1800)
+  with open(out) as f:
+    return json.load(f)
+
+
+def steps_per_call_rows(data_dir: str, size: str, extra: list[str]) -> dict:
+  """benchmarks/steps_per_call.py in a fresh process; prints its table, returns its JSON."""
+  sizes, steps = STEPS_PER_CALL_SIZES[size]
+  out = os.path.join(data_dir, "steps_per_call.json")
+  sets = [f"--set={f}" for f in [f"dataset.data_dir={data_dir}", *extra]]
+  subprocess.run([sys.executable, os.path.join(HERE, "steps_per_call.py"),
+                  "--config=configs/cifar10lt_ce.py", *sets, f"--sizes={sizes}",
+                  f"--steps={steps}", f"--json={out}"], check=True,
+                 cwd=os.path.dirname(HERE), timeout=1800)
   with open(out) as f:
     return json.load(f)
 
@@ -194,6 +212,7 @@ def main() -> None:
                                     extra),
       "pseudo_label": lambda: pseudo_label_row(num_pseudo),
       "grid": lambda: grid_rows(data_dir, args.size, extra),
+      "steps_per_call": lambda: steps_per_call_rows(data_dir, args.size, extra),
       "bfloat16": lambda: lt_jax_row(f"lt_jax bfloat16, {epochs} epochs", data_dir, epochs,
                                      extra + ["model.dtype=bfloat16"]),
       "torch": lambda: torch_row(data_dir, torch_epochs, epochs, args.workers, img_max),
@@ -201,16 +220,17 @@ def main() -> None:
 
   def write(record: dict) -> None:
     if args.json:
-      runs = [record["done"][n] for n in STAGES if n != "grid" and record["done"].get(n)]
+      runs = [record["done"][n] for n in STAGES if n not in TABLES and record["done"].get(n)]
       io_utils.atomic_write_json(args.json, {
-          "size": args.size, "runs": runs, "grid": record["done"].get("grid"),
+          "size": args.size, "runs": runs, **{n: record["done"].get(n) for n in TABLES},
           "failed": record["failed"], "skipped": record["skipped"]})
 
   record = run_stages({name: every[name] for name in args.stages}, args.deadline_s, write)
   done = record["done"]
   reference = done.get("torch")
-  rows = [done[n] for n in STAGES if n not in ("grid", "torch") and n in done]
-  print_table(rows + ([reference] if reference else []), reference)
+  rows = [done[n] for n in STAGES if n not in TABLES + ("torch",) and n in done]
+  if rows or reference:
+    print_table(rows + ([reference] if reference else []), reference)
   for name, error in record["failed"].items():
     print(f"stage {name} failed: {error}")
   if record["skipped"]:
