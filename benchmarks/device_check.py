@@ -24,8 +24,8 @@
 Stages run in the order of --stages (by default the accelerator targets first: float32,
 pseudo_label, grid, steps_per_call, bfloat16, torch). A stage that fails is reported and the
 others go on; once --deadline_s has passed, the stages left are skipped and named, with the
-command that runs them. The JSON (--json) is rewritten after every stage, so a run cut short still
-returns what it measured.
+command that runs them (and the grid stage measures no further size). The JSON (--json) is
+rewritten after every stage, so a run cut short still returns what it measured.
 
 Ratios are against the PyTorch row where it exists. Targets (one H100/H200): the float32 run
 under 60 s, an evaluation of the 10,000 test images under 50 ms, pseudo-labeling above
@@ -158,15 +158,16 @@ def torch_row(data_dir: str, epochs: int, total_epochs: int, workers: int,
           "eval_ms": 1000 * out["eval_s"], "top1": None}
 
 
-def grid_rows(data_dir: str, size: str, extra: list[str]) -> dict:
-  """benchmarks/grid_throughput.py in a fresh process; prints its table, returns its JSON."""
+def grid_rows(data_dir: str, size: str, extra: list[str], deadline_s: float = 0.0) -> dict:
+  """benchmarks/grid_throughput.py in a fresh process; prints its table, returns its JSON.
+  `deadline_s` > 0: it measures no further grid size after that many seconds."""
   sizes, steps = GRID_SIZES[size]
   out = os.path.join(data_dir, "grid_throughput.json")
   sets = [f"--set={f}" for f in [f"dataset.data_dir={data_dir}", *extra]]
   subprocess.run([sys.executable, os.path.join(HERE, "grid_throughput.py"),
                   "--config=configs/cifar10lt_grid.py", *sets, f"--sizes={sizes}",
-                  f"--steps={steps}", f"--json={out}"], check=True,
-                 cwd=os.path.dirname(HERE), timeout=1800)
+                  f"--steps={steps}", f"--json={out}", f"--deadline_s={deadline_s}"],
+                 check=True, cwd=os.path.dirname(HERE), timeout=1800)
   with open(out) as f:
     return json.load(f)
 
@@ -207,11 +208,17 @@ def main() -> None:
   sys.argv = ["fmnist_as_cifar", f"--out={data_dir}"] + (
       [f"--fmnist_dir={args.fmnist_dir}"] if args.fmnist_dir else [])
   fmnist_as_cifar.main()
+  start = time.monotonic()
+
+  def time_left() -> float:
+    """Seconds to the deadline (at least 1), 0 without one."""
+    return max(args.deadline_s - (time.monotonic() - start), 1.0) if args.deadline_s else 0.0
+
   every = {
       "float32": lambda: lt_jax_row(f"lt_jax float32, {epochs} epochs", data_dir, epochs,
                                     extra),
       "pseudo_label": lambda: pseudo_label_row(num_pseudo),
-      "grid": lambda: grid_rows(data_dir, args.size, extra),
+      "grid": lambda: grid_rows(data_dir, args.size, extra, time_left()),
       "steps_per_call": lambda: steps_per_call_rows(data_dir, args.size, extra),
       "bfloat16": lambda: lt_jax_row(f"lt_jax bfloat16, {epochs} epochs", data_dir, epochs,
                                      extra + ["model.dtype=bfloat16"]),

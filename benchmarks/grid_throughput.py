@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 
-from lt_jax import classify, grid, parallel  # noqa: E402
+from lt_jax import classify, grid, io_utils, parallel  # noqa: E402
 from lt_jax.config import override  # noqa: E402
 from lt_jax.data import samplers  # noqa: E402
 from lt_jax.models import create_model  # noqa: E402
@@ -55,6 +55,8 @@ def parse_args() -> argparse.Namespace:
   parser.add_argument("--warmup_steps", type=int, default=0,
                       help="untimed steps first (0: one dispatch)")
   parser.add_argument("--json", default=None, help="also write the rows here")
+  parser.add_argument("--deadline_s", type=float, default=0.0,
+                      help="measure no further size after this many seconds (0: none)")
   return parser.parse_args()
 
 
@@ -145,8 +147,11 @@ def main() -> None:
   groups = parallel.model_groups(mesh)
   maps = [members_lib.resolve_member_map(m, groups) for m in args.maps.split(",")]
   runs = [(1, "alone")] + [(size, how) for how in dict.fromkeys(maps) for size in sizes]
-  rows = []
+  rows, skipped, start = [], [], time.monotonic()
   for size, how in runs:
+    if rows and args.deadline_s > 0 and time.monotonic() - start >= args.deadline_s:
+      skipped.append(f"{size} {how}")
+      continue
     row = measure(config, size, how, args.steps, args.warmup_steps, mesh)
     rows.append(row)
     print(json.dumps(row), flush=True)
@@ -164,10 +169,11 @@ def main() -> None:
     print(f"| {row['models']} | {row['map']} | {row['images_per_s']:,.0f} | "
           f"{row['images_per_s_per_model']:,.0f} | {row['images_per_s'] / base:.2f}x | "
           f"{row['images_per_s_per_model'] / base:.2f}x | {row['schedule_s'] / 60:.1f} min |")
+  if skipped:
+    print(f"not measured, past the {args.deadline_s:.0f} s deadline: {', '.join(skipped)}")
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump({"device": str(device), "config": args.config, "set": args.set, "rows": rows},
-                f, indent=1)
+    io_utils.atomic_write_json(args.json, {"device": str(device), "config": args.config,
+                                           "set": args.set, "rows": rows, "skipped": skipped})
 
 
 if __name__ == "__main__":
