@@ -1,5 +1,6 @@
 """Shared fixtures: tiny, fast configs on the embedded digits data."""
 
+import json
 import os
 
 # Tests are dominated by XLA compile time on the CPU; the lowest backend optimisation level
@@ -42,6 +43,12 @@ def tiny_config(**overrides):
     section, field = key.split("__")
     c[section][field] = value
   return c
+
+
+def read_jsonl(path) -> list[dict]:
+  """A metrics.jsonl file's records, in order."""
+  with open(path) as f:
+    return [json.loads(line) for line in f]
 
 
 def fake_devices_env(devices: int) -> dict:

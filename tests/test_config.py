@@ -28,7 +28,8 @@ def load(path):
 def test_every_config_is_valid(path):
   config = load(path)
   validate(config, check_data=False)
-  doc = open(path).read()
+  with open(path) as f:
+    doc = f.read()
   assert "python run.py --config=configs/" + os.path.basename(path) in doc
 
 

@@ -136,7 +136,8 @@ def test_post_hoc_picks_the_best_tau_on_validation(stage1, tmp_path, method):
   chosen = res["curve"][[0.0, 0.5, 1.0].index(res["tau"])]
   assert res["final"]["top1_acc"] == pytest.approx(chosen["test_top1_acc"])
   if method == "logit_adjust":  # tau 0 leaves stage 1's logits: its test accuracy.
-    stage1_final = json.load(open(os.path.join(stage1, "results.json")))["final"]
+    with open(os.path.join(stage1, "results.json")) as f:
+      stage1_final = json.load(f)["final"]
     assert res["tau_0"]["top1_acc"] == pytest.approx(stage1_final["top1_acc"])
   for name in (decouple.CURVE_PLOT_FILE, "per_class_accuracy.png", "results.json"):
     assert os.path.exists(os.path.join(workdir, method, name))

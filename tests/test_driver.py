@@ -1,7 +1,6 @@
 """The one training driver: many steps per dispatch, host reads per window, resume, divergence,
 reduced precision, and the supervised and contrastive stages running through it."""
 
-import json
 import os
 
 import flax
@@ -9,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import killed_at_epoch, tiny_config
+from conftest import killed_at_epoch, read_jsonl, tiny_config
 
 from lt_jax import parallel, pipeline
 from lt_jax import workdir as workdir_lib
@@ -65,7 +64,7 @@ def test_window_and_epoch_means_match_a_hand_computation(tmp_path):
   for epoch, record in enumerate(out.meta["history"]):
     np.testing.assert_allclose(record["train/loss"], totals[5 * epoch:5 * epoch + 5].mean())
     assert record["train/lr"] == 5 * epoch + 4  # The last step's value, not a mean.
-  logged = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  logged = read_jsonl(tmp_path / "metrics.jsonl")
   windows = {r["step"]: r["train_step/loss"] for r in logged if "train_step/loss" in r}
   # Log boundaries at steps 4, 8, 12; each window restarts at its epoch's first step.
   assert sorted(windows) == [4, 8, 12]

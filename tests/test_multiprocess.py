@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from conftest import fake_devices_env
+from conftest import fake_devices_env, read_jsonl
 from etils import epath
 
 from lt_jax.checkpoint import Checkpoints, latest_step
@@ -135,7 +135,7 @@ def test_two_processes_stop_on_sigterm_resume_and_equal_one_process(tmp_path):
   labels = [{k: v for k, v in r["stages"]["pseudo_labels"].items() if k != "file"}
             for r in results]
   assert labels[0] == labels[1]
-  lines = [[json.loads(line)["step"] for line in open(d / "final" / "metrics.jsonl")]
+  lines = [[r["step"] for r in read_jsonl(d / "final" / "metrics.jsonl")]
            for d in (two, one)]
   assert lines[0] == lines[1]  # One writer: no line twice.
   # One device against two, on the base stage (before pseudo-labels could differ; one device

@@ -7,7 +7,7 @@ import types
 import jax
 import numpy as np
 import pytest
-from conftest import killed_at_epoch, tiny_config
+from conftest import killed_at_epoch, read_jsonl, tiny_config
 
 from lt_jax import parallel, pipeline, results
 from lt_jax import workdir as workdir_lib
@@ -55,7 +55,7 @@ def test_results_json_and_plot(tmp_path):
   assert out["final"] == saved["final"]
   png = (tmp_path / results.PLOT_FILE).read_bytes()
   assert png.startswith(b"\x89PNG")
-  lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  lines = read_jsonl(tmp_path / "metrics.jsonl")
   assert [r["epoch"] for r in lines if "epoch" in r] == [1, 2, 3]
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
 
@@ -99,8 +99,8 @@ def assert_same_run(whole_dir, whole_out, cut_dir, resumed):
   best_dir = Checkpoints(str(cut_dir / "checkpoints" / "best"))
   _, meta = best_dir.restore()
   assert meta["epoch"] == resumed["best"]["epoch"]
-  lines = [json.loads(line) for line in open(cut_dir / "metrics.jsonl")]
-  whole_lines = [json.loads(line) for line in open(whole_dir / "metrics.jsonl")]
+  lines = read_jsonl(cut_dir / "metrics.jsonl")
+  whole_lines = read_jsonl(whole_dir / "metrics.jsonl")
   assert [r["step"] for r in lines] == [r["step"] for r in whole_lines]  # No duplicate.
   assert [r["epoch"] for r in lines if "epoch" in r] == [1, 2, 3, 4]
 
