@@ -327,7 +327,8 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(finished, tmp_
   # The parameter table went to a file; the console got one line.
   table = os.path.join(workdir, workdir_lib.PARAMETERS_FILE)
   assert f"parameters (table: {table})" in printed and "backbone/conv1/kernel" not in printed
-  assert "backbone/conv1/kernel" in open(table).read()
+  with open(table) as f:
+    assert "backbone/conv1/kernel" in f.read()
 
 
 def test_no_readable_checkpoint_is_an_error_naming_the_folder(finished, tmp_path):

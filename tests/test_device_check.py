@@ -31,7 +31,8 @@ def test_stages_run_in_order_a_failure_is_kept_and_the_deadline_skips_the_rest(t
 
   def report(record):
     io_utils.atomic_write_json(path, record)
-    written.append(json.loads(open(path).read()))
+    with open(path) as f:
+      written.append(json.load(f))
 
   record = device_check.run_stages(
       {"a": stage("a", 100), "b": stage("b", 50, fail=True), "c": stage("c", 10),
