@@ -104,8 +104,8 @@ def run_stages(stages: dict[str, Callable[[], object]], deadline_s: float,
     print(f"== {name} (at {clock() - start:.0f} s)", flush=True)
     try:
       record["done"][name] = stage()
-    except Exception as e:  # noqa: BLE001 - one broken stage must not lose the others.
-      traceback.print_exc()
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - one broken stage must not lose
+      traceback.print_exc()                # the others (a benchmark may exit with a message).
       record["failed"][name] = f"{type(e).__name__}: {e}"
     report(record)
   if record["skipped"]:

@@ -65,9 +65,16 @@ def checkout(commit: str | None):
                    capture_output=True)
 
 
+def run_env(tree: str) -> dict:
+  """The environment of a run from `tree`: its lt_jax first on the path, then whatever the
+  caller's path holds (packages installed beside the Python, as on an offline machine)."""
+  caller = os.environ.get("PYTHONPATH")
+  return dict(os.environ, PYTHONPATH=os.pathsep.join([tree] + ([caller] if caller else [])))
+
+
 def run_once(tree: str, config: str, flags: list[str], timeout: int) -> dict:
   workdir = tempfile.mkdtemp(prefix="lt_jax_bench_")
-  env = dict(os.environ, PYTHONPATH=tree)
+  env = run_env(tree)
   start = time.perf_counter()
   proc = subprocess.run([sys.executable, "run.py", f"--config={config}",
                          f"--workdir={workdir}/run", *flags], cwd=tree, env=env,

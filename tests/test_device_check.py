@@ -14,7 +14,8 @@ import device_check  # noqa: E402
 from lt_jax import io_utils  # noqa: E402
 
 
-def test_stages_run_in_order_a_failure_is_kept_and_the_deadline_skips_the_rest(tmp_path):
+@pytest.mark.parametrize("error", [RuntimeError, SystemExit])  # A benchmark may exit.
+def test_stages_run_in_order_a_failure_is_kept_and_the_deadline_skips_the_rest(tmp_path, error):
   now, ran = [0.0], []
 
   def stage(name, seconds, fail=False):
@@ -22,7 +23,7 @@ def test_stages_run_in_order_a_failure_is_kept_and_the_deadline_skips_the_rest(t
       ran.append(name)
       now[0] += seconds
       if fail:
-        raise RuntimeError(f"{name} broke")
+        raise error(f"{name} broke")
       return {"name": name}
     return run
 
@@ -41,7 +42,7 @@ def test_stages_run_in_order_a_failure_is_kept_and_the_deadline_skips_the_rest(t
   # a ends at 100 s, b fails at 150 s, c starts before the deadline and ends at 160 s.
   assert ran == ["a", "b", "c"]
   assert record["done"] == {"a": {"name": "a"}, "c": {"name": "c"}}
-  assert record["failed"] == {"b": "RuntimeError: b broke"}
+  assert record["failed"] == {"b": f"{error.__name__}: b broke"}
   assert record["skipped"] == ["d", "e"]
   # The file held every finished stage as soon as it finished, and in the end the skipped.
   assert [sorted(w["done"]) + sorted(w["failed"]) for w in written] == [
@@ -76,3 +77,12 @@ def test_runs_on_in_memory_arrays_import_no_grain():
   out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                        check=True)
   assert out.stdout.strip() == "[]"
+
+
+def test_a_benchmark_run_keeps_the_callers_path_after_its_tree(monkeypatch):
+  import train_throughput
+  monkeypatch.setenv("PYTHONPATH", "/site/wheels")
+  assert train_throughput.run_env("/tree")["PYTHONPATH"] == os.pathsep.join(
+      ["/tree", "/site/wheels"])
+  monkeypatch.delenv("PYTHONPATH")
+  assert train_throughput.run_env("/tree")["PYTHONPATH"] == "/tree"
