@@ -92,21 +92,23 @@ def run_stages(stages: dict[str, Callable[[], object]], deadline_s: float,
                report: Callable[[dict], None], clock: Callable[[], float] = time.monotonic
                ) -> dict:
   """Runs `stages` (name -> function) in order and returns {"done": {name: result},
-  "failed": {name: error}, "skipped": [names]}; a stage that raises is recorded and the next
-  one starts; none starts once `deadline_s` (> 0) has passed. `report` gets the record after
-  every stage, and once more when stages were skipped."""
+  "failed": {name: error}, "skipped": [names], "seconds": {name: wall time}}; a stage that
+  raises is recorded and the next one starts; none starts once `deadline_s` (> 0) has passed.
+  `report` gets the record after every stage, and once more when stages were skipped."""
   start = clock()
-  record = {"done": {}, "failed": {}, "skipped": []}
+  record = {"done": {}, "failed": {}, "skipped": [], "seconds": {}}
   for name, stage in stages.items():
-    if deadline_s > 0 and clock() - start >= deadline_s:
+    began = clock()
+    if deadline_s > 0 and began - start >= deadline_s:
       record["skipped"].append(name)
       continue
-    print(f"== {name} (at {clock() - start:.0f} s)", flush=True)
+    print(f"== {name} (at {began - start:.0f} s)", flush=True)
     try:
       record["done"][name] = stage()
     except (Exception, SystemExit) as e:  # noqa: BLE001 - one broken stage must not lose
       traceback.print_exc()                # the others (a benchmark may exit with a message).
       record["failed"][name] = f"{type(e).__name__}: {e}"
+    record["seconds"][name] = clock() - began
     report(record)
   if record["skipped"]:
     report(record)
@@ -230,7 +232,8 @@ def main() -> None:
       runs = [record["done"][n] for n in STAGES if n not in TABLES and record["done"].get(n)]
       io_utils.atomic_write_json(args.json, {
           "size": args.size, "runs": runs, **{n: record["done"].get(n) for n in TABLES},
-          "failed": record["failed"], "skipped": record["skipped"]})
+          "failed": record["failed"], "skipped": record["skipped"],
+          "stage_seconds": record["seconds"]})
 
   record = run_stages({name: every[name] for name in args.stages}, args.deadline_s, write)
   done = record["done"]
@@ -238,6 +241,7 @@ def main() -> None:
   rows = [done[n] for n in STAGES if n not in TABLES + ("torch",) and n in done]
   if rows or reference:
     print_table(rows + ([reference] if reference else []), reference)
+  print("stage wall times: " + ", ".join(f"{n} {t:.0f} s" for n, t in record["seconds"].items()))
   for name, error in record["failed"].items():
     print(f"stage {name} failed: {error}")
   if record["skipped"]:

@@ -44,6 +44,7 @@ def test_stages_run_in_order_a_failure_is_kept_and_the_deadline_skips_the_rest(t
   assert record["done"] == {"a": {"name": "a"}, "c": {"name": "c"}}
   assert record["failed"] == {"b": f"{error.__name__}: b broke"}
   assert record["skipped"] == ["d", "e"]
+  assert record["seconds"] == {"a": 100, "b": 50, "c": 10}
   # The file held every finished stage as soon as it finished, and in the end the skipped.
   assert [sorted(w["done"]) + sorted(w["failed"]) for w in written] == [
       ["a"], ["a", "b"], ["a", "c", "b"], ["a", "c", "b"]]
