@@ -160,31 +160,30 @@ def torch_row(data_dir: str, epochs: int, total_epochs: int, workers: int,
           "eval_ms": 1000 * out["eval_s"], "top1": None}
 
 
-def grid_rows(data_dir: str, size: str, extra: list[str], deadline_s: float = 0.0) -> dict:
-  """benchmarks/grid_throughput.py in a fresh process; prints its table, returns its JSON.
-  `deadline_s` > 0: it measures no further grid size after that many seconds."""
-  sizes, steps = GRID_SIZES[size]
-  out = os.path.join(data_dir, "grid_throughput.json")
+def benchmark_rows(script: str, config: str, data_dir: str, extra: list[str],
+                   sizes_and_steps: tuple[str, int], *flags: str) -> dict:
+  """benchmarks/<script>.py on `config` over the check's data, in a fresh process: it prints
+  its own table; its JSON comes back."""
+  sizes, steps = sizes_and_steps
+  out = os.path.join(data_dir, f"{script}.json")
   sets = [f"--set={f}" for f in [f"dataset.data_dir={data_dir}", *extra]]
-  subprocess.run([sys.executable, os.path.join(HERE, "grid_throughput.py"),
-                  "--config=configs/cifar10lt_grid.py", *sets, f"--sizes={sizes}",
-                  f"--steps={steps}", f"--json={out}", f"--deadline_s={deadline_s}"],
+  subprocess.run([sys.executable, os.path.join(HERE, f"{script}.py"), f"--config={config}",
+                  *sets, f"--sizes={sizes}", f"--steps={steps}", f"--json={out}", *flags],
                  check=True, cwd=os.path.dirname(HERE), timeout=1800)
   with open(out) as f:
     return json.load(f)
 
 
+def grid_rows(data_dir: str, size: str, extra: list[str], deadline_s: float = 0.0) -> dict:
+  """The grid benchmark; `deadline_s` > 0: it measures no further grid size after that many
+  seconds."""
+  return benchmark_rows("grid_throughput", "configs/cifar10lt_grid.py", data_dir, extra,
+                        GRID_SIZES[size], f"--deadline_s={deadline_s}")
+
+
 def steps_per_call_rows(data_dir: str, size: str, extra: list[str]) -> dict:
-  """benchmarks/steps_per_call.py in a fresh process; prints its table, returns its JSON."""
-  sizes, steps = STEPS_PER_CALL_SIZES[size]
-  out = os.path.join(data_dir, "steps_per_call.json")
-  sets = [f"--set={f}" for f in [f"dataset.data_dir={data_dir}", *extra]]
-  subprocess.run([sys.executable, os.path.join(HERE, "steps_per_call.py"),
-                  "--config=configs/cifar10lt_ce.py", *sets, f"--sizes={sizes}",
-                  f"--steps={steps}", f"--json={out}"], check=True,
-                 cwd=os.path.dirname(HERE), timeout=1800)
-  with open(out) as f:
-    return json.load(f)
+  return benchmark_rows("steps_per_call", "configs/cifar10lt_ce.py", data_dir, extra,
+                        STEPS_PER_CALL_SIZES[size])
 
 
 def print_table(rows: list[dict], reference: dict | None) -> None:

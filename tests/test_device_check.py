@@ -3,6 +3,7 @@ written after every stage (the check itself needs an accelerator; its CPU size t
 
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -68,7 +69,6 @@ def test_bad_stage_lists_are_refused_naming_the_choices(stages, monkeypatch, cap
 def test_runs_on_in_memory_arrays_import_no_grain():
   """grain (with array_record and portpicker) serves image lists only: a CIFAR, digits or grid
   run, and the check's benchmarks, start without it (an offline accelerator lacks it)."""
-  import subprocess
   code = ("import sys; sys.argv = ['run.py']; sys.path[:0] = ['benchmarks', '.']\n"
           "import run, device_check, grid_throughput\n"
           "from lt_jax import decouple, grid, pipeline, pseudo_label\n"
