@@ -9,6 +9,10 @@ SIGTERM (preemption, a scheduler) saves a checkpoint at the next step boundary a
 Ctrl-C does the same with exit code 130, a second Ctrl-C stops at once. The same command then
 continues the run.
 
+--check resolves and validates the config, checks each stage's batch against the devices and
+looks for the data, without training or writing anything: exit status 0 when the run is
+ready, 1 for a config or device-layout problem, 3 when only the data is absent.
+
 Multi-process runs (several hosts): every process runs the same command, with --distributed
 on a Cloud TPU pod slice or under SLURM, else with --coordinator_address, --num_processes and
 --process_id.
@@ -35,6 +39,8 @@ flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many proces
 flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, from 0.")
 flags.DEFINE_bool("distributed", False, "Multi-process runs whose environment describes the "
                   "job (Cloud TPU pod slice, SLURM, Open MPI): join it.")
+flags.DEFINE_bool("check", False, "Check the config, the device layout and the data without "
+                  "training; exit 0 (ready), 1 (a config or layout problem) or 3 (data absent).")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -48,6 +54,11 @@ def main(argv):
     std_logging.getLogger(logger).addFilter(_ReportedOnce())
   sys.unraisablehook = _unraisable
   # Imported here, after the flags parsed: a broken --config fails before JAX loads.
+  if FLAGS.check:
+    from lt_jax import preflight
+    report = preflight.check(FLAGS.config)
+    print(f"check: {FLAGS['config'].config_filename}\n{report.text}", flush=True)
+    sys.exit(report.status)
   from lt_jax import parallel
   from lt_jax.pipeline import run
   from lt_jax.train import preemption
@@ -118,6 +129,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     FLAGS.config.get("dataset")  # A config file that failed to load raises on first use.
   except Exception as e:  # Whatever loading the user's file raised.
     raise SystemExit(f"error: {config_error(e, argv)}") from None
+  except SystemExit as e:  # absl exits 1 after printing the help it was asked for.
+    if e.code == 1 and {"--help", "-help", "-h", "--helpshort", "--helpfull", "-?"} & set(argv):
+      raise SystemExit(0) from None
+    raise
   return args
 
 

@@ -1,6 +1,6 @@
 """ImageNet-LT, ResNet-50, cross-entropy with instance-balanced batches: the reference's
 ImageNet-LT recipe without pre-training (imagenet_inat/config/ImageNet_LT/feat_uniform.yaml of
-YyzHarry/imbalanced-semi-self at 760f039).
+YyzHarry/imbalanced-semi-self at 760f039, its HEAD).
 
   python run.py --config=configs/imagenetlt_ce.py --workdir=workdirs/imagenetlt_ce \\
       --config.dataset.data_dir=/data/imagenet --config.dataset.lists_dir=/data/ImageNet_LT
@@ -9,8 +9,9 @@ Needs your own ImageNet (ILSVRC 2012) folder, the one holding train/ and val/, a
 ImageNet-LT split lists (ImageNet_LT_train.txt, _val.txt, _test.txt); docs/DATA.md says where to
 get both (the folders default to ~/.lt_jax/data/imagenet and ~/.lt_jax/data/ImageNet_LT). The
 recipe: SGD momentum 0.9, lr 0.2, weight decay 5e-4, cosine to 0 without warm-up, 90 epochs,
-batch 100 (the file's earlier version, 28e6258, had 128: use that on 8 devices, which 100 does
-not split over), RandomResizedCrop(224) + flip + colour jitter. 90 epochs of 1,159 steps through
+batch 128 (set by the reference's 28e6258, "minor fix on default values", and kept at HEAD; the
+file's first version had 100), RandomResizedCrop(224) + flip + colour jitter. 128 splits over 1,
+2, 4, 8 or 16 devices. 90 epochs of 906 steps through
 a ResNet-50 is a multi-accelerator job: a CPU cannot run it in reasonable time. No accuracy is
 quoted for this config: the paper's ImageNet-LT numbers are for SSP runs (48.7% top-1 error for
 SSP + cRT with ResNet-50: configs/imagenetlt_ssp_crt.py).
@@ -30,7 +31,7 @@ def get_config():
   c.dataset.num_workers = 12  # The reference's loader workers; set to the host's cores.
   c.model.name = "resnet50"
   c.train.num_epochs = 90
-  c.train.batch_size = 100
+  c.train.batch_size = 128
   c.train.eval_batch_size = 512
   c.train.checkpoint_every_epochs = 1  # An epoch is long: a stop or crash loses little.
   c.train.log_every_steps = 100

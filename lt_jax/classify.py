@@ -42,7 +42,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_mesh()
   tr = config.train
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
-  parallel.check_batch_divides(tr.eval_batch_size, mesh, "train.eval_batch_size")
   facts = DatasetFacts.of(data)
   print_counts(facts)
   spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
@@ -211,7 +210,7 @@ def split_evaluators(config, data: prepare_lib.LongTailData, model, mesh
                      ) -> dict[str, tuple[Callable, step_lib.DeviceData]]:
   """{split: (counts(state, split_data), split_data)} for the test (and validation) split: the
   pure (not jitted) count function over the device-resident, padded and masked split."""
-  eval_batch = config.train.eval_batch_size
+  eval_batch = parallel.padded_batch_size(config.train.eval_batch_size, mesh)
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
   out = {}

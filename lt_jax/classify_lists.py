@@ -44,7 +44,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   spec = image_lists.LIST_DATASETS[ds.name]
   mesh = parallel.make_mesh()
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
-  parallel.check_batch_divides(tr.eval_batch_size, mesh, "train.eval_batch_size")
   splits = read_splits(ds)
   counts = splits["train"].class_counts(spec.num_classes)
   facts = classify.DatasetFacts(
@@ -157,12 +156,14 @@ def evaluation_splits(splits: dict[str, ImageList | None]) -> dict[str, ImageLis
   return {name: splits[name] for name in ("test", "val") if splits[name] is not None}
 
 
-def eval_stream(config: ml_collections.ConfigDict):
+def eval_stream(config: ml_collections.ConfigDict, mesh):
   """images -> this host's rows of the split's padded, masked batches of centre views
-  (dataset.resize_size, then dataset.image_size), train.eval_batch_size per global batch."""
+  (dataset.resize_size, then dataset.image_size), train.eval_batch_size per global batch
+  rounded up to a multiple of the mesh's devices."""
   ds = config.dataset
   return functools.partial(
-      image_pipeline.eval_batches, batch_size=config.train.eval_batch_size,
+      image_pipeline.eval_batches,
+      batch_size=parallel.padded_batch_size(config.train.eval_batch_size, mesh),
       resize=ds.resize_size, crop=ds.image_size, num_workers=ds.num_workers,
       process_index=jax.process_index(), process_count=jax.process_count())
 
@@ -173,8 +174,7 @@ def split_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.Frozen
   order: what the post-hoc classifiers re-score, one pass over each split."""
   spec = image_lists.LIST_DATASETS[config.dataset.name]
   mesh = parallel.make_mesh()
-  parallel.check_batch_divides(config.train.eval_batch_size, mesh, "train.eval_batch_size")
-  batches, sharding = eval_stream(config), parallel.batch_sharded(mesh)
+  batches, sharding = eval_stream(config, mesh), parallel.batch_sharded(mesh)
   return {name: pseudo_label.fed_outputs(
               frozen, feed_lib.device_batches(batches(images), sharding), spec.mean,
               spec.std, mesh=mesh)
@@ -189,7 +189,7 @@ class ListEvaluator:
   def __init__(self, config, splits: dict[str, ImageList | None], model, mesh, train_counts):
     spec = image_lists.LIST_DATASETS[config.dataset.name]
     self._splits = evaluation_splits(splits)
-    self._batches = eval_stream(config)
+    self._batches = eval_stream(config, mesh)
     self._replicated = parallel.replicated(mesh)
     self._batch_sharding = parallel.batch_sharded(mesh)
     self._num_classes, self._train_counts = spec.num_classes, train_counts

@@ -175,7 +175,6 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "",
   mesh = parallel.make_mesh() if mesh is None else mesh
   split = parallel.model_groups(mesh) > 1
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
-  parallel.check_batch_divides(tr.eval_batch_size, mesh, "train.eval_batch_size")
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
   sizes = [len(c) for c in cohorts]

@@ -115,13 +115,30 @@ def models_sharded(mesh: Mesh) -> NamedSharding:
                        else PartitionSpec())
 
 
+def data_devices(mesh: Mesh) -> int:
+  """How many devices one batch is split over: the mesh's 'data' axis."""
+  return dict(mesh.shape)[DATA_AXIS]
+
+
+def padded_batch_size(batch_size: int, mesh: Mesh) -> int:
+  """The batch of a forward pass over a split: `batch_size` rounded up to a multiple of the
+  devices it is split over. The extra rows are padding that a mask drops, so any requested
+  size runs on any device count and counts every image once, as on one device."""
+  n = data_devices(mesh)
+  return -(-batch_size // n) * n
+
+
 def check_batch_divides(batch_size: int, mesh: Mesh, field: str) -> None:
-  n = dict(mesh.shape)[DATA_AXIS]
+  """A training batch is split evenly over the devices (BatchNorm and the loss see every
+  row), so it must divide; the message names the nearest sizes that do."""
+  n = data_devices(mesh)
   if batch_size % n:
     where = (f"the {n} devices of a model's group" if model_groups(mesh) > 1
              else f"the {n} devices")
+    below, above = batch_size // n * n, -(-batch_size // n) * n
+    nearest = f"the nearest are {below} and {above}" if below else f"the smallest is {above}"
     raise ConfigError(f"{field}={batch_size} does not divide over {where}; use a "
-                      f"multiple of {n}.")
+                      f"multiple of {n} ({nearest}).")
 
 
 def put(array: np.ndarray, sharding: NamedSharding) -> jax.Array:

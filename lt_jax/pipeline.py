@@ -21,6 +21,7 @@ root results.json gathers `stages.<name>` once the last stage is done.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -61,6 +62,79 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.pretrain.method != "none":
       return run_ssp(config, workdir)
     return train(config, workdir)
+
+
+def describe(config: ml_collections.ConfigDict) -> str:
+  """The stages `run(config, ...)` goes through, in words (run.py --check prints it)."""
+  if config.decouple.methods:
+    stage1 = ("decouple.stage1_workdir" if config.decouple.stage1_workdir
+              else describe(override(config, **{"decouple.methods": ()})))
+    return f"decoupled: stage 1 ({stage1}) -> {', '.join(config.decouple.methods)}"
+  if config.grid.methods:
+    g = config.grid
+    return (f"grid: {len(g.methods)} methods x {len(g.seeds)} seeds x settings "
+            f"{', '.join(g.settings)}")
+  if config.semi.enabled:
+    return "semi-supervised: base -> pseudo_labels -> final"
+  if config.pretrain.method != "none":
+    probe = " -> probe" if config.pretrain.probe_epochs else ""
+    return f"SSP: pretrain ({config.pretrain.method}){probe} -> final"
+  return "supervised: one classifier"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingBatch:
+  """One stage's global training batch: what must divide the devices it is split over."""
+  stage: str
+  field: str  # The config field that sets it.
+  size: int
+  per_model_group: bool = False  # A grid program's: split over grid.devices_per_model.
+
+
+def training_batches(config: ml_collections.ConfigDict) -> list[TrainingBatch]:
+  """The training batch of every stage that `run(config, ...)` trains, in order, from the
+  same stage configs the pipeline builds."""
+  tr = config.train
+  if config.decouple.methods:
+    d = config.decouple
+    stage1 = [] if d.stage1_workdir else [
+        dataclasses.replace(b, stage=f"stage1/{b.stage}")
+        for b in training_batches(override(config, **{"decouple.methods": ()}))]
+    return stage1 + [TrainingBatch(m, "decouple.batch_size", d.batch_size)
+                     for m in d.methods if m in decouple.TRAINED]
+  if config.grid.methods:
+    return _grid_batches(config)
+  if config.semi.enabled:
+    base = [] if config.semi.base_workdir else [
+        TrainingBatch("base", "semi.base_batch_size", config.semi.base_batch_size)]
+    return base + [TrainingBatch("final", "train.batch_size", tr.batch_size)]
+  if config.pretrain.method != "none":
+    out = [_pretrain_batch(config, "pretrain")]
+    if config.pretrain.probe_epochs:
+      out.append(TrainingBatch("probe", "train.batch_size", tr.batch_size))
+    return out + [TrainingBatch("final", "train.batch_size", tr.batch_size)]
+  return [TrainingBatch("train", "train.batch_size", tr.batch_size)]
+
+
+def _pretrain_batch(config, stage: str, per_model_group: bool = False) -> TrainingBatch:
+  _, batch = contrastive_stage.epochs_and_batch(config)
+  field = "pretrain.batch_size" if config.pretrain.batch_size else "train.batch_size"
+  return TrainingBatch(stage, field, batch, per_model_group)
+
+
+def _grid_batches(config) -> list[TrainingBatch]:
+  g, tr = config.grid, config.train
+  out = []
+  if "ssp" in g.settings:  # Rotation trains as a grid program; MoCo / SimCLR alone.
+    out.append(_pretrain_batch(config, "pretrain", config.pretrain.method == "rotation"))
+  if {"scratch", "ssp"} & set(g.settings):
+    out.append(TrainingBatch("members", "train.batch_size", tr.batch_size, True))
+  if "semi" in g.settings:
+    out.append(TrainingBatch("semi base models", "semi.base_batch_size",
+                             config.semi.base_batch_size, True))
+    field = "grid.semi_batch_size" if g.semi_batch_size else "train.batch_size"
+    out.append(TrainingBatch("semi members", field, g.semi_batch_size or tr.batch_size, True))
+  return out
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:

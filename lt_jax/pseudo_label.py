@@ -241,7 +241,7 @@ def map_batches(frozen: FrozenModel, images_uint8, batch_size: int, mesh, fn, em
   mesh = parallel.make_mesh() if mesh is None else mesh
   if batch_size <= 0:
     raise ConfigError(f"{field}={batch_size} must be positive.")
-  parallel.check_batch_divides(batch_size, mesh, field)
+  batch_size = parallel.padded_batch_size(batch_size, mesh)
   m = len(images)
   if m == 0:
     return tuple(np.zeros((0, *shape), np.float32) for shape in empty)

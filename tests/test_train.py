@@ -166,9 +166,22 @@ def test_a_batch_that_does_not_split_over_the_devices_is_named():
   parallel.check_batch_divides(64, two_devices, "train.batch_size")
   with pytest.raises(ConfigError, match="train.batch_size=33 does not divide over the 2 devices"):
     parallel.check_batch_divides(33, two_devices, "train.batch_size")
+  eight = types.SimpleNamespace(shape={"data": 8})
+  with pytest.raises(ConfigError, match=r"=100 .* 8 devices; use a multiple of 8 \(the nearest "
+                     r"are 96 and 104\)"):
+    parallel.check_batch_divides(100, eight, "train.batch_size")
+  with pytest.raises(ConfigError, match=r"\(the smallest is 8\)"):
+    parallel.check_batch_divides(5, eight, "train.batch_size")
   groups = types.SimpleNamespace(shape={"models": 4, "data": 2})  # A grid's models split.
   with pytest.raises(ConfigError, match="over the 2 devices of a model's group"):
     parallel.check_batch_divides(33, groups, "train.batch_size")
+
+
+def test_a_forward_pass_batch_is_rounded_up_to_the_devices():
+  for devices, asked, padded in ((1, 100, 100), (8, 100, 104), (8, 500, 504), (8, 512, 512),
+                                 (8, 3, 8), (6, 64, 66)):
+    mesh = types.SimpleNamespace(shape={"data": devices})
+    assert parallel.padded_batch_size(asked, mesh) == padded
 
 
 def test_a_field_added_since_the_run_counts_only_when_set_away_from_its_default(tmp_path):

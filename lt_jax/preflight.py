@@ -1,0 +1,92 @@
+"""`run.py --check`: what a run would do on this machine's devices, checked without training.
+
+It resolves and validates the config, checks that every stage's training batch divides the
+devices it is split over, shows the padded batch of the forward passes over a split
+(evaluation, pseudo-labeling, decoupled scoring), and looks for the data. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import ml_collections
+
+from lt_jax import parallel, pipeline
+from lt_jax.errors import ConfigError, DataError
+from lt_jax.validate import validate
+
+READY, CONFIG_PROBLEM, DATA_ABSENT = 0, 1, 3  # run.py --check's exit codes.
+VERDICTS = {READY: "ready: the same command without --check runs it.",
+            CONFIG_PROBLEM: "not ready: fix the error above.",
+            DATA_ABSENT: "not ready: the data is absent (docs/DATA.md says where to get it); "
+                         "the config and the device layout are fine."}
+
+
+@dataclasses.dataclass
+class Report:
+  lines: list[str]
+  status: int  # READY, CONFIG_PROBLEM or DATA_ABSENT.
+
+  @property
+  def text(self) -> str:
+    return "\n".join(self.lines + [VERDICTS[self.status]])
+
+
+def check(config: ml_collections.ConfigDict, devices=None) -> Report:
+  """Every check a run makes before it trains, over `devices` (default: all of them)."""
+  devices = jax.devices() if devices is None else list(devices)
+  lines = []
+  try:
+    validate(config, check_data=False)
+  except ConfigError as e:
+    return Report([f"config: error: {e}"], CONFIG_PROBLEM)
+  lines.append(f"config: valid; {pipeline.describe(config)}")
+  processes = len({d.process_index for d in devices})
+  lines.append(f"devices: {len(devices)} x {devices[0].platform} ({devices[0].device_kind}) "
+               f"in {processes} process{'es' if processes > 1 else ''}")
+  problems = layout_lines(config, devices, lines)
+  try:
+    validate(config)
+  except ConfigError as e:
+    return Report(lines + [f"config: error: {e}"], CONFIG_PROBLEM)
+  except DataError as e:
+    return Report(lines + [f"data: absent or unreadable: {e}"],
+                  CONFIG_PROBLEM if problems else DATA_ABSENT)
+  lines.append(f"data: {config.dataset.name} found")
+  return Report(lines, CONFIG_PROBLEM if problems else READY)
+
+
+def layout_lines(config: ml_collections.ConfigDict, devices, lines: list[str]) -> int:
+  """Appends one line per training batch and forward pass to `lines`; returns how many
+  training batches do not divide their devices (each line then says `error:` and the fix)."""
+  mesh = parallel.make_mesh(devices)
+  group_mesh = mesh
+  if config.grid.methods and config.grid.devices_per_model:
+    try:
+      group_mesh = parallel.model_group_mesh(config.grid.devices_per_model, devices)
+    except ConfigError as e:
+      lines.append(f"  error: {e}")
+      return 1
+  problems = 0
+  for batch in pipeline.training_batches(config):
+    on = group_mesh if batch.per_model_group else mesh
+    n = parallel.data_devices(on)
+    head = f"  {batch.stage}: {batch.field}={batch.size}"
+    try:
+      parallel.check_batch_divides(batch.size, on, batch.field)
+    except ConfigError as e:
+      problems += 1
+      lines.append(f"{head}: error: {e}")
+      continue
+    lines.append(f"{head}, {batch.size // n} per device")
+  forward = [("train.eval_batch_size", config.train.eval_batch_size)]
+  if config.semi.enabled or "semi" in config.grid.settings and config.grid.methods:
+    forward.append(("semi.label_batch_size", config.semi.label_batch_size))
+  n = parallel.data_devices(mesh)
+  for field, size in forward:
+    padded = parallel.padded_batch_size(size, mesh)
+    pad = f", padded to {padded} (the {padded - size} extra rows masked)" if padded != size \
+        else ""
+    lines.append(f"  forward passes: {field}={size}{pad}, {padded // n} per device")
+  return problems
