@@ -31,6 +31,7 @@ import ml_collections
 from lt_jax import (
   classify,
   classify_lists,
+  compilation_cache,
   decouple,
   grid,
   io_utils,
@@ -51,6 +52,7 @@ from lt_jax.validate import validate
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate(config)
+  compilation_cache.enable()
   # One run at a time in a workdir: a second one would interleave its files with ours.
   with workdir_lib.lock(workdir, primary=parallel.is_main_process()):
     if config.decouple.methods:

@@ -63,6 +63,7 @@ import optax
 from lt_jax.errors import ConfigError
 from lt_jax.models.heads import l2_normalize, torch_linear_bias_init
 from lt_jax.models.resnet_cifar import CifarResNetBackbone
+from lt_jax.train import step as step_lib
 
 # PyTorch's default nn.Linear weight init, kaiming_uniform(a=sqrt(5)) = uniform(+-1/sqrt(fan_in)),
 # which MoCo v2's MLP head keeps.
@@ -311,8 +312,8 @@ def create_moco_state(model: nn.Module, tx: optax.GradientTransformation, input_
         opt_state=tx.init(params), queue=init_queue(queue_key, queue_size, dim),
         queue_ptr=jnp.zeros((), jnp.int32), rng=jax.random.key_data(run_key))
 
-  key = jax.random.key_data(jax.random.key(seed))
-  return jax.jit(lambda k: init(jax.random.wrap_key_data(k)), out_shardings=sharding)(key)
+  return step_lib.compile_initializer(lambda k: init(jax.random.wrap_key_data(k)), sharding)(
+      step_lib.seed_key_data(seed))
 
 
 def create_simclr_state(model: nn.Module, tx: optax.GradientTransformation, input_shape,
@@ -325,8 +326,8 @@ def create_simclr_state(model: nn.Module, tx: optax.GradientTransformation, inpu
     return SimclrState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                        opt_state=tx.init(params), rng=jax.random.key_data(run_key))
 
-  key = jax.random.key_data(jax.random.key(seed))
-  return jax.jit(lambda k: init(jax.random.wrap_key_data(k)), out_shardings=sharding)(key)
+  return step_lib.compile_initializer(lambda k: init(jax.random.wrap_key_data(k)), sharding)(
+      step_lib.seed_key_data(seed))
 
 
 def _constrain(x: jax.Array, sharding) -> jax.Array:

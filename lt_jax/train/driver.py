@@ -90,6 +90,7 @@ class MultiStep:
     self._run = jax.jit(self._multi, donate_argnums=0,
                         out_shardings=(state_sharding, self._sharding))
     self._zeros = None
+    self.called = False  # The first call compiles the step.
 
   def zeros(self, state, data) -> dict:
     if self._zeros is None:  # Tracing the step once tells the metrics' names.
@@ -102,6 +103,7 @@ class MultiStep:
   def __call__(self, state, sums, data, num_steps: int):
     if not self.loop and num_steps != 1:
       raise ValueError(f"this MultiStep runs one step per call, not {num_steps}.")
+    self.called = True
     return self._run(state, sums, data, np.int32(num_steps))
 
   def _one(self, state, sums, data):
@@ -267,7 +269,7 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
       carried = _windows_from_json(partial) if first % spe else []
       progress.restart_window(first)
       state, sums, stopped = _train_epoch(state, multi_step, data, epoch, plan, writer,
-                                          progress, last_ckpt, first, carried)
+                                          progress, last_ckpt, first, carried, log)
       if stopped is not None:
         _record_feed(meta, feed)
         _save_and_stop(stopped, state, sums, meta, last_ckpt, best_ckpt, best, start_time)
@@ -281,6 +283,9 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
           f"{k} {v:.4g}" for k, v in scalars_only(scalars).items() if not is_last_value(k))
       is_last = epoch + 1 == epochs
       if evaluate is not None and ((epoch + 1) % plan.eval_every_epochs == 0 or is_last):
+        if not compiled_eval:
+          log(f"{_label(plan)}epoch {epoch + 1}/{epochs} trained; compiling the evaluation "
+              "(first call) ...")
         eval_start = time.perf_counter()
         ev = evaluate(state, epoch)
         if ev.state is not None:
@@ -355,7 +360,8 @@ def images_per_second(meta: dict) -> float | None:
 
 
 def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progress, last_ckpt,
-                 first: int, carried: list[dict]) -> tuple[Any, dict, str | None]:
+                 first: int, carried: list[dict], log: Callable[[str], None] = print
+                 ) -> tuple[Any, dict, str | None]:
   """Steps `first` .. the epoch's end in chunks of at most `steps_per_call` steps, cut at log
   boundaries. Returns the state, the epoch's metric sums (`carried`: the windows before
   `first`, from a run stopped mid-epoch) and the signal it stopped on (None: the epoch ended).
@@ -380,7 +386,10 @@ def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progre
     while step < end:
       n = min(plan.steps_per_call, end - step, log_every - step % log_every)
       inputs = next(data) if isinstance(data, Feed) else data
-      state, sums = multi_step(state, sums, inputs, n)
+      if not multi_step.called:
+        state, sums = _first_call(multi_step, state, sums, inputs, n, plan, log)
+      else:
+        state, sums = multi_step(state, sums, inputs, n)
       step += n
       if pending is not None:  # The next chunk is queued: now wait for the last window.
         report(*pending)
@@ -391,6 +400,24 @@ def _train_epoch(state, multi_step, data, epoch: int, plan: Plan, writer, progre
           break
   report(*pending)
   return state, combine(epoch_windows), stopped
+
+
+def _label(plan: Plan) -> str:
+  return f"{plan.label} | " if plan.label else ""
+
+
+def _first_call(multi_step: MultiStep, state, sums, inputs, n: int, plan: Plan,
+                log: Callable[[str], None]):
+  """The first call, which compiles the step (or loads it from the compilation cache): said
+  before, and timed after, so a long compilation never looks like a hang."""
+  log(f"{_label(plan)}compiling the {plan.prefix} step (first call; later runs of the same "
+      "config load it from the compilation cache) ...")
+  start = time.perf_counter()
+  state, sums = multi_step(state, sums, inputs, n)
+  jax.block_until_ready(state)
+  log(f"{_label(plan)}first {plan.prefix} step done in {time.perf_counter() - start:.1f} s; "
+      f"{plan.steps_per_epoch} steps per epoch")
+  return state, sums
 
 
 def _save_and_stop(signal_name: str, state, sums: dict | None, meta: dict,
