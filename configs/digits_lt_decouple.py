@@ -7,7 +7,7 @@ adjustment on its frozen representation (Kang et al. 2020). Needs no download.
 
 A largest class of 100 leaves 10 images per class for a balanced validation split (100 images),
 on which tau is chosen. cRT and LWS: 10 epochs of class-aware batches of 64 (an epoch is
-100 x 10 images), lr 0.2, cosine.
+ceil(403 / 64) = 7 steps over the 403 training images), lr 0.2, cosine.
 """
 
 from configs import digits_lt_ce

@@ -15,7 +15,7 @@ from configs import digits_lt_ce
 
 def get_config():
   c = digits_lt_ce.get_config()
-  c.dataset.img_max = 40  # 159 labeled digits; >= 86 left per class for the pool.
+  c.dataset.img_max = 40  # 159 labeled digits; >= 85 left per class for the pool.
   c.grid.methods = ("ce", "focal", "reweight", "resample", "drw", "ldam_drw",
                     "balanced_softmax", "logit_adjust")
   c.grid.seeds = (0, 1, 2)

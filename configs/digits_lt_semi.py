@@ -14,7 +14,7 @@ from configs import digits_lt_ce
 def get_config():
   c = digits_lt_ce.get_config()
   # The digits training split holds ~126 images per class: a labeled largest class of 40
-  # leaves every class at least 86 for a pool of 80 per class.
+  # leaves every class at least 85 for a pool of 79 per class.
   c.dataset.img_max = 40
   c.semi.enabled = True
   c.semi.unlabeled_ratio = 1.0
