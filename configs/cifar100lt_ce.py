@@ -4,6 +4,9 @@
 
 Needs the CIFAR-100 python archive under ~/.lt_jax/data (or dataset.source='tfds'). 10,847
 training images; the paper reports 61.68% top-1 error (CE, rho 100).
+
+Runtime: 200 epochs of 85 steps at batch 128, an accelerator job, not measured yet.
+Paper: 61.68% top-1 error (CE, rho 100).
 """
 
 from lt_jax.config import get_base_config

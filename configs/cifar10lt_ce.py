@@ -4,6 +4,10 @@
 
 Needs the CIFAR-10 python archive under ~/.lt_jax/data (or dataset.source='tfds'). 200 epochs
 of 97 steps at batch 128: an accelerator job. The paper reports 29.64% top-1 error (CE, rho 100).
+
+Runtime: 200 epochs of 97 steps at batch 128, an accelerator job, not measured yet with the
+  current training loop (an H200 took 207 s with an earlier one, docs/PERFORMANCE.md).
+Paper: 29.64% top-1 error (CE, rho 100).
 """
 
 from lt_jax.config import get_base_config

@@ -13,6 +13,11 @@ lr 0.2, cosine, weight decay 5e-4). CIFAR-10's training split holds exactly the 
 the largest class, so no validation split is left: tau is chosen on the test split, which the
 results flag as optimistic (set dataset.img_max=4500 and dataset.val_per_class=500 for an honest
 choice on a balanced validation split).
+
+Runtime: stage 1 (200 epochs), then cRT and LWS (10 epochs each), an accelerator job, not
+  measured yet.
+Paper: none for decoupled classifiers on CIFAR-10-LT; its stage 1, CE, is 29.64% top-1 error at
+  rho 100.
 """
 
 from configs import cifar10lt_ce

@@ -18,6 +18,10 @@ The paper's CIFAR-10-LT numbers (top-1 error, rho 100) and the commands that rep
 
 The 12-model benchmark (4 methods x 3 seeds):
     ... --config.grid.methods="('ce','drw','ldam_drw','balanced_softmax')"
+
+Runtime: 24 models of 200 epochs in one program, an accelerator job, not measured yet (the
+  12-model benchmark's target: 5 minutes on one H100/H200).
+Paper: as listed above, per method and setting.
 """
 
 from lt_jax.config import get_base_config

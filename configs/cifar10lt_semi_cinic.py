@@ -11,6 +11,9 @@ the CIFAR-10-derived ones, so the pool shares no image with CIFAR-10's test set.
 draw runs on the class folders (semi.pool_draw_on auto), as the reference's runs on its pool's
 labels; they also measure pseudo-label accuracy. CINIC-10 holds 21,000 such images per class:
 at factor 5, rho_U up to 20 fits. Three 200-epoch stages: an accelerator job.
+
+Runtime: three 200-epoch stages, an accelerator job, not measured yet.
+Paper: none for this pool; the paper's TinyImages pool gives 16.79% (cifar10lt_semi.py).
 """
 
 from configs import cifar10lt_semi

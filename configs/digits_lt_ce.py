@@ -5,6 +5,10 @@
 Needs no download. About 2 minutes on a 2-core AMD EPYC (AVX2, no AVX-512), most of it
 compilation. Measured there: final (epoch 60) test top-1 95.18% (4.82% error), Few classes
 85.8%; the best epoch, 49, chosen on the test set as the reference does, 95.55%.
+
+Runtime: 41 s from an empty compilation cache (the first training step at 9.3 s), 35 s from a
+  filled one, on a 2-core AMD EPYC with AVX-512 (2026-12-07).
+Paper: none: the paper has no digits-LT runs.
 """
 
 from lt_jax.config import get_base_config

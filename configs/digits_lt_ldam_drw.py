@@ -3,6 +3,9 @@
   python run.py --config=configs/digits_lt_ldam_drw.py
 
 Needs no download; about as long as digits_lt_ce.py (2 minutes on a 2-core AMD EPYC).
+
+Runtime: about as long as digits_lt_ce.py (2 minutes on a 2-core AMD EPYC without AVX-512).
+Paper: none: the paper has no digits-LT runs.
 """
 
 from configs import digits_lt_ce

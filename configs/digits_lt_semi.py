@@ -6,6 +6,11 @@ subset left, retrain on both.
 
 Needs no download; about 2.5 minutes on a 2-core AMD EPYC (AVX2, no AVX-512) for all three
 stages. results.json holds stages.base, stages.pseudo_labels and stages.final.
+
+Runtime: 78 s on a 2-core AMD EPYC with AVX-512 (2026-12-07); 1 min 34 s to 3 min on other
+  2-core CPUs (docs/PERFORMANCE.md).
+Paper: none: the paper has no digits-LT runs. The README's quick start gives this run's spread
+  over seeds.
 """
 
 from configs import digits_lt_ce

@@ -8,6 +8,11 @@ The reference recipe (ResNet-32, 200 epochs) on the labeled set that leaves room
 a largest class of 2,500 (2,500 ... 25, 6,200 images) and a balanced pool of 5 x 6,200 from
 the training images the subset left. 24 models per setting: an accelerator job. The CPU report
 in docs/RESULTS.md runs this config with a shortened budget (its command is there).
+
+Runtime: 24 models per setting, an accelerator job, not measured yet; docs/RESULTS.md gives the
+  times of its CPU-budget run.
+Paper: none: the paper has no Fashion-MNIST-LT runs; docs/RESULTS.md has measured ones at a CPU
+  budget.
 """
 
 from configs import fmnistlt_semi

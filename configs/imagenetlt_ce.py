@@ -18,6 +18,9 @@ SSP + cRT with ResNet-50: configs/imagenetlt_ssp_crt.py).
 On accelerators, --config.model.dtype=bfloat16 runs activations and convolutions in bf16
 (parameters, optimiser, BatchNorm statistics, head and loss stay float32); the default float32
 is the reference's.
+
+Runtime: 90 epochs of 906 steps through a ResNet-50, a multi-accelerator job, not measured yet.
+Paper: none for CE alone in the reference README; CE + SSP is 54.4% (imagenetlt_moco.py).
 """
 
 from lt_jax.config import get_base_config

@@ -20,6 +20,11 @@ accuracy is quoted: the paper's iNaturalist numbers are for SSP runs (configs/in
 On accelerators, --config.model.dtype=bfloat16 runs activations and convolutions in bf16
 (parameters, optimiser, BatchNorm statistics, head and loss stay float32); the default float32
 is the reference's.
+
+Runtime: 90 epochs of 3,419 steps through a ResNet-50, a multi-accelerator job, not measured
+  yet.
+Paper: none for CE alone in the reference README; CE + SSP is 35.6% and cRT + SSP 31.9%
+  (inat18_ssp_crt.py).
 """
 
 from lt_jax.config import get_base_config

@@ -75,3 +75,28 @@ def test_cli_reports_a_bad_field_and_exits(tmp_path):
   assert proc.returncode != 0
   assert "loss.name='hinge'" in proc.stderr + proc.stdout
   assert not os.listdir(tmp_path)  # Nothing was written.
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_says_its_command_runtime_and_paper_number(path):
+  """What the README promises of every docstring: the command, a `Runtime:` line (measured,
+  with its machine, or what running it needs) and a `Paper:` line (the number to reach, or
+  why there is none)."""
+  import ast
+  with open(path) as f:
+    doc = ast.get_docstring(ast.parse(f.read())) or ""
+  assert f"python run.py --config=configs/{os.path.basename(path)}" in doc
+  entries, key = {}, None  # "Runtime" / "Paper" -> its text, wrapped lines joined.
+  for line in doc.splitlines():
+    if line.startswith(("Runtime: ", "Paper: ")):
+      key, text = line.split(": ", 1)
+      assert key not in entries, f"two {key} lines"
+      entries[key] = text
+    elif key is not None and line.startswith("  "):  # A wrapped continuation line.
+      entries[key] += " " + line.strip()
+    else:
+      key = None
+  assert set(entries) == {"Runtime", "Paper"}, doc
+  runtime = entries["Runtime"]
+  measured = any(unit in runtime for unit in (" s ", " s;", " min", "minutes", "hours"))
+  assert measured or "not measured" in runtime, runtime
