@@ -20,7 +20,7 @@ def family_configs() -> dict:
   semi.semi.base_batch_size, semi.semi.label_batch_size = 32, 100
   ssp = tiny_config(**EPOCHS)
   ssp.pretrain.method, ssp.pretrain.probe_epochs, ssp.pretrain.num_epochs = "rotation", 1, 1
-  decouple = tiny_config(**EPOCHS, dataset__val_per_class=5, dataset__img_max=60)
+  decouple = tiny_config(**EPOCHS, decouple__tune_on="test")  # Stage 1: the supervised run.
   decouple.decouple.methods, decouple.decouple.num_epochs = ("crt", "tau_norm"), 1
   decouple.decouple.batch_size = 32
   grid = tiny_config(**EPOCHS)
@@ -31,4 +31,6 @@ def family_configs() -> dict:
 
 if __name__ == "__main__":
   for family, config in family_configs().items():
+    if family == "decouple":
+      config.decouple.stage1_workdir = f"{sys.argv[1]}/supervised"
     run(config, f"{sys.argv[1]}/{family}")
