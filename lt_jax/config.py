@@ -137,7 +137,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.semi.enabled = False  # One run: base model -> pseudo-labels -> final model.
   # same_split (training images the labeled subset left) | svhn_extra | tinyimages | npz |
   # cinic10 (CINIC-10's ImageNet-derived images) | stl10_unlabeled (TFDS stl10, 'unlabelled') |
-  # image_folder (any folder of PNG / JPEG files). README: which pool to pick.
+  # image_folder (any folder of PNG / JPEG files). docs/GUIDE.md: which pool to pick.
   c.semi.pool_source = "same_split"
   c.semi.unlabeled_ratio = 1.0  # rho_U of the pool (1: balanced).
   c.semi.unlabeled_factor = 5  # |D_U| = factor * |D_L|.

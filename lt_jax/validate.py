@@ -175,7 +175,8 @@ def _validate_list_dataset(config) -> None:
                             ("task", config.task, "classify")):
     if value != off:
       raise ConfigError(f"{field}={value!r} does not run on the host-fed dataset.name={name!r} "
-                        f"yet; set {field}={off!r} (README: ImageNet-LT and iNaturalist 2018).")
+                        f"yet; set {field}={off!r} (docs/GUIDE.md: ImageNet-LT and iNaturalist "
+                        "2018).")
 
 
 def _check_lists_present(ds) -> None:

@@ -67,7 +67,7 @@ _TI_HOW = ("the 80 Million Tiny Images dataset was withdrawn by its authors in 2
            "https://doi.org/10.7488/ds/2448; python run.py "
            "--config=configs/cifar10lt_semi_cinic.py) or STL-10's unlabelled split (2.46 GiB, "
            "`tfds build stl10 --file_format=array_record`; python run.py "
-           "--config=configs/cifar10lt_semi_stl10.py); README: Semi-supervised learning")
+           "--config=configs/cifar10lt_semi_stl10.py); docs/GUIDE.md: Unlabeled pools")
 _NPZ_HOW = ("save one with np.savez(path, x_unlabeled=..., y_unlabeled=...) (images uint8 NHWC or "
             "NHW; y_unlabeled is optional, ints 0..C-1, used only to size the classes and to "
             f"measure pseudo-label accuracy) and set {NPZ_FIELD}")
