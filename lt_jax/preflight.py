@@ -45,7 +45,8 @@ def check(config: ml_collections.ConfigDict, devices=None) -> Report:
   processes = len({d.process_index for d in devices})
   lines.append(f"devices: {len(devices)} x {devices[0].platform} ({devices[0].device_kind}) "
                f"in {processes} process{'es' if processes > 1 else ''}")
-  problems = layout_lines(config, devices, lines)
+  layout, problems = layout_lines(config, devices)
+  lines += layout
   try:
     validate(config)
   except ConfigError as e:
@@ -57,18 +58,17 @@ def check(config: ml_collections.ConfigDict, devices=None) -> Report:
   return Report(lines, CONFIG_PROBLEM if problems else READY)
 
 
-def layout_lines(config: ml_collections.ConfigDict, devices, lines: list[str]) -> int:
-  """Appends one line per training batch and forward pass to `lines`; returns how many
-  training batches do not divide their devices (each line then says `error:` and the fix)."""
+def layout_lines(config: ml_collections.ConfigDict, devices) -> tuple[list[str], int]:
+  """One line per training batch and forward pass, and how many training batches do not
+  divide their devices (their lines say `error:` and the fix)."""
   mesh = parallel.make_mesh(devices)
   group_mesh = mesh
   if config.grid.methods and config.grid.devices_per_model:
     try:
       group_mesh = parallel.model_group_mesh(config.grid.devices_per_model, devices)
     except ConfigError as e:
-      lines.append(f"  error: {e}")
-      return 1
-  problems = 0
+      return [f"  error: {e}"], 1
+  lines, problems = [], 0
   for batch in pipeline.training_batches(config):
     on = group_mesh if batch.per_model_group else mesh
     n = parallel.data_devices(on)
@@ -80,13 +80,13 @@ def layout_lines(config: ml_collections.ConfigDict, devices, lines: list[str]) -
       lines.append(f"{head}: error: {e}")
       continue
     lines.append(f"{head}, {batch.size // n} per device")
-  forward = [("train.eval_batch_size", config.train.eval_batch_size)]
-  if config.semi.enabled or "semi" in config.grid.settings and config.grid.methods:
-    forward.append(("semi.label_batch_size", config.semi.label_batch_size))
-  n = parallel.data_devices(mesh)
-  for field, size in forward:
-    padded = parallel.padded_batch_size(size, mesh)
+  # A grid evaluates each model on its group's devices; pseudo-labels use every device.
+  forward = [("train.eval_batch_size", config.train.eval_batch_size, group_mesh)]
+  if config.semi.enabled or (config.grid.methods and "semi" in config.grid.settings):
+    forward.append(("semi.label_batch_size", config.semi.label_batch_size, mesh))
+  for field, size, on in forward:
+    padded, n = parallel.padded_batch_size(size, on), parallel.data_devices(on)
     pad = f", padded to {padded} (the {padded - size} extra rows masked)" if padded != size \
         else ""
     lines.append(f"  forward passes: {field}={size}{pad}, {padded // n} per device")
-  return problems
+  return lines, problems
