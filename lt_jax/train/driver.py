@@ -410,8 +410,9 @@ def _first_call(multi_step: MultiStep, state, sums, inputs, n: int, plan: Plan,
                 log: Callable[[str], None]):
   """The first call, which compiles the step (or loads it from the compilation cache): said
   before, and timed after, so a long compilation never looks like a hang."""
-  log(f"{_label(plan)}compiling the {plan.prefix} step (first call; later runs of the same "
-      "config load it from the compilation cache) ...")
+  cached = ("; the next run of this config loads it from the compilation cache"
+            if jax.config.jax_compilation_cache_dir else "")
+  log(f"{_label(plan)}compiling the {plan.prefix} step (first call{cached}) ...")
   start = time.perf_counter()
   state, sums = multi_step(state, sums, inputs, n)
   jax.block_until_ready(state)
