@@ -135,7 +135,8 @@ def _device_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.Froz
   splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
   return Stage1Outputs(
       outputs={name: pseudo_label.outputs(frozen, split.images, data.mean, data.std,
-                                          batch_size=config.train.eval_batch_size)
+                                          batch_size=config.train.eval_batch_size,
+                                          log=lambda line: print(line, flush=True))
                for name, split in splits.items()},
       labels={name: np.asarray(split.labels) for name, split in splits.items()},
       kernel=_kernel(frozen), class_counts=[int(c) for c in data.class_counts],

@@ -21,8 +21,9 @@ import dataclasses
 import functools
 import json
 import os
+import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -41,6 +42,7 @@ from lt_jax.data import augment as augment_lib  # noqa: E402
 from lt_jax.data import image_source  # noqa: E402
 from lt_jax.errors import ConfigError, DataError  # noqa: E402
 from lt_jax.models import create_model  # noqa: E402
+from lt_jax.train import writers  # noqa: E402
 
 REQUIRED_KEYS = ("indices", "pseudo_labels", "confidences", "keep")
 # Where the pool came from, stored as 0-d strings beside the per-image arrays.
@@ -186,7 +188,8 @@ def _check_images(images):
 
 def predict(frozen: FrozenModel, images_uint8, mean: Sequence[float],
             std: Sequence[float], *, batch_size: int = 1024,
-            mesh=None) -> tuple[np.ndarray, np.ndarray]:
+            mesh=None, log: Callable[[str], None] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
   """Labels every pool image: (pred int64 [M], confidence float32 [M]).
 
   `images_uint8` is a uint8 [M, H, W, C] array or an ImageSource, read one batch at a time.
@@ -198,19 +201,20 @@ def predict(frozen: FrozenModel, images_uint8, mean: Sequence[float],
   pred, confidence = map_batches(frozen, images_uint8, batch_size, mesh, functools.partial(
       _label_batch_jit, model=frozen.model, mean=tuple(map(float, mean)),
       std=tuple(map(float, std)), scale=logit_scale(frozen)), empty=((), ()),
-      field="semi.label_batch_size")
+      field="semi.label_batch_size", log=log)
   return pred.astype(np.int64), confidence.astype(np.float32)
 
 
 def outputs(frozen: FrozenModel, images_uint8, mean: Sequence[float], std: Sequence[float], *,
-            batch_size: int = 1024, mesh=None) -> tuple[np.ndarray, np.ndarray]:
+            batch_size: int = 1024, mesh=None, log: Callable[[str], None] | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
   """(logits float32 [M, classes], features float32 [M, width]) of every image: what the
   post-hoc classifiers (tau-norm, logit adjustment) re-score without running the model again."""
   width = int(np.shape(frozen.variables["params"]["head"]["kernel"])[0])
   return map_batches(frozen, images_uint8, batch_size, mesh, functools.partial(
       _outputs_batch_jit, model=frozen.model, mean=tuple(map(float, mean)),
       std=tuple(map(float, std))), empty=((frozen.num_classes,), (width,)),
-      field="train.eval_batch_size")
+      field="train.eval_batch_size", log=log)
 
 
 def fed_outputs(frozen: FrozenModel, batches, mean: Sequence[float], std: Sequence[float], *,
@@ -233,10 +237,11 @@ def fed_outputs(frozen: FrozenModel, batches, mean: Sequence[float], std: Sequen
 
 
 def map_batches(frozen: FrozenModel, images_uint8, batch_size: int, mesh, fn, empty,
-                field: str):
+                field: str, log: Callable[[str], None] | None = None):
   """Runs `fn(variables, images, out_sharding=...) -> (array [B, ...], ...)` over every image
   in padded batches and returns the outputs as host arrays of M rows (`empty`: their shapes
-  after the first axis, for M = 0). `field` is the config field that set `batch_size`."""
+  after the first axis, for M = 0). `field` is the config field that set `batch_size`. With
+  `log`, a line before the first (compiling) batch and about every tenth of the images."""
   images = _check_images(images_uint8)
   mesh = parallel.make_mesh() if mesh is None else mesh
   if batch_size <= 0:
@@ -250,14 +255,36 @@ def map_batches(frozen: FrozenModel, images_uint8, batch_size: int, mesh, fn, em
   chunks = []
   sharding = parallel.batch_sharded(mesh)
   in_flight = None
+  progress = _Progress(m, batch_size, log)
   for start in range(0, m, batch_size):
     out = fn(variables, parallel.put(_batch(images, start, batch_size), sharding),
              out_sharding=replicated)
     if in_flight is not None:  # Read the previous batch only once this one is dispatched.
       chunks.append(tuple(np.asarray(o) for o in in_flight))
+      progress.done(start)
     in_flight = out
   chunks.append(tuple(np.asarray(o) for o in in_flight))
   return tuple(np.concatenate(parts)[:m] for parts in zip(*chunks))
+
+
+class _Progress:
+  """map_batches' lines: what runs before the first batch compiles, then images done,
+  images/s and the ETA about every tenth of the images."""
+
+  def __init__(self, total: int, batch_size: int, log: Callable[[str], None] | None):
+    self.total, self.log, self.next = total, log, total // 10
+    self.start = time.perf_counter()
+    if log is not None:
+      log(f"forward pass over {total:,} images, {batch_size:,} a batch (the first batch "
+          "compiles) ...")
+
+  def done(self, images: int) -> None:
+    if self.log is None or images < self.next or images >= self.total:
+      return
+    self.next = images + self.total // 10
+    rate = images / max(time.perf_counter() - self.start, 1e-9)
+    self.log(f"  {images:,} / {self.total:,} images, {rate:,.0f} images/s, ETA "
+             f"{writers.format_seconds((self.total - images) / rate)}")
 
 
 # --- selection ------------------------------------------------------------------------------

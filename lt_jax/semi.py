@@ -68,8 +68,9 @@ def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
   """
   semi = config.semi
   frozen = pseudo_label.load_frozen(base_dir, which=semi.base_checkpoint)
-  label = lambda images: pseudo_label.predict(frozen, images, labeled.mean, labeled.std,
-                                              batch_size=semi.label_batch_size)
+  label = lambda images: pseudo_label.predict(
+      frozen, images, labeled.mean, labeled.std, batch_size=semi.label_batch_size,
+      log=lambda line: print(line, flush=True))
   if isinstance(pool, unlabeled.PoolRequest):
     candidates = pool.candidates
     print(f"labeling all {len(candidates.images)} candidates of {semi.pool_source} to draw "

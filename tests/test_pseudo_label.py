@@ -139,6 +139,19 @@ def test_predict_empty_pool_and_bad_inputs(workdir, data):
     pl.predict(frozen, data.test.images[:4], data.mean, data.std, batch_size=0)
 
 
+def test_predict_says_it_compiles_then_reports_about_every_tenth(workdir, data):
+  frozen = pl.load_frozen(str(workdir))
+  images, lines = data.test.images[:100], []
+  pred, conf = pl.predict(frozen, images, data.mean, data.std, batch_size=8, log=lines.append)
+  want_pred, want_conf = pl.predict(frozen, images, data.mean, data.std, batch_size=8)
+  np.testing.assert_array_equal(pred, want_pred)  # Logging changes nothing.
+  np.testing.assert_array_equal(conf, want_conf)
+  assert lines[0] == "forward pass over 100 images, 8 a batch (the first batch compiles) ..."
+  done = [int(line.split()[0]) for line in lines[1:]]
+  assert 5 <= len(done) <= 10 and all(0 < d < 100 for d in done)
+  assert all(b - a >= 10 for a, b in zip(done, done[1:]))  # At most one per tenth.
+
+
 TWO_DEVICES = textwrap.dedent("""
   import numpy as np, jax
   from lt_jax import pseudo_label as pl
