@@ -377,6 +377,29 @@ def test_npz_out_of_range_labels(tmp_path, y_test, num_classes):
     sources.load("npz", path=str(path), **options)
 
 
+def test_npz_channel_first_images_are_refused_with_the_transpose(tmp_path):
+  path = tmp_path / "nchw.npz"
+  rng = np.random.RandomState(0)
+  nchw = rng.randint(0, 256, (6, 3, 8, 8)).astype(np.uint8)
+  _write_npz(path, x_train=nchw, x_test=nchw[:3])
+  with pytest.raises(DataError, match=r"'x_train' has shape \(6, 3, 8, 8\), which is "
+                     r"channel-first .*x.transpose\(0, 2, 3, 1\), shape \(6, 8, 8, 3\)"):
+    sources.load("npz", path=str(path))
+  # The same images stored as the fix says load, pixel for pixel.
+  _write_npz(path, x_train=nchw.transpose(0, 2, 3, 1), x_test=nchw[:3].transpose(0, 2, 3, 1))
+  ds = sources.load("npz", path=str(path))
+  np.testing.assert_array_equal(ds.train.images[:, 2, 5, :], nchw[:, :, 2, 5])
+  # More channels than pixels per side cannot be (N, H, W, C); 2 channels or 5 bands can.
+  _write_npz(path, x_train=np.zeros((6, 2, 2, 16), np.uint8), x_test=np.zeros((3, 2, 2, 16),
+                                                                                np.uint8))
+  with pytest.raises(DataError, match=r"its 16 channels outnumber its 2 x 2 pixels"):
+    sources.load("npz", path=str(path))
+  for channels in (2, 5):
+    x = np.zeros((6, 8, 8, channels), np.uint8)
+    _write_npz(path, x_train=x, x_test=x[:3])
+    assert sources.load("npz", path=str(path)).train.images.shape == (6, 8, 8, channels)
+
+
 def test_npz_bad_shapes_and_keys(tmp_path):
   path = tmp_path / "bad.npz"
   _write_npz(path, y_train=np.array([0, 1]))

@@ -449,6 +449,7 @@ def test_npz_without_labels_is_drawn_on_predictions(tmp_path):
     ({"x_unlabeled": np.zeros((5, 4, 4), np.uint8), "y_unlabeled": np.arange(5) + 8},
      "'y_unlabeled' spans 8..12"),
     ({"x_unlabeled": np.zeros((5, 8, 8), np.uint8)}, r"\(8, 8, 1\).*\(4, 4, 1\)"),
+    ({"x_unlabeled": np.zeros((5, 1, 6, 6), np.uint8)}, r"channel-first.*\(5, 6, 6, 1\)"),
 ])
 def test_npz_malformed(tmp_path, arrays, match):
   path = tmp_path / "pool.npz"

@@ -272,6 +272,7 @@ def _read_npz_pool(path: str, num_classes: int) -> Candidates:
   if images.ndim != 4:
     raise DataError(f"{path}: 'x_unlabeled' has shape {images.shape}, expected (N, H, W, C) or "
                     f"(N, H, W); {_NPZ_HOW}")
+  sources.check_channels_last(images.shape, f"{path}: 'x_unlabeled'")
   labels = None if raw_labels is None else _check_labels(
       raw_labels, len(images), num_classes, f"{path}: 'y_unlabeled'", _NPZ_HOW)
   return Candidates(images, labels, np.arange(len(images), dtype=np.int64))
