@@ -224,7 +224,7 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
   if not labeled_already:
     semi.pseudo_label_pool(config, base_dir, pool, labeled, path)
     parallel.barrier(f"pseudo-labels written to {path}")  # Process 0 wrote; all read it now.
-  saved = pseudo_label.read_pseudo_labels(path)
+  saved = pseudo_label.read_pseudo_labels(path, labeled.num_classes)
   report = pseudo_label.report(saved["pseudo_labels"], saved["keep"], saved.get("true_labels"),
                                labeled.num_classes)
   report["pool_source"] = config.semi.pool_source

@@ -363,8 +363,10 @@ def write_pseudo_labels(path: str, *, indices, pred, confidence, keep, true_labe
   return path
 
 
-def read_pseudo_labels(path: str) -> dict[str, np.ndarray]:
-  """The arrays written by write_pseudo_labels, checked for the required keys."""
+def read_pseudo_labels(path: str, num_classes: int | None = None) -> dict[str, np.ndarray]:
+  """The arrays written by write_pseudo_labels, checked for the required keys and, given
+  `num_classes`, every pseudo-label (and true label) for the range 0..num_classes-1: a file
+  changed by hand or made for another dataset must not train a model of other classes."""
   if not os.path.isfile(path):
     raise DataError(f"no pseudo-label file at {path}; run the pseudo-label stage first.")
   try:
@@ -381,7 +383,23 @@ def read_pseudo_labels(path: str) -> dict[str, np.ndarray]:
   if len(set(lengths.values())) != 1:
     raise DataError(f"{path} holds arrays of different lengths {lengths}; rerun the "
                     "pseudo-label stage.")
+  if num_classes is not None:
+    for key in ("pseudo_labels", "true_labels"):
+      if key in out:
+        _check_label_range(path, key, out[key], num_classes)
   return out
+
+
+def _check_label_range(path: str, key: str, labels: np.ndarray, num_classes: int) -> None:
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"{path}: {key!r} is {labels.dtype}, not integer class ids; delete the "
+                    "file and rerun the pseudo-label stage.")
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if bad.size:
+    raise DataError(f"{path}: {key!r} holds {bad.size} labels outside 0..{num_classes - 1} (row "
+                    f"{bad[0]}: {labels[bad[0]]}); the file was changed or made for another "
+                    f"dataset. Delete {os.path.dirname(os.path.abspath(path))} and run the "
+                    "same command again: the pseudo-label stage rebuilds it.")
 
 
 # --- report ---------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
   drawn = draw_labeled(config)
   pool = draw_pool(config, drawn)
   path = config.semi.pseudo_labels
-  labels_file = pseudo_label.read_pseudo_labels(path)
+  labels_file = pseudo_label.read_pseudo_labels(path, drawn.data.num_classes)
   if isinstance(pool, unlabeled.PoolRequest):
     _check_provenance(path, labels_file, {
         "pool_source": pool.source, "pool_draw_on": "predictions",

@@ -326,3 +326,25 @@ def test_read_validates_keys_and_presence(tmp_path):
   (tmp_path / "junk.npz").write_text("not a zip")
   with pytest.raises(DataError, match="not a readable .npz"):
     pl.read_pseudo_labels(str(tmp_path / "junk.npz"))
+
+
+@pytest.mark.parametrize("label, key", [(10, "pseudo_labels"), (-1, "pseudo_labels"),
+                                        (99, "true_labels")])
+def test_read_refuses_labels_outside_the_classes(tmp_path, label, key):
+  """A pseudo-label edited to 99 trained a model of 100 classes; -1 gave a traceback."""
+  path = str(tmp_path / "pseudo_labels.npz")
+  arrays = {"pseudo_labels": np.array([0, 3, 9, 2]), "true_labels": np.array([0, 3, 9, 1])}
+  arrays[key] = arrays[key].copy()
+  arrays[key][2] = label
+  pl.write_pseudo_labels(path, indices=np.arange(4), pred=arrays["pseudo_labels"],
+                         confidence=np.full(4, 0.5), keep=np.ones(4, bool),
+                         true_labels=arrays["true_labels"])
+  assert len(pl.read_pseudo_labels(path)["indices"]) == 4  # Without classes: not checked.
+  with pytest.raises(DataError, match=rf"'{key}' holds 1 labels outside 0..9 \(row 2: {label}\)"
+                     rf".*Delete {tmp_path} and run the same command again"):
+    pl.read_pseudo_labels(path, num_classes=10)
+  arrays[key][2] = 9
+  pl.write_pseudo_labels(path, indices=np.arange(4), pred=arrays["pseudo_labels"],
+                         confidence=np.full(4, 0.5), keep=np.ones(4, bool),
+                         true_labels=arrays["true_labels"], overwrite=True)
+  assert pl.read_pseudo_labels(path, num_classes=10)["pseudo_labels"].max() == 9
