@@ -12,7 +12,6 @@ classes square) go to confusion.npz rather than into results.json.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 
 import jax
@@ -144,7 +143,7 @@ def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_shard
   spec = {name: jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8,
                                      sharding=batch_sharding) for name in transform.fields}
   spec["label"] = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_sharding)
-  stream = {"list": images.list_path, "list_sha256": _file_sha256(images.list_path),
+  stream = {"list": images.list_path, "list_sha256": io_utils.sha256_file(images.list_path),
             "images": len(images), "seed": config.seed, "order": tr.sampler,
             "samples_per_class": tr.samples_per_class, "batch_size": batch,
             "transform": repr(transform)}
@@ -215,7 +214,3 @@ class ListEvaluator:
     """The last evaluation's confusion matrices ([true, predicted] counts per split)."""
     io_utils.atomic_write(path, lambda tmp: np.savez_compressed(tmp, **self.confusion))
 
-
-def _file_sha256(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()

@@ -1,4 +1,5 @@
-"""Atomic file writes: write a temporary file beside the target, fsync, then rename over it.
+"""Atomic file writes (a temporary file beside the target, fsync, then rename over it) and the
+checksum that later stages compare.
 
 A crash leaves either the old file or the new one, never half of one that looks complete.
 In a multi-process run every process computes the same content and process 0 alone writes it
@@ -7,6 +8,7 @@ In a multi-process run every process computes the same content and process 0 alo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -45,3 +47,13 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def atomic_write_json(path: str, obj: Any) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path: str) -> str:
+  """The file's SHA-256, hex: what a later stage compares to refuse a file changed since it
+  was written."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()

@@ -231,6 +231,7 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
   report["pool_draw_on"] = str(saved.get("pool_draw_on", "labels"))
   report["requested_counts"] = pool.requested_counts
   report["file"] = path
+  report["sha256"] = io_utils.sha256_file(path)  # The final stage refuses a changed file.
   pseudo_label.plot_report(os.path.join(labels_dir, workdir_lib.PSEUDO_LABEL_PLOT_FILE), report)
   io_utils.atomic_write_json(report_path, report)
   accuracy = report.get("accuracy")

@@ -77,6 +77,16 @@ def test_semi_pipeline_runs_skips_and_resumes(tmp_path):
   with pytest.raises(DataError, match="different unlabeled pool"):
     classify.training_data(changed)
 
+  # Every label shifted by one stays in range and passes every other check; the checksum the
+  # pseudo-label stage recorded in report.json does not.
+  reread = override(config, **{"semi.enabled": False, "semi.pseudo_labels": str(labels_file)})
+  assert len(classify.training_data(reread).train.labels) == 159 + 790
+  with open(labels_file, "wb") as f:
+    np.savez(f, **(saved | {"pseudo_labels": (saved["pseudo_labels"] + 1) % 10}))
+  with pytest.raises(DataError, match=r"changed after the pseudo-label stage wrote it .*"
+                     r"delete .*pseudo_labels and run the same command again"):
+    classify.training_data(reread)
+
 
 def test_pseudo_label_report_is_rebuilt_from_an_existing_file(tmp_path):
   config = semi_config()
