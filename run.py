@@ -56,6 +56,7 @@ def main(argv):
   # Imported here, after the flags parsed: a broken --config fails before JAX loads.
   if FLAGS.check:
     from lt_jax import preflight
+    _devices_or_exit()
     report = preflight.check(FLAGS.config)
     print(f"check: {FLAGS['config'].config_filename}\n{report.text}", flush=True)
     sys.exit(report.status)
@@ -67,6 +68,7 @@ def main(argv):
                                     FLAGS.process_id, detect=FLAGS.distributed)
   except ConfigError as e:
     raise SystemExit(f"error: {e}") from None
+  _devices_or_exit()  # After joining: a multi-process job must join before any device use.
   preemption.install()  # After joining: the distributed runtime installs a SIGTERM handler.
   if not parallel.is_main_process():
     # Process 0 prints the progress and results of the whole job (the native libraries' lines
@@ -79,6 +81,10 @@ def main(argv):
     run(FLAGS.config, workdir)
   except (ConfigError, DataError) as e:
     raise SystemExit(f"error: {e}") from None
+  except FloatingPointError as e:  # The driver's report of a divergence.
+    from lt_jax.validate import divergence_suspects
+    raise SystemExit(f"error: {e} The settings that most often cause it: "
+                     f"{divergence_suspects(FLAGS.config)}.") from None
   except BaseException as e:
     # A second Ctrl-C's KeyboardInterrupt may come out wrapped by a C extension (SystemError),
     # or be swallowed by a finalizer, the run then stopping at its next window: one line.
@@ -99,6 +105,20 @@ def main(argv):
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os._exit(1)
+
+
+def _devices_or_exit() -> None:
+  """JAX's devices, or one line when the platform asked for cannot start (JAX_PLATFORMS=cuda
+  on a machine without a GPU raises a bare AssertionError inside JAX)."""
+  import jax
+  try:
+    jax.devices()
+  except (RuntimeError, AssertionError) as e:
+    asked = os.environ.get("JAX_PLATFORMS") or jax.config.jax_platforms or "the default"
+    detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise SystemExit(f"error: JAX cannot start the platform(s) {asked} ({detail}); unset "
+                     "JAX_PLATFORMS to use what this machine has, or install the JAX build for "
+                     "that accelerator (e.g. pip install -U 'jax[cuda12]').") from None
 
 
 def _unraisable(unraisable) -> None:

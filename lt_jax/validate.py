@@ -335,6 +335,13 @@ def _validate_pretrain(config) -> None:
     if not 0 <= pre.encoder_momentum < 1 or pre.temperature <= 0 or pre.lr <= 0:
       raise ConfigError("pretrain.encoder_momentum must be in [0, 1), pretrain.temperature and "
                         "pretrain.lr > 0.")
+    _positive("pretrain.proj_dim", pre.proj_dim)
+    if pre.proj_hidden is not None:
+      _positive("pretrain.proj_hidden", pre.proj_hidden)
+    scale = tuple(pre.crop_scale)
+    if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+      raise ConfigError(f"pretrain.crop_scale={scale} must be (low, high) with 0 < low <= high "
+                        "<= 1: the area range of the random resized crop, e.g. (0.2, 1.0).")
   if pre.method == "moco":  # Both need the global batch, known here.
     batch = pre.batch_size or config.train.batch_size
     contrastive.check_queue_size(pre.queue_size, batch)
@@ -433,3 +440,23 @@ def _unique(field: str, values) -> None:
 
 def _with_semi_enabled(config):
   return override(config, **{"semi.enabled": True, "pretrain.method": "none"})
+
+
+def divergence_suspects(config: ml_collections.ConfigDict) -> str:
+  """The settings that most often make a run diverge, each with the value it had: what the
+  one-line report of a divergence names besides the step and the last good checkpoint."""
+  loss, tr, op = config.loss, config.train, config.optim
+  out = [f"optim.lr={op.lr:g}", f"optim.warmup_epochs={op.warmup_epochs}"]
+  if loss.name == "focal":
+    out.append(f"loss.focal_gamma={loss.focal_gamma:g}")
+  if loss.name == "ldam":
+    out += [f"loss.ldam_max_m={loss.ldam_max_m:g}", f"loss.ldam_s={loss.ldam_s:g}"]
+  if loss.name == "logit_adjust":
+    out.append(f"loss.la_tau={loss.la_tau:g}")
+  if tr.rule in ("reweight", "drw"):
+    out.append(f"train.cb_beta={tr.cb_beta:g}")
+  if config.model.dtype != "float32":
+    out.append(f"model.dtype={config.model.dtype!r}")
+  if config.pretrain.method != "none":
+    out.append(f"pretrain.lr={config.pretrain.lr:g}")
+  return ", ".join(out)

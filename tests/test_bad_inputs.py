@@ -124,6 +124,11 @@ CONFIG_CASES = {
                                    {"model.init_from": None}),
     "temperature_0": ({"pretrain.method": "moco", "pretrain.temperature": 0.0},
                       ["pretrain.temperature", "> 0"], {"pretrain.temperature": 0.2}),
+    "crop_scale_reversed": ({"pretrain.method": "moco", "pretrain.crop_scale": (1.5, 0.2)},
+                            ["pretrain.crop_scale=(1.5, 0.2)", "0 < low <= high <= 1"],
+                            {"pretrain.crop_scale": (0.2, 1.0)}),
+    "proj_dim_0": ({"pretrain.method": "simclr", "pretrain.proj_dim": 0},
+                   ["pretrain.proj_dim=0", "at least 1"], {"pretrain.proj_dim": 128}),
     "grid_seed_negative": ({"grid.methods": ("ce",), "grid.seeds": (0, -1)},
                            ["grid.seeds=(0, -1)", "seeds >= 0"], {"grid.seeds": (0, 1)}),
 }
@@ -606,3 +611,26 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path):
   writer.close()
   steps = [json.loads(line)["step"] for line in path.read_text().splitlines()]
   assert steps == [1, 2, 3]
+
+
+def test_cli_divergence_is_one_line_naming_the_step_and_the_suspect_settings(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "run.py", *DIGITS_TINY, "--config.train.num_epochs=2",
+       "--config.optim.lr=1e30", "--config.loss.name=focal", f"--workdir={tmp_path}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  line = proc.stderr.strip().splitlines()[-1]
+  assert line.startswith("error: training diverged: a non-finite loss or gradient at step 1")
+  assert "optim.lr=1e+30, optim.warmup_epochs=" in line and "loss.focal_gamma=1" in line
+
+
+def test_cli_a_platform_that_cannot_start_is_one_line():
+  env = {**os.environ, "JAX_PLATFORMS": "cuda"}  # This machine has no GPU.
+  for extra in ([], ["--check"]):
+    proc = subprocess.run([sys.executable, "run.py", *DIGITS_TINY, *extra,
+                           "--workdir=/nonexistent/never_written"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: JAX cannot start the platform(s) cuda"), proc.stderr
