@@ -133,6 +133,15 @@ def test_cifar_planes_land_as_channels(tmp_path):
   assert (image == np.array([1, 2, 3], np.uint8)).all()
 
 
+def test_cifar_label_out_of_range_names_its_own_file(tmp_path):
+  folder = tmp_path / "cifar-10-batches-py"
+  _write_cifar10(folder)
+  _write_cifar_pickle(folder / "data_batch_2", _cifar_rows(3, seed=2), [1, 10, 3], b"labels")
+  with pytest.raises(DataError, match=r"data_batch_2.*labels span 1\.\.10") as err:
+    sources.load("cifar10", str(tmp_path))
+  assert "data_batch_1" not in str(err.value)
+
+
 def test_cifar100_uses_fine_labels(tmp_path):
   folder = tmp_path / "cifar-100-python"
   folder.mkdir()

@@ -326,12 +326,15 @@ def _load_cifar(name: str, folder: str) -> Dataset:
   else:
     label_key, num_classes, test_file = b"fine_labels", 100, "test"
     train_files = ("train",)
-  read = lambda f: _cifar_batch(os.path.join(folder, f), label_key, layout.how)
+
+  def read(file_name: str) -> Split:  # Each file's labels checked, so an error names its file.
+    path = os.path.join(folder, file_name)
+    batch = _cifar_batch(path, label_key, layout.how)
+    _check_label_range(batch.labels, num_classes, path, layout.how)
+    return batch
+
   train = _concat([read(f) for f in train_files])
-  test = read(test_file)
-  _check_label_range(train.labels, num_classes, os.path.join(folder, train_files[0]), layout.how)
-  _check_label_range(test.labels, num_classes, os.path.join(folder, test_file), layout.how)
-  return Dataset(name, train, test, num_classes, _CIFAR_MEAN, _CIFAR_STD)
+  return Dataset(name, train, read(test_file), num_classes, _CIFAR_MEAN, _CIFAR_STD)
 
 
 def _check_label_range(labels: np.ndarray, num_classes: int, where: str, how: str) -> None:
