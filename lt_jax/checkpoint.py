@@ -113,8 +113,25 @@ class Checkpoints:
 
 
 def _first_line(e: Exception) -> str:
+  """The exception's type and first line, without the reprs of bound methods that TensorStore
+  errors carry (`<bound method pybind11_... of <...>>`), which say nothing to a user."""
   text = str(e).splitlines()[0] if str(e) else ""
-  return f"{type(e).__name__}: {text[:200]}"
+  return f"{type(e).__name__}: {_without_bound_methods(text)[:200]}"
+
+
+def _without_bound_methods(text: str) -> str:
+  out, i = [], 0
+  while (start := text.find("<bound method", i)) >= 0:
+    out.append(text[i:start])
+    depth, j = 0, start
+    while j < len(text):  # To the '>' that closes this repr, nested '<...>' included.
+      depth += {"<": 1, ">": -1}.get(text[j], 0)
+      j += 1
+      if depth == 0:
+        break
+    i = j
+  out.append(text[i:])
+  return " ".join("".join(out).split())
 
 
 def latest_step(directory: str) -> int | None:

@@ -634,3 +634,11 @@ def test_cli_a_platform_that_cannot_start_is_one_line():
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(
         "error: JAX cannot start the platform(s) cuda"), proc.stderr
+
+
+def test_checkpoint_errors_leave_out_bound_method_reprs():
+  from lt_jax import checkpoint
+  error = ValueError("Error reading <bound method pybind11_object.read of <tensorstore.KvStore "
+                     "at 0x7f3a>> for key 'x': truncated file\nsecond line")
+  assert checkpoint._first_line(error) == "ValueError: Error reading for key 'x': truncated file"
+  assert checkpoint._first_line(OSError("disk full")) == "OSError: disk full"
