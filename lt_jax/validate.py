@@ -198,8 +198,11 @@ def check_training_data(config: ml_collections.ConfigDict, data) -> None:
   mixed = data.num_labeled is not None and fraction  # Its sampler checks its own sizes.
   if not mixed and objective.sampler_for(tr.rule, tr.sampler) == "instance" and \
       tr.batch_size > n:
+    # Rotation pre-training is a classifier stage whose batch the pipeline set from this field.
+    field = ("pretrain.batch_size" if config.task == "rotation" and config.pretrain.batch_size
+             else "train.batch_size")
     raise ConfigError(
-        f"train.batch_size={tr.batch_size} is larger than the training set ({n} images), so "
+        f"{field}={tr.batch_size} is larger than the training set ({n} images), so "
         f"every batch would repeat images; set it to at most {n} (a semi-supervised base "
         "model trains with semi.base_batch_size, rotation pre-training with "
         "pretrain.batch_size).")
