@@ -135,7 +135,7 @@ def check_batch_divides(batch_size: int, mesh: Mesh, field: str) -> None:
   if batch_size % n:
     where = (f"the {n} devices of a model's group" if model_groups(mesh) > 1
              else f"the {n} devices")
-    below, above = batch_size // n * n, -(-batch_size // n) * n
+    below, above = batch_size // n * n, padded_batch_size(batch_size, mesh)
     nearest = f"the nearest are {below} and {above}" if below else f"the smallest is {above}"
     raise ConfigError(f"{field}={batch_size} does not divide over {where}; use a "
                       f"multiple of {n} ({nearest}).")

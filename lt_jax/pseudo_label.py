@@ -387,19 +387,40 @@ def read_pseudo_labels(path: str, num_classes: int | None = None) -> dict[str, n
     for key in ("pseudo_labels", "true_labels"):
       if key in out:
         _check_label_range(path, key, out[key], num_classes)
+  _check_unchanged(path)
   return out
+
+
+def _rebuilt_by_deleting(path: str) -> str:
+  """The end of every message about a damaged pseudo-label file: its stage folder (the file
+  and its report.json) gone, the same command writes both again."""
+  return (f"{os.path.dirname(os.path.abspath(path))} and run the same command again: the "
+          "pseudo-label stage rebuilds it.")
 
 
 def _check_label_range(path: str, key: str, labels: np.ndarray, num_classes: int) -> None:
   if not np.issubdtype(labels.dtype, np.integer):
-    raise DataError(f"{path}: {key!r} is {labels.dtype}, not integer class ids; delete the "
-                    "file and rerun the pseudo-label stage.")
+    raise DataError(f"{path}: {key!r} is {labels.dtype}, not integer class ids; delete "
+                    + _rebuilt_by_deleting(path))
   bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
   if bad.size:
     raise DataError(f"{path}: {key!r} holds {bad.size} labels outside 0..{num_classes - 1} (row "
                     f"{bad[0]}: {labels[bad[0]]}); the file was changed or made for another "
-                    f"dataset. Delete {os.path.dirname(os.path.abspath(path))} and run the "
-                    "same command again: the pseudo-label stage rebuilds it.")
+                    "dataset. Delete " + _rebuilt_by_deleting(path))
+
+
+def _check_unchanged(path: str) -> None:
+  """A file that its stage's report.json describes must still have the checksum recorded
+  there: labels edited in range (all shifted by one, say) pass every other check. The stage
+  itself reads its file before it writes the report, so there is nothing to compare yet."""
+  report_path = os.path.join(os.path.dirname(path), workdir_lib.PSEUDO_LABEL_REPORT_FILE)
+  if not os.path.isfile(report_path):
+    return  # Not yet reported, or a file of the user's own.
+  with open(report_path) as f:
+    recorded = json.load(f).get("sha256")
+  if recorded is not None and recorded != io_utils.sha256_file(path):
+    raise DataError(f"{path} changed after the pseudo-label stage wrote it (its SHA-256 is not "
+                    f"the one in {report_path}); delete " + _rebuilt_by_deleting(path))
 
 
 # --- report ---------------------------------------------------------------------------------

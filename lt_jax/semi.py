@@ -12,14 +12,11 @@ counts of the request) matches this config.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import ml_collections
 import numpy as np
 
-from lt_jax import io_utils, pseudo_label
-from lt_jax import workdir as workdir_lib
+from lt_jax import pseudo_label
 from lt_jax.data import image_source, longtail, unlabeled
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data.sources import Split
@@ -136,20 +133,6 @@ def _drawn_on_predictions(path: str, saved: dict, request: unlabeled.PoolRequest
   return image_source.take(candidates.images, where)
 
 
-def _check_unchanged(path: str) -> None:
-  """A pseudo-label file that its stage's report.json describes must still have the checksum
-  recorded there: labels edited in range (all shifted by one, say) pass every other check."""
-  report_path = os.path.join(os.path.dirname(path), workdir_lib.PSEUDO_LABEL_REPORT_FILE)
-  if not os.path.isfile(report_path):
-    return  # A file of the user's own, not written by a pseudo-label stage.
-  with open(report_path) as f:
-    recorded = json.load(f).get("sha256")
-  if recorded is not None and recorded != io_utils.sha256_file(path):
-    raise DataError(f"{path} changed after the pseudo-label stage wrote it (its SHA-256 is not "
-                    f"the one in {report_path}); delete {os.path.dirname(path)} and run the "
-                    "same command again: the pseudo-label stage rebuilds it.")
-
-
 def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
                                      ) -> prepare_lib.LongTailData:
   """D_L followed by the kept pseudo-labeled pool images; class counts (for weights and
@@ -158,7 +141,6 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
   pool = draw_pool(config, drawn)
   path = config.semi.pseudo_labels
   labels_file = pseudo_label.read_pseudo_labels(path, drawn.data.num_classes)
-  _check_unchanged(path)
   if isinstance(pool, unlabeled.PoolRequest):
     _check_provenance(path, labels_file, {
         "pool_source": pool.source, "pool_draw_on": "predictions",
