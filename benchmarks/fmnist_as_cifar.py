@@ -20,7 +20,7 @@ import pickle
 import numpy as np
 
 from lt_jax import io_utils
-from lt_jax.data import sources
+from lt_jax.data import datasets
 
 PER_CLASS = 5000
 BATCHES = 5
@@ -57,7 +57,7 @@ def main() -> None:
   parser.add_argument("--out", required=True, help="folder to create cifar-10-batches-py in")
   parser.add_argument("--fmnist_dir", default=None, help="Fashion-MNIST IDX folder")
   args = parser.parse_args()
-  data = sources.load("fashion_mnist", args.fmnist_dir)
+  data = datasets.load("fashion_mnist", args.fmnist_dir)
   folder = os.path.join(args.out, "cifar-10-batches-py")
   train_idx = first_per_class(data.train.labels, PER_CLASS)
   rng = np.random.RandomState(0)  # CIFAR's batches mix the classes; so do these.

@@ -22,7 +22,7 @@ import numpy as np
 from lt_jax import classify, io_utils, parallel, pseudo_label, results
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
-from lt_jax.data import image_lists, image_pipeline, samplers
+from lt_jax.data import datasets, image_lists, image_pipeline, samplers
 from lt_jax.data.image_lists import ImageList
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.train import driver, optim
@@ -40,7 +40,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if finished is not None:
     return finished
   ds, tr = config.dataset, config.train
-  spec = image_lists.LIST_DATASETS[ds.name]
+  spec = datasets.get(ds.name)
   mesh = parallel.make_mesh()
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
   splits = read_splits(ds)
@@ -87,8 +87,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def read_splits(ds: ml_collections.ConfigDict) -> dict[str, ImageList | None]:
   """{'train', 'val', 'test'} image lists (val None for iNaturalist 2018, whose validation
   list is its test set); every listed image must exist."""
-  spec = image_lists.LIST_DATASETS[ds.name]
-  lists = {split: image_lists.read_list(image_lists.list_path(ds.lists_dir, ds.name, split),
+  spec = datasets.get(ds.name)
+  lists = {split: image_lists.read_list(image_lists.list_path(ds.lists_dir, spec, split),
                                         ds.data_dir, spec.num_classes)
            for split in spec.splits}
   if "test" in lists:
@@ -121,7 +121,7 @@ def train_transform(config: ml_collections.ConfigDict):
   if config.augment.name == "none":
     return image_pipeline.CenterView(size=ds.image_size, resize=ds.resize_size)
   return image_pipeline.Augment(
-      size=ds.image_size, color_jitter=image_lists.LIST_DATASETS[ds.name].color_jitter)
+      size=ds.image_size, color_jitter=datasets.get(ds.name).color_jitter)
 
 
 def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_sharding,
@@ -171,7 +171,7 @@ def split_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.Frozen
                   splits: dict[str, ImageList | None]) -> dict[str, tuple[np.ndarray, ...]]:
   """{split: (logits, features)} of a frozen classifier on each evaluation split, in list
   order: what the post-hoc classifiers re-score, one pass over each split."""
-  spec = image_lists.LIST_DATASETS[config.dataset.name]
+  spec = datasets.get(config.dataset.name)
   mesh = parallel.make_mesh()
   batches, sharding = eval_stream(config, mesh), parallel.batch_sharded(mesh)
   return {name: pseudo_label.fed_outputs(
@@ -186,7 +186,7 @@ class ListEvaluator:
   split. The summaries leave out the confusion matrix, kept for `write_confusion`."""
 
   def __init__(self, config, splits: dict[str, ImageList | None], model, mesh, train_counts):
-    spec = image_lists.LIST_DATASETS[config.dataset.name]
+    spec = datasets.get(config.dataset.name)
     self._splits = evaluation_splits(splits)
     self._batches = eval_stream(config, mesh)
     self._replicated = parallel.replicated(mesh)

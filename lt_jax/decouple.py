@@ -42,7 +42,7 @@ from lt_jax import classify_lists, io_utils, losses, pseudo_label, results  # no
 from lt_jax import metrics as lt_metrics  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
 from lt_jax.config import override  # noqa: E402
-from lt_jax.data import image_lists  # noqa: E402
+from lt_jax.data import datasets  # noqa: E402
 from lt_jax.data import prepare as prepare_lib  # noqa: E402
 
 TRAINED = ("crt", "lws")
@@ -124,7 +124,7 @@ def stage1_outputs(config: ml_collections.ConfigDict, stage1_classifier: str) ->
   """Stage 1's logits and features of each evaluation split, computed once: from the
   device-resident arrays, or from the host-fed evaluation batches of a list dataset."""
   frozen = pseudo_label.load_frozen(stage1_classifier)
-  if config.dataset.name in image_lists.LIST_DATASETS:
+  if datasets.get(config.dataset.name).host_fed:
     return _list_outputs(config, frozen)
   return _device_outputs(config, frozen)
 
@@ -149,7 +149,7 @@ def _list_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.Frozen
   ds = config.dataset
   splits = classify_lists.read_splits(ds)
   counts = [int(c) for c in splits["train"].class_counts(
-      image_lists.LIST_DATASETS[ds.name].num_classes)]
+      datasets.get(ds.name).num_classes)]
   evaluated = classify_lists.evaluation_splits(splits)
   return Stage1Outputs(
       outputs=classify_lists.split_outputs(config, frozen, splits),

@@ -43,7 +43,7 @@ from lt_jax import (
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
-from lt_jax.data import image_lists, unlabeled
+from lt_jax.data import datasets, unlabeled
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.errors import ConfigError
 from lt_jax.pretrain import contrastive_lists, contrastive_stage
@@ -145,7 +145,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finished = _finished(workdir, config)
   if finished is not None:
     return finished
-  if config.dataset.name in image_lists.LIST_DATASETS:  # Streamed from the host.
+  if datasets.get(config.dataset.name).host_fed:  # Streamed from the host.
     return classify_lists.train_and_evaluate(config, workdir)
   return classify.train_and_evaluate(config, workdir, classify.training_data(config))
 
@@ -288,7 +288,7 @@ def run_ssp(config: ml_collections.ConfigDict, workdir: str) -> dict:
         flush=True)
   if method == "rotation":
     pretrain = train(rotation_config(config), pre_dir)
-  elif config.dataset.name in image_lists.LIST_DATASETS:  # Streamed from the host.
+  elif datasets.get(config.dataset.name).host_fed:  # Streamed from the host.
     pretrain = _finished(pre_dir, config) or contrastive_lists.pretrain_and_evaluate(
         config, pre_dir)
   else:

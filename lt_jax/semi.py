@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from lt_jax import pseudo_label
-from lt_jax.data import image_source, longtail, unlabeled
+from lt_jax.data import datasets, image_source, longtail, unlabeled
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data.sources import Split
 from lt_jax.errors import ConfigError, DataError
@@ -40,7 +40,7 @@ def draw_pool(config: ml_collections.ConfigDict, drawn: prepare_lib.Draw
       tinyimages_path=semi.tinyimages_path, npz_path=semi.pool_npz_path,
       cinic10_dir=semi.cinic10_dir, cinic10_splits=tuple(semi.cinic10_splits),
       image_folder=semi.image_folder, tfds_data_dir=semi.tfds_data_dir)
-  order = prepare_lib.class_order(data.name, data.num_classes)
+  order = datasets.get(data.name).order(data.num_classes)
   counts = longtail.unlabeled_counts(len(data.train.labels), data.num_classes,
                                      semi.unlabeled_ratio, semi.unlabeled_factor)
   context = dict(source=semi.pool_source, labeled_counts=[data.class_counts[c] for c in order],

@@ -16,7 +16,7 @@ import numpy as np
 
 from lt_jax import checkpoint
 from lt_jax import workdir as workdir_lib
-from lt_jax.data import image_lists, prepare, sources
+from lt_jax.data import datasets, prepare
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.models import create_model
 
@@ -60,8 +60,8 @@ def check_init_from(config) -> None:
                     f"(top-level keys: {sorted(shapes)}); point it at a classifier's or a "
                     "pre-training run's workdir.")
   ds = config.dataset
-  channels = (3 if ds.name in image_lists.LIST_DATASETS  # Decoded to RGB.
-              else sources.image_channels(ds.name, ds.data_dir, **prepare.source_options(ds)))
+  channels = (datasets.get(ds.name).channels if datasets.get(ds.name).host_fed
+              else datasets.image_channels(ds.name, ds.data_dir, **prepare.source_options(ds)))
   model = create_model(config.model.name, num_classes=2, head="linear",
                        conv_impl=config.model.conv_impl)
   variables = jax.eval_shape(lambda: model.init(

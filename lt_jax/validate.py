@@ -12,13 +12,13 @@ from lt_jax import workdir as workdir_lib
 from lt_jax.config import get_base_config, override
 from lt_jax.data import (
     augment,
+    datasets,
     image_lists,
     image_pipeline,
     longtail,
     open_pools,
     prepare,
     samplers,
-    sources,
     unlabeled,
 )
 from lt_jax.errors import ConfigError, DataError
@@ -51,8 +51,8 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
     _check_finite(config)
   _seed("seed", config.seed)
   _seed("dataset.lt_seed", ds.lt_seed, limit=2**32 - 1)  # numpy also seeds lt_seed + 1.
-  _choice("dataset.name", ds.name, sources.SOURCES + tuple(image_lists.LIST_DATASETS))
-  _choice("dataset.source", ds.source, ("files", "tfds"))
+  _choice("dataset.name", ds.name, tuple(datasets.DATASETS))
+  _choice("dataset.source", ds.source, datasets.SOURCE_KINDS)
   _choice("dataset.imb_type", ds.imb_type, longtail.IMB_TYPES)
   if ds.imbalance_ratio is None or not ds.imbalance_ratio >= 1:  # NaN too.
     raise ConfigError(f"dataset.imbalance_ratio={ds.imbalance_ratio!r} must be >= 1 (rho = "
@@ -125,15 +125,15 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   _validate_pretrain(config)
   _validate_grid(config)
   _validate_decouple(config)
-  if ds.name in image_lists.LIST_DATASETS:
+  if datasets.get(ds.name).host_fed:
     _validate_list_dataset(config)
 
   if check_data:
     _check_drw(config)
-    if ds.name in image_lists.LIST_DATASETS:
+    if datasets.get(ds.name).host_fed:
       _check_lists_present(ds)
     else:
-      sources.check_available(ds.name, ds.data_dir, ds.source, **prepare.source_options(ds))
+      datasets.check_available(ds.name, ds.data_dir, ds.source, **prepare.source_options(ds))
     _check_workdir_fields(config)
 
 
@@ -182,8 +182,9 @@ def _validate_list_dataset(config) -> None:
 def _check_lists_present(ds) -> None:
   """The split lists and the image root exist (their lines and images are checked when the
   stage reads them, before training)."""
-  for split in image_lists.LIST_DATASETS[ds.name].splits:
-    image_lists.list_path(ds.lists_dir, ds.name, split)
+  spec = datasets.get(ds.name)
+  for split in spec.splits:
+    image_lists.list_path(ds.lists_dir, spec, split)
   root = os.path.expanduser(ds.data_dir)
   if not os.path.isdir(root):
     raise DataError(f"dataset.data_dir={ds.data_dir!r} does not exist; it must be the image "
@@ -425,8 +426,8 @@ def _check_validation_split(ds) -> None:
   validation list (iNaturalist 2018 has none: its val list is the test set), or the
   dataset.val_per_class images per class held out of a device-resident training set."""
   flagged = "decouple.tune_on='test' (optimistic, flagged in results.json)"
-  if ds.name in image_lists.LIST_DATASETS:
-    if "test" not in image_lists.LIST_DATASETS[ds.name].splits:
+  if datasets.get(ds.name).host_fed:
+    if "test" not in datasets.get(ds.name).splits:
       raise ConfigError(f"decouple.tune_on='val' needs a validation split to choose tau, but "
                         f"dataset.name={ds.name!r} has none (its val list is the test set); "
                         f"set {flagged}.")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lt_jax.data import image_lists
+from lt_jax.data import datasets, image_lists
 from lt_jax.data.sources import digits_arrays
 from lt_jax.errors import DataError
 
@@ -32,7 +32,7 @@ def tree(tmp_path):
 
 def test_reads_a_list_and_decodes_its_images(tree):
   root, lists, labels = tree
-  path = image_lists.list_path(str(lists), "imagenet_lt", "train")
+  path = image_lists.list_path(str(lists), datasets.get("imagenet_lt"), "train")
   images = image_lists.read_list(path, str(root), num_classes=1000)
   assert len(images) == 6 and list(images.labels) == labels
   assert list(images.lines) == [1, 2, 3, 4, 5, 6]
@@ -65,21 +65,23 @@ def test_missing_lists_and_folders_are_named(tree, tmp_path):
   root, lists, _ = tree
   with pytest.raises(DataError, match=r"ImageNet_LT_val.txt is missing: put ImageNet_LT_"
                                       r"\{train,val,test\}.txt"):
-    image_lists.list_path(str(lists), "imagenet_lt", "val")
+    image_lists.list_path(str(lists), datasets.get("imagenet_lt"), "val")
   with pytest.raises(DataError, match="inat18 has no 'test' split; its lists are "
                                       "iNaturalist18_train.txt, iNaturalist18_val.txt"):
-    image_lists.list_path(str(lists), "inat18", "test")
-  with pytest.raises(DataError, match="no split lists are known for 'places_lt'"):
-    image_lists.list_path(str(lists), "places_lt", "train")
-  path = image_lists.list_path(str(lists), "imagenet_lt", "train")
+    image_lists.list_path(str(lists), datasets.get("inat18"), "test")
+  with pytest.raises(DataError, match="unknown dataset name 'places_lt'"):
+    image_lists.list_path(str(lists), datasets.get("places_lt"), "train")
+  with pytest.raises(DataError, match="'cifar10' has no split lists; it is read as arrays"):
+    image_lists.list_path(str(lists), datasets.get("cifar10"), "train")
+  path = image_lists.list_path(str(lists), datasets.get("imagenet_lt"), "train")
   with pytest.raises(DataError, match="image folder .*nowhere does not exist"):
     image_lists.read_list(path, str(tmp_path / "nowhere"), num_classes=1000)
 
 
 def test_an_undecodable_image_names_its_list_line(tree):
   root, lists, labels = tree
-  images = image_lists.read_list(image_lists.list_path(str(lists), "imagenet_lt", "train"),
-                                 str(root), num_classes=1000)
+  path = image_lists.list_path(str(lists), datasets.get("imagenet_lt"), "train")
+  images = image_lists.read_list(path, str(root), num_classes=1000)
   with open(images.paths[3], "wb") as f:
     f.write(b"not a jpeg")
   with pytest.raises(DataError, match=r"ImageNet_LT_train.txt:4: image .*3.JPEG cannot be "

@@ -26,7 +26,7 @@ from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import get_base_config
 from lt_jax.data import augment as augment_lib
-from lt_jax.data import image_lists, image_pipeline
+from lt_jax.data import datasets, image_lists, image_pipeline
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.models import create_model
 from lt_jax.train import feed as feed_lib
@@ -167,7 +167,7 @@ def applied_to_splits(tree, workdir, *splits):
            for split in splits]
   views = np.stack([image_pipeline.center_view(image_lists.read_image(images, i), 36, 32)
                     for images in lists for i in range(len(images))])
-  spec = image_lists.LIST_DATASETS["imagenet_lt"]
+  spec = datasets.get("imagenet_lt")
   logits, features = model.apply(
       {"params": state["params"], "batch_stats": state["batch_stats"]},
       augment_lib.normalize(jnp.asarray(views), spec.mean, spec.std), train=False)
@@ -209,8 +209,8 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_batches_and_parameters(
 
 def test_class_aware_reweighted_training_writes_results(tree, tmp_path, monkeypatch):
   # Class-balanced weights need every class in the list: a 4-class ImageNet-LT here.
-  four = dataclasses.replace(image_lists.LIST_DATASETS["imagenet_lt"], num_classes=4)
-  monkeypatch.setitem(image_lists.LIST_DATASETS, "imagenet_lt", four)
+  four = dataclasses.replace(datasets.get("imagenet_lt"), num_classes=4)
+  monkeypatch.setitem(datasets.DATASETS, "imagenet_lt", four)
   recorder = Recorder(monkeypatch)
   config = list_config(tree, **{"train.sampler": "class_aware", "train.rule": "reweight",
                                 "train.num_epochs": 1, "train.samples_per_class": 2})

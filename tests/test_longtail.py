@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lt_jax.data import longtail, prepare
+from lt_jax.data import datasets, longtail
 from lt_jax.errors import ConfigError
 
 
@@ -62,7 +62,7 @@ def test_indices_leave_global_generator_alone():
 
 def test_svhn_order_gives_largest_count_to_class_one():
   labels = np.repeat(np.arange(10), 1200)
-  order = prepare.SVHN_CLASS_ORDER
+  order = datasets.get("svhn").class_order
   counts = longtail.class_counts(1000, 10, "exp", 0.01)
   idx = longtail.longtail_indices(labels, counts, seed=0, class_order=order)
   np.testing.assert_array_equal(idx, reference_subset(labels, counts, 0, order))

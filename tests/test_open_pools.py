@@ -12,7 +12,7 @@ from PIL import Image
 from lt_jax import pipeline, pseudo_label, semi
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
-from lt_jax.data import image_source, open_pools, unlabeled
+from lt_jax.data import datasets, image_source, open_pools, unlabeled
 from lt_jax.data.sources import Dataset, Split
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.validate import validate
@@ -254,8 +254,7 @@ def test_open_pool_settings_are_checked(fields, match):
 
 def digit_folder(folder):
   """The digits training split as 8x8 greyscale PNGs: an image folder without labels."""
-  from lt_jax.data import sources
-  train = sources.load("digits").train
+  train = datasets.load("digits").train
   for k, image in enumerate(train.images):
     save(os.path.join(folder, f"{k:04d}.png"), image[..., 0], "L")
   return train.images

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import io as sio
 
-from lt_jax.data import sources
+from lt_jax.data import datasets, sources
 from lt_jax.errors import DataError
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -111,7 +111,7 @@ def test_cifar10_round_trip_from_parent_and_folder(tmp_path):
   folder = tmp_path / "cifar-10-batches-py"
   rows, labels = _write_cifar10(folder)
   for data_dir in (tmp_path, folder):
-    ds = sources.load("cifar10", str(data_dir))
+    ds = datasets.load("cifar10", str(data_dir))
     _assert_uint8_nhwc(ds.train, (15, 32, 32, 3))
     _assert_uint8_nhwc(ds.test, (2, 32, 32, 3))
     np.testing.assert_array_equal(ds.train.labels, labels)
@@ -128,7 +128,7 @@ def test_cifar_planes_land_as_channels(tmp_path):
   _write_cifar10(folder)
   row = np.concatenate([np.full(1024, v, np.uint8) for v in (1, 2, 3)])[None]
   _write_cifar_pickle(folder / "test_batch", row, [4], b"labels")
-  image = sources.load("cifar10", str(tmp_path)).test.images[0]
+  image = datasets.load("cifar10", str(tmp_path)).test.images[0]
   assert image.shape == (32, 32, 3)
   assert (image == np.array([1, 2, 3], np.uint8)).all()
 
@@ -138,7 +138,7 @@ def test_cifar_label_out_of_range_names_its_own_file(tmp_path):
   _write_cifar10(folder)
   _write_cifar_pickle(folder / "data_batch_2", _cifar_rows(3, seed=2), [1, 10, 3], b"labels")
   with pytest.raises(DataError, match=r"data_batch_2.*labels span 1\.\.10") as err:
-    sources.load("cifar10", str(tmp_path))
+    datasets.load("cifar10", str(tmp_path))
   assert "data_batch_1" not in str(err.value)
 
 
@@ -150,7 +150,7 @@ def test_cifar100_uses_fine_labels(tmp_path):
     batch = {b"data": data, b"fine_labels": fine, b"coarse_labels": [1] * len(fine)}
     with open(folder / name, "wb") as f:
       pickle.dump(batch, f, protocol=2)
-  ds = sources.load("cifar100", str(tmp_path))
+  ds = datasets.load("cifar100", str(tmp_path))
   _assert_uint8_nhwc(ds.train, (4, 32, 32, 3))
   np.testing.assert_array_equal(ds.train.labels, [99, 0, 50, 7])
   assert ds.num_classes == 100 and ds.mean == (0.4914, 0.4822, 0.4465)
@@ -159,11 +159,11 @@ def test_cifar100_uses_fine_labels(tmp_path):
 
 def test_cifar_missing_folder_names_it_and_how_to_get_it(tmp_path):
   with pytest.raises(DataError, match="cifar-10-batches-py") as err:
-    sources.load("cifar10", str(tmp_path))
+    datasets.load("cifar10", str(tmp_path))
   assert "data_batch_1" in str(err.value) and "download" in str(err.value)
   assert str(tmp_path) in str(err.value)
   with pytest.raises(DataError, match="cifar-100-python.*download"):
-    sources.check_available("cifar100", str(tmp_path))
+    datasets.check_available("cifar100", str(tmp_path))
 
 
 def test_cifar_missing_single_file(tmp_path):
@@ -171,7 +171,7 @@ def test_cifar_missing_single_file(tmp_path):
   _write_cifar10(folder)
   (folder / "data_batch_3").unlink()
   with pytest.raises(DataError, match="'data_batch_3'.*download"):
-    sources.check_available("cifar10", str(tmp_path))
+    datasets.check_available("cifar10", str(tmp_path))
 
 
 def test_cifar_corrupt_pickle(tmp_path):
@@ -179,14 +179,14 @@ def test_cifar_corrupt_pickle(tmp_path):
   _write_cifar10(folder)
   (folder / "test_batch").write_bytes(b"not a pickle at all")
   with pytest.raises(DataError, match="test_batch.*not a readable CIFAR"):
-    sources.load("cifar10", str(tmp_path))
+    datasets.load("cifar10", str(tmp_path))
 
 
 def test_cifar_default_dir_expands_home(tmp_path, monkeypatch):
   monkeypatch.setenv("HOME", str(tmp_path))
   _write_cifar10(tmp_path / ".lt_jax" / "data" / "cifar-10-batches-py")
-  sources.check_available("cifar10")
-  assert sources.load("cifar10").train.images.shape == (15, 32, 32, 3)
+  datasets.check_available("cifar10")
+  assert datasets.load("cifar10").train.images.shape == (15, 32, 32, 3)
 
 
 # --- SVHN ---------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ def test_cifar_default_dir_expands_home(tmp_path, monkeypatch):
 def test_svhn_round_trip_maps_10_to_0(tmp_path):
   x, _ = _write_svhn_mat(tmp_path / "train_32x32.mat", 12, seed=0)
   _write_svhn_mat(tmp_path / "test_32x32.mat", 3, seed=1)
-  ds = sources.load("svhn", str(tmp_path))
+  ds = datasets.load("svhn", str(tmp_path))
   _assert_uint8_nhwc(ds.train, (12, 32, 32, 3))
   np.testing.assert_array_equal(ds.train.labels, [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2])
   assert ds.train.images[5, 3, 17, 2] == x[3, 17, 2, 5]
@@ -207,19 +207,19 @@ def test_svhn_extra_when_present(tmp_path):
   _write_svhn_mat(tmp_path / "train_32x32.mat", 2, seed=0)
   _write_svhn_mat(tmp_path / "test_32x32.mat", 2, seed=1)
   x, _ = _write_svhn_mat(tmp_path / "extra_32x32.mat", 10, seed=2)
-  ds = sources.load("svhn", str(tmp_path))
+  ds = datasets.load("svhn", str(tmp_path))
   _assert_uint8_nhwc(ds.extra, (10, 32, 32, 3))
   assert ds.extra.labels[9] == 0
   np.testing.assert_array_equal(ds.extra.images[7], x[..., 7])
-  assert sources.load("svhn", str(tmp_path), extra=False).extra is None
+  assert datasets.load("svhn", str(tmp_path), extra=False).extra is None
 
 
 def test_svhn_missing_file(tmp_path):
   _write_svhn_mat(tmp_path / "train_32x32.mat", 2, seed=0)
   with pytest.raises(DataError, match="'test_32x32.mat'.*download"):
-    sources.load("svhn", str(tmp_path))
+    datasets.load("svhn", str(tmp_path))
   with pytest.raises(DataError, match="train_32x32.mat.*ufldl"):
-    sources.check_available("svhn", str(tmp_path / "elsewhere"))
+    datasets.check_available("svhn", str(tmp_path / "elsewhere"))
 
 
 # --- Fashion-MNIST (IDX) ------------------------------------------------------------------
@@ -227,7 +227,7 @@ def test_svhn_missing_file(tmp_path):
 
 def test_fashion_idx_round_trip_gzip_and_plain(tmp_path):
   arrays = _write_fashion(tmp_path)
-  ds = sources.load("fashion_mnist", str(tmp_path))
+  ds = datasets.load("fashion_mnist", str(tmp_path))
   _assert_uint8_nhwc(ds.train, (6, 28, 28, 1))
   _assert_uint8_nhwc(ds.test, (4, 28, 28, 1))
   np.testing.assert_array_equal(ds.train.images[..., 0], arrays["train-images-idx3-ubyte"])
@@ -240,7 +240,7 @@ def test_fashion_idx_round_trip_gzip_and_plain(tmp_path):
 
 def test_fashion_missing_folder(tmp_path):
   with pytest.raises(DataError, match="train-images-idx3-ubyte") as err:
-    sources.check_available("fashion_mnist", str(tmp_path))
+    datasets.check_available("fashion_mnist", str(tmp_path))
   assert "apt-get install -y dataset-fashion-mnist" in str(err.value)
 
 
@@ -248,7 +248,7 @@ def test_fashion_missing_single_file(tmp_path):
   _write_fashion(tmp_path)
   (tmp_path / "t10k-labels-idx1-ubyte").unlink()
   with pytest.raises(DataError, match="'t10k-labels-idx1-ubyte'.*apt-get"):
-    sources.load("fashion_mnist", str(tmp_path))
+    datasets.load("fashion_mnist", str(tmp_path))
 
 
 def test_idx_bad_magic(tmp_path):
@@ -256,7 +256,7 @@ def test_idx_bad_magic(tmp_path):
   path = tmp_path / "t10k-images-idx3-ubyte"
   path.write_bytes(b"\x12\x34" + path.read_bytes()[2:])
   with pytest.raises(DataError, match="t10k-images-idx3-ubyte.*magic"):
-    sources.load("fashion_mnist", str(tmp_path))
+    datasets.load("fashion_mnist", str(tmp_path))
 
 
 def test_idx_wrong_dtype_code(tmp_path):
@@ -264,7 +264,7 @@ def test_idx_wrong_dtype_code(tmp_path):
   path = tmp_path / "t10k-labels-idx1-ubyte"
   path.write_bytes(_idx_bytes(np.zeros(4), dtype_code=0x0D))
   with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*0x0d"):
-    sources.load("fashion_mnist", str(tmp_path))
+    datasets.load("fashion_mnist", str(tmp_path))
 
 
 def test_idx_truncated_plain_and_gzip(tmp_path):
@@ -272,25 +272,25 @@ def test_idx_truncated_plain_and_gzip(tmp_path):
   plain = tmp_path / "t10k-images-idx3-ubyte"
   plain.write_bytes(plain.read_bytes()[:-5])
   with pytest.raises(DataError, match="t10k-images-idx3-ubyte.*truncated"):
-    sources.load("fashion_mnist", str(tmp_path))
+    datasets.load("fashion_mnist", str(tmp_path))
   _write_fashion(tmp_path)
   gz = tmp_path / "train-images-idx3-ubyte.gz"
   gz.write_bytes(gz.read_bytes()[:40])
   with pytest.raises(DataError, match="train-images-idx3-ubyte.gz.*(gzip|truncated)"):
-    sources.load("fashion_mnist", str(tmp_path))
+    datasets.load("fashion_mnist", str(tmp_path))
 
 
 def test_idx_image_label_count_mismatch(tmp_path):
   _write_fashion(tmp_path)
   _write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(3), gz=False)
   with pytest.raises(DataError, match="4 images.*3 labels"):
-    sources.load("fashion_mnist", str(tmp_path))
+    datasets.load("fashion_mnist", str(tmp_path))
 
 
 @pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="apt-get install -y dataset-fashion-mnist")
 def test_real_fashion_mnist():
-  sources.check_available("fashion_mnist")
-  ds = sources.load("fashion_mnist")
+  datasets.check_available("fashion_mnist")
+  ds = datasets.load("fashion_mnist")
   _assert_uint8_nhwc(ds.train, (60000, 28, 28, 1))
   _assert_uint8_nhwc(ds.test, (10000, 28, 28, 1))
   np.testing.assert_array_equal(np.bincount(ds.train.labels), [6000] * 10)
@@ -317,20 +317,20 @@ def test_digits_stratified_deterministic_split():
   from sklearn.datasets import load_digits
 
   per_class = np.bincount(load_digits().target)
-  ds = sources.load("digits")
+  ds = datasets.load("digits")
   assert len(ds.train.labels) + len(ds.test.labels) == 1797
   _assert_uint8_nhwc(ds.train, (1258, 8, 8, 1))
   _assert_uint8_nhwc(ds.test, (539, 8, 8, 1))
   expected_test = [int(round(0.3 * n)) for n in per_class]
   np.testing.assert_array_equal(np.bincount(ds.test.labels), expected_test)
   np.testing.assert_array_equal(np.bincount(ds.train.labels), per_class - expected_test)
-  again = sources.load("digits")
+  again = datasets.load("digits")
   np.testing.assert_array_equal(again.train.images, ds.train.images)
   np.testing.assert_array_equal(again.test.labels, ds.test.labels)
 
 
 def test_digits_values_and_stats():
-  ds = sources.load("digits")
+  ds = datasets.load("digits")
   allowed = np.round(np.arange(17) * 255 / 16).astype(np.uint8)
   assert set(np.unique(ds.train.images)) <= set(allowed)
   assert ds.train.images.min() == 0 and ds.train.images.max() == 255
@@ -338,7 +338,7 @@ def test_digits_values_and_stats():
   np.testing.assert_allclose(ds.mean, (pixels.mean(),), rtol=1e-9)
   np.testing.assert_allclose(ds.std, (pixels.std(),), rtol=1e-9)
   assert ds.num_classes == 10
-  sources.check_available("digits")
+  datasets.check_available("digits")
 
 
 # --- npz ----------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def test_digits_values_and_stats():
 def test_npz_round_trip(tmp_path):
   path = tmp_path / "mine.npz"
   arrays = _write_npz(path)
-  ds = sources.load("npz", str(path))  # data_dir may name the file itself.
+  ds = datasets.load("npz", str(path))  # data_dir may name the file itself.
   _assert_uint8_nhwc(ds.train, (6, 5, 4, 3))
   np.testing.assert_array_equal(ds.train.images, arrays["x_train"])
   np.testing.assert_array_equal(ds.test.labels, [2, 1, 0])
@@ -355,15 +355,15 @@ def test_npz_round_trip(tmp_path):
   pixels = arrays["x_train"].reshape(-1, 3) / 255.0
   np.testing.assert_allclose(ds.mean, pixels.mean(0), rtol=1e-9)
   np.testing.assert_allclose(ds.std, pixels.std(0), rtol=1e-9)
-  assert sources.load("npz", path=str(path), num_classes=7).num_classes == 7
-  sources.check_available("npz", path=str(path))
+  assert datasets.load("npz", path=str(path), num_classes=7).num_classes == 7
+  datasets.check_available("npz", path=str(path))
 
 
 def test_npz_grey_images_get_a_channel(tmp_path):
   path = tmp_path / "grey.npz"
   x = np.arange(6 * 5 * 4, dtype=np.uint8).reshape(6, 5, 4)
   _write_npz(path, x_train=x, x_test=x[:3])
-  ds = sources.load("npz", path=str(path))
+  ds = datasets.load("npz", path=str(path))
   _assert_uint8_nhwc(ds.train, (6, 5, 4, 1))
   np.testing.assert_array_equal(ds.train.images[..., 0], x)
   assert len(ds.mean) == 1
@@ -373,7 +373,7 @@ def test_npz_float_images(tmp_path):
   path = tmp_path / "float.npz"
   _write_npz(path, x_train=np.zeros((6, 5, 4, 3), np.float32))
   with pytest.raises(DataError, match="'x_train' is float32.*convert it to uint8 0..255"):
-    sources.load("npz", path=str(path))
+    datasets.load("npz", path=str(path))
 
 
 @pytest.mark.parametrize("y_test, num_classes", [(np.array([0, 1, -1]), None),
@@ -383,7 +383,7 @@ def test_npz_out_of_range_labels(tmp_path, y_test, num_classes):
   _write_npz(path, y_test=y_test)
   options = {} if num_classes is None else {"num_classes": num_classes}
   with pytest.raises(DataError, match="'y_test'.*labels span"):
-    sources.load("npz", path=str(path), **options)
+    datasets.load("npz", path=str(path), **options)
 
 
 def test_npz_channel_first_images_are_refused_with_the_transpose(tmp_path):
@@ -393,34 +393,34 @@ def test_npz_channel_first_images_are_refused_with_the_transpose(tmp_path):
   _write_npz(path, x_train=nchw, x_test=nchw[:3])
   with pytest.raises(DataError, match=r"'x_train' has shape \(6, 3, 8, 8\), which is "
                      r"channel-first .*x.transpose\(0, 2, 3, 1\), shape \(6, 8, 8, 3\)"):
-    sources.load("npz", path=str(path))
+    datasets.load("npz", path=str(path))
   # The same images stored as the fix says load, pixel for pixel.
   _write_npz(path, x_train=nchw.transpose(0, 2, 3, 1), x_test=nchw[:3].transpose(0, 2, 3, 1))
-  ds = sources.load("npz", path=str(path))
+  ds = datasets.load("npz", path=str(path))
   np.testing.assert_array_equal(ds.train.images[:, 2, 5, :], nchw[:, :, 2, 5])
   # More channels than pixels per side cannot be (N, H, W, C); 2 channels or 5 bands can.
   _write_npz(path, x_train=np.zeros((6, 2, 2, 16), np.uint8), x_test=np.zeros((3, 2, 2, 16),
                                                                                 np.uint8))
   with pytest.raises(DataError, match=r"its 16 channels outnumber its 2 x 2 pixels"):
-    sources.load("npz", path=str(path))
+    datasets.load("npz", path=str(path))
   for channels in (2, 5):
     x = np.zeros((6, 8, 8, channels), np.uint8)
     _write_npz(path, x_train=x, x_test=x[:3])
-    assert sources.load("npz", path=str(path)).train.images.shape == (6, 8, 8, channels)
+    assert datasets.load("npz", path=str(path)).train.images.shape == (6, 8, 8, channels)
 
 
 def test_npz_bad_shapes_and_keys(tmp_path):
   path = tmp_path / "bad.npz"
   _write_npz(path, y_train=np.array([0, 1]))
   with pytest.raises(DataError, match="'y_train' has shape"):
-    sources.load("npz", path=str(path))
+    datasets.load("npz", path=str(path))
   np.savez(path, x_train=np.zeros((1, 2, 2), np.uint8))
   with pytest.raises(DataError, match="lacks the array.*y_train"):
-    sources.check_available("npz", str(path))
+    datasets.check_available("npz", str(path))
   with pytest.raises(DataError, match="expected an .npz file.*np.savez"):
-    sources.load("npz", path=str(tmp_path / "nowhere.npz"))
+    datasets.load("npz", path=str(tmp_path / "nowhere.npz"))
   with pytest.raises(DataError, match="npz_path"):
-    sources.load("npz")
+    datasets.load("npz")
 
 
 # --- names, kinds and options -------------------------------------------------------------
@@ -428,14 +428,13 @@ def test_npz_bad_shapes_and_keys(tmp_path):
 
 def test_unknown_name_source_and_option():
   with pytest.raises(DataError, match="'imagenet'.*cifar10, cifar100, svhn"):
-    sources.load("imagenet")
+    datasets.load("imagenet")
   with pytest.raises(DataError, match="'hdf5'.*files, tfds"):
-    sources.check_available("cifar10", source="hdf5")
+    datasets.check_available("cifar10", source="hdf5")
   with pytest.raises(DataError, match="no tfds source"):
-    sources.load("digits", source="tfds")
+    datasets.load("digits", source="tfds")
   with pytest.raises(DataError, match="unknown option.*extra"):
-    sources.load("svhn", extras=False)
-  assert set(sources.SOURCES) == set(sources.DEFAULT_DIRS)
+    datasets.load("svhn", extras=False)
 
 
 # --- TFDS ---------------------------------------------------------------------------------
@@ -449,8 +448,8 @@ def test_unknown_name_source_and_option():
 def test_tfds_with_mock_data(tmp_path, name, shape):
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=5):
-    ds = sources.load(name, str(tmp_path), source="tfds")
-    direct = tfds.data_source(sources.TFDS_NAMES[name], split="test", data_dir=str(tmp_path))
+    ds = datasets.load(name, str(tmp_path), source="tfds")
+    direct = tfds.data_source(datasets.get(name).tfds_name, split="test", data_dir=str(tmp_path))
     records = [direct[i] for i in range(5)]
   if name.startswith("cifar"):  # Back in the archive's order, which the ids give.
     records.sort(key=lambda r: r["id"])
@@ -465,8 +464,8 @@ def test_tfds_with_mock_data(tmp_path, name, shape):
 def test_tfds_svhn_cropped_extra_with_mock_data(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=3):
-    ds = sources.load("svhn", str(tmp_path), source="tfds")
-    without = sources.load("svhn", str(tmp_path), source="tfds", extra=False)
+    ds = datasets.load("svhn", str(tmp_path), source="tfds")
+    without = datasets.load("svhn", str(tmp_path), source="tfds", extra=False)
   _assert_uint8_nhwc(ds.extra, (3, 32, 32, 3))
   assert without.extra is None
 
@@ -477,7 +476,7 @@ def test_tfds_cifar_records_return_to_the_archive_order(monkeypatch):
   records = [{"id": f"train_{i:05d}".encode(), "label": np.int64(i),
               "image": np.full((32, 32, 3), i, np.uint8)} for i in shuffled]
   monkeypatch.setattr(tfds, "data_source", lambda *a, **k: records)
-  ds = sources.load("cifar10", "/nowhere", source="tfds")
+  ds = datasets.load("cifar10", "/nowhere", source="tfds")
   np.testing.assert_array_equal(ds.train.labels, [0, 1, 2, 3])
   np.testing.assert_array_equal(ds.train.images[:, 0, 0, 0], [0, 1, 2, 3])
 
@@ -493,7 +492,7 @@ def test_tfds_exact_values_with_fake_data_source(monkeypatch):
     return [{"image": image, "label": np.int64(3)}, {"image": image * 2, "label": np.int64(0)}]
 
   monkeypatch.setattr(tfds, "data_source", fake_data_source)
-  ds = sources.load("svhn", "~/tfds_here", source="tfds")
+  ds = datasets.load("svhn", "~/tfds_here", source="tfds")
   np.testing.assert_array_equal(ds.train.images[1, 4, 9], [14, 16, 18])
   np.testing.assert_array_equal(ds.test.labels, [3, 0])
   expanded = os.path.expanduser("~/tfds_here")
@@ -503,6 +502,6 @@ def test_tfds_exact_values_with_fake_data_source(monkeypatch):
 def test_tfds_missing_dataset(tmp_path):
   pytest.importorskip("tensorflow_datasets")
   with pytest.raises(DataError, match="'cifar10'.*tfds build cifar10 --file_format=array_record"):
-    sources.load("cifar10", str(tmp_path), source="tfds")
+    datasets.load("cifar10", str(tmp_path), source="tfds")
   with pytest.raises(DataError, match="'svhn_cropped'.*tfds build"):
-    sources.check_available("svhn", str(tmp_path), source="tfds")
+    datasets.check_available("svhn", str(tmp_path), source="tfds")

@@ -6,7 +6,8 @@ The lists are the ones the reference reads (`imagenet_inat/data/<name>/<name>_<s
 images in 1,000 classes, 20 validation and 50 test images per class) and
 `iNaturalist18_train.txt`, `_val.txt` (437,513 training images in 8,142 classes, 3 validation
 images per class, the validation split serving as the test set). Paths are relative to the
-image root (the ImageNet or iNaturalist folder holding `train/`, `val/` ...).
+image root (the ImageNet or iNaturalist folder holding `train/`, `val/` ...). Their classes,
+splits and list names are the datasets' registry entries (`data/datasets.py`).
 
 Every problem names the file and the line: a missing list, a line that is not `path label`, a
 label outside [0, classes), an image that is missing. An image that exists but cannot be
@@ -25,28 +26,6 @@ from lt_jax.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
-class ListSpec:
-  """One dataset's lists: `<prefix>_<split>.txt`, its classes and normalisation."""
-
-  prefix: str
-  splits: tuple[str, ...]
-  num_classes: int
-  mean: tuple[float, float, float]
-  std: tuple[float, float, float]
-  color_jitter: bool  # The reference's standard training adds ColorJitter(0.4, 0.4, 0.4, 0).
-
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-LIST_DATASETS = {
-    "imagenet_lt": ListSpec("ImageNet_LT", ("train", "val", "test"), 1000, IMAGENET_MEAN,
-                            IMAGENET_STD, color_jitter=True),
-    # The reference normalises iNaturalist with its own statistics and trains without jitter.
-    "inat18": ListSpec("iNaturalist18", ("train", "val"), 8142, (0.466, 0.471, 0.380),
-                       (0.195, 0.194, 0.192), color_jitter=False),
-}
-
-
-@dataclasses.dataclass(frozen=True)
 class ImageList:
   """A split: absolute image paths, int64 labels, and where each came from (for messages)."""
 
@@ -62,18 +41,18 @@ class ImageList:
     return np.bincount(self.labels, minlength=num_classes)
 
 
-def list_path(lists_dir: str, dataset: str, split: str) -> str:
-  """Where `dataset`'s `split` list lives; fails naming the expected files when it is absent."""
-  if dataset not in LIST_DATASETS:
-    raise DataError(f"no split lists are known for {dataset!r}; choose one of "
-                    f"{tuple(LIST_DATASETS)}.")
-  spec = LIST_DATASETS[dataset]
+def list_path(lists_dir: str, spec, split: str) -> str:
+  """Where the `split` list of a host-fed dataset (a `datasets.DatasetSpec`) lives; fails
+  naming the expected files when it is absent."""
+  if spec.list_prefix is None:
+    raise DataError(f"dataset {spec.name!r} has no split lists; it is read as arrays.")
+  prefix = spec.list_prefix
   if split not in spec.splits:
-    raise DataError(f"{dataset} has no {split!r} split; its lists are "
-                    f"{', '.join(f'{spec.prefix}_{s}.txt' for s in spec.splits)}.")
-  path = os.path.join(os.path.expanduser(lists_dir), f"{spec.prefix}_{split}.txt")
+    raise DataError(f"{spec.name} has no {split!r} split; its lists are "
+                    f"{', '.join(f'{prefix}_{s}.txt' for s in spec.splits)}.")
+  path = os.path.join(os.path.expanduser(lists_dir), f"{prefix}_{split}.txt")
   if not os.path.isfile(path):
-    raise DataError(f"split list {path} is missing: put {spec.prefix}_"
+    raise DataError(f"split list {path} is missing: put {prefix}_"
                     f"{{{','.join(spec.splits)}}}.txt (one 'relative/path label' per line, "
                     "the lists of the reference code) in that folder.")
   return path

@@ -7,14 +7,9 @@ import dataclasses
 import ml_collections
 import numpy as np
 
-from lt_jax.data import longtail, sources
+from lt_jax.data import datasets, longtail, sources
 from lt_jax.data.sources import Split
 from lt_jax.errors import ConfigError
-
-# SVHN is itself long-tailed with digit 1 the most common and 0 among the rarest in `train`; the
-# reference assigns the largest count to class 1 and the smallest to class 0.
-SVHN_CLASS_ORDER = (1, 2, 3, 4, 5, 6, 7, 8, 9, 0)
-SVHN_IMG_MAX = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,21 +35,15 @@ class LongTailData:
 
 
 def source_options(ds: ml_collections.ConfigDict, with_extra: bool = False) -> dict:
-  """The per-dataset options of `sources.load` / `sources.check_available` for this config:
-  the npz path, and SVHN's 531k-image extra split only when a pool needs it."""
-  if ds.name == "npz":
-    return {"path": ds.npz_path}
-  if ds.name == "svhn":
-    return {"extra": with_extra}
-  return {}
+  """The options of `datasets.load` / `datasets.check_available` that this config sets among
+  those its dataset accepts: an .npz's path, and an extra split (SVHN's 531k images) only when
+  a pool needs it."""
+  values = {"path": ds.npz_path, "extra": with_extra}
+  return {key: values[key] for key in datasets.get(ds.name).options if key in values}
 
 
 def load_source(ds: ml_collections.ConfigDict, with_extra: bool = False) -> sources.Dataset:
-  return sources.load(ds.name, ds.data_dir, ds.source, **source_options(ds, with_extra))
-
-
-def class_order(name: str, num_classes: int) -> tuple[int, ...]:
-  return SVHN_CLASS_ORDER if name == "svhn" else tuple(range(num_classes))
+  return datasets.load(ds.name, ds.data_dir, ds.source, **source_options(ds, with_extra))
 
 
 def requested_counts(ds: ml_collections.ConfigDict, num_train: int,
@@ -62,7 +51,7 @@ def requested_counts(ds: ml_collections.ConfigDict, num_train: int,
   """Per-class counts in class order (not by class id) for this config."""
   img_max = ds.img_max
   if img_max is None:
-    img_max = SVHN_IMG_MAX if ds.name == "svhn" else num_train / num_classes
+    img_max = datasets.get(ds.name).img_max or num_train / num_classes
   check_smallest_class(ds, img_max)
   return longtail.class_counts(img_max, num_classes, ds.imb_type, 1.0 / ds.imbalance_ratio)
 
@@ -100,7 +89,7 @@ def draw(ds: ml_collections.ConfigDict, data: sources.Dataset | None = None, *,
   rest, val_idx = longtail.validation_split(labels, ds.val_per_class, ds.lt_seed)
   if ds.val_per_class == 0:
     rest = np.arange(len(labels))
-  order = class_order(ds.name, c)
+  order = datasets.get(ds.name).order(c)
   counts = requested_counts(ds, len(rest), c)
   rng = np.random.RandomState(ds.lt_seed)
   picked = rest[longtail.longtail_indices(labels[rest], counts, class_order=order, rng=rng)]

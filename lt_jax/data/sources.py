@@ -1,17 +1,23 @@
-"""Dataset sources: the standard on-disk formats (or TFDS) read into uint8 NHWC numpy arrays.
+"""Dataset formats: the files datasets are published in (or TFDS), read into uint8 NHWC arrays.
 
-Every loader returns the same `Dataset` so that the long-tail subsetting, augmentation and
-training code never see a file format. Missing or malformed files raise `DataError` naming the
-file that was expected, where, and how to get it, so that a run fails before any work starts.
+Which dataset uses which format, with its classes, statistics and folder, is the registry's
+knowledge (`data/datasets.py`); this module only finds and reads files. Every reader returns the
+same `Splits`, so that the long-tail subsetting, augmentation and training code never see a file
+format. Missing or malformed files raise `DataError` naming the file that was expected, where,
+and how to get it, so that a run fails before any work starts.
 
-`source="files"` reads the formats the datasets are published in:
-  cifar10 / cifar100  python-pickle archive folders (cifar-10-batches-py/, cifar-100-python/)
-  svhn                train_32x32.mat, test_32x32.mat and, when present, extra_32x32.mat
-  fashion_mnist       IDX files, gzipped or plain (Debian: apt-get install dataset-fashion-mnist)
-  digits              scikit-learn's bundled 8x8 digits (no download), split 70/30 stratified
-  npz                 user arrays x_train, y_train, x_test, y_test
-`source="tfds"` reads cifar10, cifar100, svhn (svhn_cropped) and fashion_mnist through
-`tfds.data_source`, which needs no TensorFlow but a dataset prepared in array_record format.
+Formats, each a `find_*` (cheap: are the files there?) and a `read_*` pair:
+  CIFAR python-pickle archive folders (cifar-10-batches-py/, cifar-100-python/)
+  SVHN's train_32x32.mat, test_32x32.mat and, when present, extra_32x32.mat
+  IDX files, gzipped or plain (Fashion-MNIST; Debian: apt-get install dataset-fashion-mnist)
+  scikit-learn's bundled 8x8 digits (no download), split 70/30 stratified
+  user arrays in an .npz: x_train, y_train, x_test, y_test
+  TFDS datasets through `tfds.data_source`, which needs no TensorFlow but a dataset prepared in
+  array_record format.
+
+A reader is called as `read(spec, location, options)`: `spec` is the dataset's registry entry
+(its classes, layout, TFDS name), `location` what its finder returned, `options` the per-run
+options the entry accepts.
 """
 
 from __future__ import annotations
@@ -49,57 +55,17 @@ class Dataset:
   extra: Split | None = None  # SVHN's extra split when present (an unlabeled pool); else None.
 
 
-SOURCES = ("cifar10", "cifar100", "svhn", "fashion_mnist", "digits", "npz")
-SOURCE_KINDS = ("files", "tfds")
-# Image channels of each named dataset (an .npz's come from its header, see image_channels).
-CHANNELS = {"cifar10": 3, "cifar100": 3, "svhn": 3, "fashion_mnist": 1, "digits": 1}
-
-# Default folder per dataset for source="files" ("~" is expanded at use); None: no folder.
-DEFAULT_DIRS: dict[str, str | None] = {
-    "cifar10": "~/.lt_jax/data",
-    "cifar100": "~/.lt_jax/data",
-    "svhn": "~/.lt_jax/data/svhn",
-    "fashion_mnist": "/usr/share/datasets/fashion-mnist",
-    "digits": None,
-    "npz": None,
-}
-
-TFDS_NAMES = {
-    "cifar10": "cifar10",
-    "cifar100": "cifar100",
-    "svhn": "svhn_cropped",
-    "fashion_mnist": "fashion_mnist",
-}
-
-# Options each dataset accepts in `load(..., **options)`.
-_OPTIONS: dict[str, tuple[str, ...]] = {
-    "svhn": ("extra",),  # extra=False skips the 531k-image extra split.
-    "npz": ("path", "num_classes"),
-}
-
-# The reference's CIFAR-10 statistics; it uses them for CIFAR-100 too.
-_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-_CIFAR_STD = (0.2023, 0.1994, 0.2010)
-# The reference normalises SVHN with 0.5 / 0.5 (train.py: "cifar" datasets get the CIFAR
-# statistics, every other dataset .5).
-_SVHN_MEAN = (0.5, 0.5, 0.5)
-_SVHN_STD = (0.5, 0.5, 0.5)
-# Population mean / std of the 60000 Fashion-MNIST training images scaled to [0, 1], computed
-# once from Debian's dataset-fashion-mnist files: 0.2860406 / 0.3530242.
-_FASHION_MEAN = (0.2860,)
-_FASHION_STD = (0.3530,)
-
-_CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-_CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-_SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
-_FASHION_URL = "https://github.com/zalandoresearch/fashion-mnist (folder data/fashion)"
-
-_DIGITS_TEST_FRACTION = 0.3
-_DIGITS_SEED = 0
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  """What a reader found: the splits, and the classes where the data itself defines them."""
+  train: Split
+  test: Split
+  extra: Split | None = None
+  num_classes: int | None = None  # Set by readers whose labels define the classes (npz).
 
 
 @dataclasses.dataclass(frozen=True)
-class _Layout:
+class Layout:
   """Where a file-based dataset lives: its folder name, required files and how to get them."""
   what: str  # Human description of the folder, used in error messages.
   subfolder: str  # Archive folder name; data_dir may be this folder or its parent.
@@ -108,70 +74,46 @@ class _Layout:
   gz_ok: bool = False  # Whether each file may also be present as `<name>.gz`.
 
 
-_LAYOUTS = {
-    "cifar10": _Layout(
-        what="the python-pickle archive folder 'cifar-10-batches-py' (data_batch_1..5, test_batch)",
-        subfolder="cifar-10-batches-py",
-        files=tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
-        how=f"download and extract {_CIFAR10_URL} there, or set dataset.source='tfds'",
-    ),
-    "cifar100": _Layout(
-        what="the python-pickle archive folder 'cifar-100-python' (train, test)",
-        subfolder="cifar-100-python",
-        files=("train", "test"),
-        how=f"download and extract {_CIFAR100_URL} there, or set dataset.source='tfds'",
-    ),
-    "svhn": _Layout(
-        what="the SVHN cropped-digit files 'train_32x32.mat' and 'test_32x32.mat'",
-        subfolder="svhn",
-        files=("train_32x32.mat", "test_32x32.mat"),
-        how=(f"download train_32x32.mat and test_32x32.mat (optionally extra_32x32.mat) from "
-             f"{_SVHN_URL} there, or set dataset.source='tfds'"),
-    ),
-    "fashion_mnist": _Layout(
-        what=("the Fashion-MNIST IDX files 'train-images-idx3-ubyte', 'train-labels-idx1-ubyte', "
-              "'t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte' (each plain or .gz)"),
-        subfolder="fashion-mnist",
-        files=("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-               "t10k-labels-idx1-ubyte"),
-        how=("install them with `apt-get install -y dataset-fashion-mnist` (into "
-             "/usr/share/datasets/fashion-mnist), or download them from "
-             f"{_FASHION_URL} there, or set dataset.source='tfds'"),
-        gz_ok=True,
-    ),
-}
+_DIGITS_TEST_FRACTION = 0.3
+_DIGITS_SEED = 0
 
 
-# --- public API ---------------------------------------------------------------------------
+# --- finding the files ------------------------------------------------------------------
 
 
-def load(name: str, data_dir: str | None = None, source: str = "files", **options: Any) -> Dataset:
-  """Reads dataset `name` from `source` ('files' or 'tfds') into uint8 NHWC arrays.
-
-  `data_dir` None means `DEFAULT_DIRS[name]` for files and TFDS's default folder for tfds.
-  Options: svhn `extra` (bool, default True); npz `path` (else data_dir) and `num_classes`.
-  """
-  _check_name_and_source(name, source)
-  _check_options(name, options)
-  if source == "tfds":
-    return _load_tfds(name, data_dir, with_extra=bool(options.get("extra", True)))
-  if name == "digits":
-    return _load_digits()
-  if name == "npz":
-    return _load_npz(_npz_path(options.get("path"), data_dir), options.get("num_classes"))
-  folder = _locate(name, data_dir)
-  if name == "svhn":
-    return _load_svhn(folder, with_extra=bool(options.get("extra", True)))
-  if name == "fashion_mnist":
-    return _load_fashion_mnist(folder)
-  return _load_cifar(name, folder)
+def find_layout(spec: Any, data_dir: str | None, options: Mapping[str, Any]) -> str:
+  """The folder holding all of the spec's `layout` files: data_dir (else the spec's default
+  folder) itself or its archive subfolder."""
+  del options
+  layout = spec.layout
+  root = os.path.expanduser(data_dir or spec.default_dir)
+  for folder in (root, os.path.join(root, layout.subfolder)):
+    present = [f for f in layout.files if _find_file(folder, f, layout.gz_ok)]
+    if not present:
+      continue
+    missing = [f for f in layout.files if f not in present]
+    if missing:
+      raise DataError(f"expected {missing[0]!r} in {folder} (part of {layout.what}) but it is "
+                      f"missing; {layout.how}")
+    return folder
+  raise DataError(f"expected {layout.what} under {root}; {layout.how}")
 
 
-def image_channels(name: str, data_dir: str | None = None, **options: Any) -> int:
-  """Channels of the dataset's images, read without loading them (an .npz: its header)."""
-  if name != "npz":
-    return CHANNELS[name]
+def find_bundled(spec: Any, data_dir: str | None, options: Mapping[str, Any]) -> None:
+  """Data shipped inside an installed package: nothing to find."""
+  del spec, data_dir, options
+
+
+def find_npz(spec: Any, data_dir: str | None, options: Mapping[str, Any]) -> str:
+  """The .npz at options['path'] (else data_dir), checked to hold the four arrays."""
+  del spec
   path = _npz_path(options.get("path"), data_dir)
+  _check_npz_keys(path)
+  return path
+
+
+def npz_channels(path: str) -> int:
+  """Channels of an .npz's training images, read from the array header alone."""
   try:
     with zipfile.ZipFile(path) as archive, archive.open("x_train.npy") as f:
       version = np.lib.format.read_magic(f)
@@ -182,40 +124,6 @@ def image_channels(name: str, data_dir: str | None = None, **options: Any) -> in
     raise DataError(f"{path}: cannot read the shape of 'x_train' ({type(e).__name__}: {e}); "
                     f"{_NPZ_HOW}") from e
   return shape[3] if len(shape) == 4 else 1
-
-
-def check_available(name: str, data_dir: str | None = None, source: str = "files",
-                    **options: Any) -> None:
-  """Raises DataError unless the files `load` needs exist; cheap, reads no image data."""
-  _check_name_and_source(name, source)
-  _check_options(name, options)
-  if source == "tfds":
-    _check_tfds_prepared(TFDS_NAMES[name], _expand(data_dir))
-  elif name == "npz":
-    _check_npz_keys(_npz_path(options.get("path"), data_dir))
-  elif name != "digits":
-    _locate(name, data_dir)
-
-
-# --- validation and file lookup ---------------------------------------------------------
-
-
-def _check_name_and_source(name: str, source: str) -> None:
-  if name not in SOURCES:
-    raise DataError(f"unknown dataset name {name!r}; valid choices: {', '.join(SOURCES)}")
-  if source not in SOURCE_KINDS:
-    raise DataError(f"unknown dataset source {source!r}; valid choices: {', '.join(SOURCE_KINDS)}")
-  if source == "tfds" and name not in TFDS_NAMES:
-    raise DataError(f"dataset {name!r} has no tfds source; source='tfds' supports "
-                    f"{', '.join(TFDS_NAMES)}; set dataset.source='files'")
-
-
-def _check_options(name: str, options: Mapping[str, Any]) -> None:
-  valid = _OPTIONS.get(name, ())
-  unknown = sorted(set(options) - set(valid))
-  if unknown:
-    raise DataError(f"unknown option(s) {', '.join(unknown)} for dataset {name!r}; valid options: "
-                    f"{', '.join(valid) or 'none'}")
 
 
 def _expand(path: str | None) -> str | None:
@@ -230,22 +138,6 @@ def _find_file(folder: str, file_name: str, gz_ok: bool) -> str | None:
     if os.path.isfile(path):
       return path
   return None
-
-
-def _locate(name: str, data_dir: str | None) -> str:
-  """The folder holding all of `name`'s files: data_dir itself or its archive subfolder."""
-  layout = _LAYOUTS[name]
-  root = os.path.expanduser(data_dir or DEFAULT_DIRS[name])
-  for folder in (root, os.path.join(root, layout.subfolder)):
-    present = [f for f in layout.files if _find_file(folder, f, layout.gz_ok)]
-    if not present:
-      continue
-    missing = [f for f in layout.files if f not in present]
-    if missing:
-      raise DataError(f"expected {missing[0]!r} in {folder} (part of {layout.what}) but it is "
-                      f"missing; {layout.how}")
-    return folder
-  raise DataError(f"expected {layout.what} under {root}; {layout.how}")
 
 
 def _read_bytes(path: str, how: str) -> bytes:
@@ -270,7 +162,7 @@ def _concat(splits: Sequence[Split]) -> Split:
                np.concatenate([s.labels for s in splits]))
 
 
-def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
   """Per-channel population mean / std in [0, 1] units, via 256-bin histograms (no float copy)."""
   values = np.arange(256, dtype=np.float64) / 255.0
   means, stds = [], []
@@ -318,23 +210,27 @@ def _cifar_batch(path: str, label_key: bytes, how: str) -> Split:
   return _make_split(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels)
 
 
-def _load_cifar(name: str, folder: str) -> Dataset:
-  layout = _LAYOUTS[name]
-  if name == "cifar10":
-    label_key, num_classes, test_file = b"labels", 10, "test_batch"
-    train_files = layout.files[:-1]
-  else:
-    label_key, num_classes, test_file = b"fine_labels", 100, "test"
-    train_files = ("train",)
+def read_cifar10(spec: Any, folder: str, options: Mapping[str, Any]) -> Splits:
+  del options
+  return _read_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels",
+                     spec.num_classes, spec.layout.how)
 
+
+def read_cifar100(spec: Any, folder: str, options: Mapping[str, Any]) -> Splits:
+  del options
+  return _read_cifar(folder, ["train"], "test", b"fine_labels", spec.num_classes,
+                     spec.layout.how)
+
+
+def _read_cifar(folder: str, train_files: Sequence[str], test_file: str, label_key: bytes,
+                num_classes: int, how: str) -> Splits:
   def read(file_name: str) -> Split:  # Each file's labels checked, so an error names its file.
     path = os.path.join(folder, file_name)
-    batch = _cifar_batch(path, label_key, layout.how)
-    _check_label_range(batch.labels, num_classes, path, layout.how)
+    batch = _cifar_batch(path, label_key, how)
+    _check_label_range(batch.labels, num_classes, path, how)
     return batch
 
-  train = _concat([read(f) for f in train_files])
-  return Dataset(name, train, read(test_file), num_classes, _CIFAR_MEAN, _CIFAR_STD)
+  return Splits(_concat([read(f) for f in train_files]), read(test_file))
 
 
 def _check_label_range(labels: np.ndarray, num_classes: int, where: str, how: str) -> None:
@@ -368,16 +264,17 @@ def _read_svhn_mat(path: str, how: str) -> Split:
   return _make_split(x.transpose(3, 0, 1, 2), labels)
 
 
-def _load_svhn(folder: str, with_extra: bool) -> Dataset:
-  how = _LAYOUTS["svhn"].how
+def read_svhn(spec: Any, folder: str, options: Mapping[str, Any]) -> Splits:
+  """train and test, and extra (531k images) when present unless options['extra'] is False."""
+  how = spec.layout.how
   train = _read_svhn_mat(os.path.join(folder, "train_32x32.mat"), how)
   test = _read_svhn_mat(os.path.join(folder, "test_32x32.mat"), how)
   extra_path = os.path.join(folder, "extra_32x32.mat")
-  extra = _read_svhn_mat(extra_path, how) if with_extra and os.path.isfile(extra_path) else None
-  return Dataset("svhn", train, test, 10, _SVHN_MEAN, _SVHN_STD, extra)
+  with_extra = bool(options.get("extra", True)) and os.path.isfile(extra_path)
+  return Splits(train, test, _read_svhn_mat(extra_path, how) if with_extra else None)
 
 
-# --- Fashion-MNIST (IDX) ----------------------------------------------------------------
+# --- IDX (Fashion-MNIST) ------------------------------------------------------------------
 
 _IDX_UBYTE = 0x08
 
@@ -401,7 +298,7 @@ def _read_idx(path: str, ndim: int, how: str) -> np.ndarray:
   return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
-def _read_idx_pair(folder: str, prefix: str, how: str) -> Split:
+def _read_idx_pair(folder: str, prefix: str, num_classes: int, how: str) -> Split:
   """`<prefix>-images-idx3-ubyte` and `<prefix>-labels-idx1-ubyte` as (N, H, W, 1) and labels."""
   image_path = _find_file(folder, f"{prefix}-images-idx3-ubyte", gz_ok=True)
   label_path = _find_file(folder, f"{prefix}-labels-idx1-ubyte", gz_ok=True)
@@ -410,15 +307,16 @@ def _read_idx_pair(folder: str, prefix: str, how: str) -> Split:
   if len(images) != len(labels):
     raise DataError(f"{image_path} has {len(images)} images but {label_path} has {len(labels)} "
                     f"labels; {how}")
-  _check_label_range(labels, 10, label_path, how)
+  _check_label_range(labels, num_classes, label_path, how)
   return _make_split(images[..., None], labels)
 
 
-def _load_fashion_mnist(folder: str) -> Dataset:
-  how = _LAYOUTS["fashion_mnist"].how
-  train = _read_idx_pair(folder, "train", how)
-  test = _read_idx_pair(folder, "t10k", how)
-  return Dataset("fashion_mnist", train, test, 10, _FASHION_MEAN, _FASHION_STD)
+def read_idx(spec: Any, folder: str, options: Mapping[str, Any]) -> Splits:
+  """The MNIST file naming: train-* and t10k-* image / label pairs."""
+  del options
+  how = spec.layout.how
+  return Splits(_read_idx_pair(folder, "train", spec.num_classes, how),
+                _read_idx_pair(folder, "t10k", spec.num_classes, how))
 
 
 # --- scikit-learn digits ----------------------------------------------------------------
@@ -458,19 +356,18 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
   return bunch.images, np.asarray(bunch.target, dtype=np.int64)
 
 
-def _load_digits() -> Dataset:
+def read_digits(spec: Any, location: None, options: Mapping[str, Any]) -> Splits:
   """scikit-learn's 1797 8x8 digits (0..16) as uint8 round(v * 255 / 16), split 70/30.
 
   There is no official split: `_stratified_split` with RandomState(0) makes one (1258 train,
-  539 test); mean/std come from the train side.
+  539 test).
   """
+  del spec, location, options
   pixels, labels = digits_arrays()
   images = np.round(pixels * (255.0 / 16.0)).astype(np.uint8)[..., None]
   train_idx, test_idx = _stratified_split(labels, _DIGITS_TEST_FRACTION, _DIGITS_SEED)
-  train = _make_split(images[train_idx], labels[train_idx])
-  test = _make_split(images[test_idx], labels[test_idx])
-  mean, std = _channel_stats(train.images)
-  return Dataset("digits", train, test, 10, mean, std)
+  return Splits(_make_split(images[train_idx], labels[train_idx]),
+                _make_split(images[test_idx], labels[test_idx]))
 
 
 # --- user arrays (.npz) -----------------------------------------------------------------
@@ -561,8 +458,10 @@ def _npz_array(archive: Any, key: str, path: str) -> np.ndarray:
                     f"{_NPZ_HOW}") from e
 
 
-def _load_npz(path: str, num_classes: int | None) -> Dataset:
-  _check_npz_keys(path)
+def read_npz(spec: Any, path: str, options: Mapping[str, Any]) -> Splits:
+  """The four arrays; the classes are options['num_classes'], else the largest label + 1."""
+  del spec
+  num_classes = options.get("num_classes")
   with _open_npz(path) as archive:
     x_train = _npz_images(_npz_array(archive, "x_train", path), "x_train", path)
     x_test = _npz_images(_npz_array(archive, "x_test", path), "x_test", path)
@@ -587,9 +486,8 @@ def _load_npz(path: str, num_classes: int | None) -> Dataset:
         f"but 'y_train' has no image of class {', '.join(map(str, absent[:10]))}"
         f"{' ...' if len(absent) > 10 else ''}; labels must be 0..C-1 with every class in "
         "y_train: relabel them (np.unique(y, return_inverse=True)[1]).")
-  mean, std = _channel_stats(x_train)
-  return Dataset("npz", _make_split(x_train, y_train), _make_split(x_test, y_test), num_classes,
-                 mean, std)
+  return Splits(_make_split(x_train, y_train), _make_split(x_test, y_test),
+                num_classes=num_classes)
 
 
 # --- TFDS -------------------------------------------------------------------------------
@@ -606,6 +504,11 @@ def _tfds_missing(tfds_name: str, data_dir: str | None) -> str:
   where = data_dir or "TFDS's default folder (~/tensorflow_datasets or $TFDS_DATA_DIR)"
   return (f"expected the TFDS dataset {tfds_name!r} prepared in array_record format under "
           f"{where}; {_tfds_how(tfds_name, data_dir)}")
+
+
+def check_tfds(spec: Any, data_dir: str | None) -> None:
+  """Raises DataError unless the spec's TFDS dataset is prepared for random access."""
+  _check_tfds_prepared(spec.tfds_name, _expand(data_dir))
 
 
 def _check_tfds_prepared(tfds_name: str, data_dir: str | None) -> None:
@@ -658,13 +561,9 @@ def _text(value) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _load_tfds(name: str, data_dir: str | None, with_extra: bool) -> Dataset:
-  tfds_name = TFDS_NAMES[name]
+def read_tfds(spec: Any, data_dir: str | None, options: Mapping[str, Any]) -> Splits:
+  """train and test; extra too where the spec offers it and options['extra'] is not False."""
   data_dir = _expand(data_dir)
-  train = _read_tfds_split(tfds_name, "train", data_dir)
-  test = _read_tfds_split(tfds_name, "test", data_dir)
-  extra = _read_tfds_split(tfds_name, "extra", data_dir) if name == "svhn" and with_extra else None
-  num_classes = 100 if name == "cifar100" else 10
-  mean, std = {"fashion_mnist": (_FASHION_MEAN, _FASHION_STD),
-               "svhn": (_SVHN_MEAN, _SVHN_STD)}.get(name, (_CIFAR_MEAN, _CIFAR_STD))
-  return Dataset(name, train, test, num_classes, mean, std, extra)
+  read = lambda split: _read_tfds_split(spec.tfds_name, split, data_dir)  # noqa: E731
+  with_extra = "extra" in spec.options and bool(options.get("extra", True))
+  return Splits(read("train"), read("test"), read("extra") if with_extra else None)

@@ -20,7 +20,7 @@ import ml_collections
 from lt_jax import classify_lists, parallel
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
-from lt_jax.data import image_lists, image_pipeline
+from lt_jax.data import datasets, image_pipeline
 from lt_jax.errors import ConfigError
 from lt_jax.pretrain import contrastive_stage
 from lt_jax.train import driver
@@ -47,7 +47,7 @@ def pretrain_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
   if finished is not None:
     return finished
   ds = config.dataset
-  spec = image_lists.LIST_DATASETS[ds.name]
+  spec = datasets.get(ds.name)
   images = classify_lists.read_splits(ds)["train"]
   _, batch = contrastive_stage.epochs_and_batch(config)
   if batch > len(images):
