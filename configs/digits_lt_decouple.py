@@ -6,8 +6,9 @@ adjustment on its frozen representation (Kang et al. 2020). Needs no download.
   python run.py --config=configs/digits_lt_decouple.py --config.pretrain.method=rotation
 
 A largest class of 100 leaves 10 images per class for a balanced validation split (100 images),
-on which tau is chosen. cRT and LWS: 10 epochs of class-aware batches of 64 (an epoch is
-ceil(403 / 64) = 7 steps over the 403 training images), lr 0.2, cosine.
+on which tau is chosen and stage 1's best epoch selected (the one the second stages start
+from). cRT (10 epochs) and LWS (5) use class-aware batches of 64 (an epoch is ceil(403 / 64) =
+7 steps over the 403 training images), lr 0.2, cosine.
 
 Runtime: 67 s from an empty compilation cache (stage 1, cRT, LWS, tau-norm and logit adjustment)
   on a 2-core AMD EPYC with AVX-512 (2026-12-07).

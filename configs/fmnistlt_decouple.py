@@ -7,10 +7,11 @@ adjustment on its frozen representation (Kang et al. 2020).
   python run.py --config=configs/fmnistlt_decouple.py --config.pretrain.method=rotation
 
 A largest class of 5,500 (5,500 ... 55) leaves 500 images per class for a balanced validation
-split, on which tau is chosen and the best epoch selected. cRT and LWS keep the reference's
-ImageNet-LT settings (10 epochs of class-aware batches of 512, lr 0.2, cosine, weight decay 5e-4).
+split, on which tau is chosen and the best epoch selected (the one the second stages start
+from). cRT and LWS keep the reference's ImageNet-LT settings (class-aware batches of 512, lr
+0.2, cosine, weight decay 5e-4; 10 epochs of cRT, 5 of LWS).
 
-Runtime: stage 1 (200 epochs), then cRT and LWS (10 epochs each): hours on a CPU; on an
+Runtime: stage 1 (200 epochs), then cRT (10 epochs) and LWS (5): hours on a CPU; on an
   accelerator, not measured yet.
 Paper: none: the paper has no Fashion-MNIST-LT runs.
 """

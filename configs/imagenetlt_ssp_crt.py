@@ -10,9 +10,12 @@ Stages: workdir/stage1/pretrain (configs/imagenetlt_moco.py's MoCo v2), workdir/
 (configs/imagenetlt_ce.py's CE from that backbone), workdir/crt. cRT is the reference's
 imagenet_inat/config/ImageNet_LT/cls_crt.yaml (YyzHarry/imbalanced-semi-self at 760f039): the
 backbone fixed, a new linear classifier, class-aware batches of 512 (4 images per class visit),
-SGD momentum 0.9, lr 0.2 with a cosine to 0, weight decay 5e-4, 10 epochs (the decouple.*
-defaults). The reference keeps the backbone in train mode, so its BatchNorm statistics follow
-the class-aware batches; lt_jax freezes them unless --config.decouple.update_bn_stats=True.
+SGD momentum 0.9, lr 0.2 with a cosine to 0 stepped before each epoch (the last at lr 0),
+weight decay 5e-4, 10 epochs (the decouple.* defaults; LWS, if added, 5 epochs as
+cls_lws.yaml). The backbone stays in train mode, as the reference's run_networks.py
+`model.train()`, so its BatchNorm statistics follow the class-aware batches
+(--config.decouple.update_bn_stats=False freezes them). cRT starts from stage 1's best epoch on
+the validation list, as the reference loads `state_dict_best`.
 A multi-accelerator job; no runtime has been measured.
 --config.decouple.methods="('crt','tau_norm')" adds tau-norm of stage 1's classifier
 (workdir/tau_norm: no training, tau tuned on the validation list); 'logit_adjust' likewise.

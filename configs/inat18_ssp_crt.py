@@ -12,9 +12,13 @@ The pre-training is the reference's pretrain_moco.py with --dataset inat (YyzHar
 imbalanced-semi-self at 920fe01), the same settings as configs/imagenetlt_moco.py (200 epochs,
 batch 128, lr 0.015, cosine, queue 65,536, m 0.999, T 0.2, MoCo v2's augmentation) on the
 iNaturalist images with their normalisation. cRT is imagenet_inat/config/iNaturalist18/
-cls_crt.yaml (at 760f039): the backbone fixed, class-aware batches of 512 (4 per class visit),
-lr 0.2 with a cosine to 0, weight decay 1e-4, 30 epochs. The validation list is the test set,
-as in the reference (results.json flags selection on it). 200 epochs of 3,419 steps, 90 more
+cls_crt.yaml (at 760f039): the backbone fixed (in train mode: its BatchNorm statistics follow
+the batches), class-aware batches of 512 (4 per class visit), lr 0.2 with a cosine to 0
+stepped before each epoch, weight decay 1e-4, 30 epochs (LWS, if added: 5, as cls_lws.yaml).
+The validation list is the test set, as in the reference (results.json flags selection on
+it), so cRT starts from stage 1's last epoch, not from the best chosen on test; results.json
+says so (stage1_checkpoint). The reference loads its test-selected best
+(--config.decouple.stage1_checkpoint=best). 200 epochs of 3,419 steps, 90 more
 and 30 of cRT through a ResNet-50 is a multi-accelerator job; no runtime has been measured.
 
 The reference README (7cccaa2) reports 31.9% top-1 error for cRT + SSP with ResNet-50.

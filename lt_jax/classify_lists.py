@@ -22,7 +22,7 @@ import numpy as np
 from lt_jax import classify, io_utils, parallel, pseudo_label, results
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
-from lt_jax.data import datasets, image_lists, image_pipeline, samplers
+from lt_jax.data import datasets, image_lists, image_pipeline
 from lt_jax.data.image_lists import ImageList
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.train import driver, optim
@@ -52,11 +52,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       report_counts=counts.tolist())
   classify.print_counts(facts)
   check_counts_for_objective(config, counts, splits["train"].list_path)
-  if tr.sampler == "instance" and tr.batch_size > facts.train_size:
+  if tr.batch_size > facts.train_size:
     raise ConfigError(f"train.batch_size={tr.batch_size} is larger than the training list "
-                      f"({facts.train_size} images), so every batch would repeat images; set "
-                      f"it to at most {facts.train_size}.")
-  spe = samplers.steps_per_epoch(facts.train_size, tr.batch_size)
+                      f"({facts.train_size} images), so an epoch of int(N / B) steps would be "
+                      f"empty; set it to at most {facts.train_size}.")
+  spe = image_pipeline.steps_per_epoch(facts.train_size, tr.batch_size)
   model = classify.build_model(config, spec.num_classes)
   tx = optim.make_optimizer(config.optim, tr.num_epochs, spe,
                             frozen=classify.frozen_parameters(config))

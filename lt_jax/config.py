@@ -123,6 +123,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim.weight_decay = 2e-4  # Coupled (added to the gradient) on every parameter, as torch.
   c.optim.nesterov = False
   c.optim.schedule = "step"  # step | cosine
+  # cosine: 0-based epoch e runs at lr * 0.5 * (1 + cos(pi * (e - warmup + offset) / (E -
+  # warmup))). 1 is the ImageNet-LT / iNaturalist reference, whose loop steps its
+  # CosineAnnealingLR before each epoch (run_networks.py `train`), so epochs run at t = 1..E and
+  # the last one at lr 0; 0 starts at the full lr and ends one step short of 0.
+  c.optim.cosine_offset = 1
   c.optim.warmup_epochs = 5  # lr = lr * (e + 1) / warmup for e < warmup.
   c.optim.decay_epochs = (160, 180)  # step: multiply by decay_factors[i] from decay_epochs[i].
   c.optim.decay_factors = (0.01, 0.0001)
@@ -220,14 +225,24 @@ def get_base_config() -> ml_collections.ConfigDict:
   # method on its representation in workdir/<method>.
   c.decouple.methods = ()
   c.decouple.stage1_workdir = config_dict.placeholder(str)  # A finished stage 1 to start from.
-  # cRT / LWS: the reference's ImageNet-LT settings (cls_crt.yaml): class-aware sampling
-  # (train.samples_per_class in a row), cosine schedule to 0, no warm-up, plain CE.
+  # Which stage-1 checkpoint cRT, LWS, tau-norm and post-hoc LA start from. auto: the best on
+  # validation where stage 1 selected on a validation split (the references load
+  # `state_dict_best`), else the last (a best chosen on test would leak it), said in
+  # results.json. best | last force one.
+  c.decouple.stage1_checkpoint = "auto"
+  # cRT / LWS: the reference's ImageNet-LT settings (cls_crt.yaml, cls_lws.yaml): class-aware
+  # sampling (train.samples_per_class in a row), cosine schedule to 0 (optim.cosine_offset 1),
+  # no warm-up, plain CE; cRT trains num_epochs, LWS lws_num_epochs (5 in both datasets').
   c.decouple.num_epochs = 10
+  c.decouple.lws_num_epochs = 5
   c.decouple.batch_size = 512
   c.decouple.lr = 0.2
   c.decouple.momentum = 0.9
   c.decouple.weight_decay = 5e-4
-  c.decouple.update_bn_stats = False  # True: the reference's cRT (see model.frozen_bn_updates).
+  # The reference keeps the frozen backbone in train mode (`model.train()` before every epoch),
+  # so BatchNorm uses batch statistics and its running statistics follow the class-balanced
+  # batches; False freezes them (see model.frozen_bn_updates).
+  c.decouple.update_bn_stats = True
   # tau-norm (w_j / ||w_j||^tau, no bias) and post-hoc logit adjustment (logits - tau log prior):
   # every tau is scored on the split named here; test is optimistic and flagged in results.
   c.decouple.taus = tuple(round(0.1 * i, 1) for i in range(21))

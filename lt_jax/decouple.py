@@ -38,12 +38,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lt_jax import classify_lists, io_utils, losses, pseudo_label, results  # noqa: E402
+from lt_jax import checkpoint, classify_lists, io_utils, losses, pseudo_label, results  # noqa: E402
 from lt_jax import metrics as lt_metrics  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
 from lt_jax.config import override  # noqa: E402
 from lt_jax.data import datasets  # noqa: E402
 from lt_jax.data import prepare as prepare_lib  # noqa: E402
+from lt_jax.errors import DataError  # noqa: E402
 
 TRAINED = ("crt", "lws")
 POST_HOC = ("tau_norm", "logit_adjust")
@@ -60,21 +61,65 @@ def classifier_dir(stage1_dir: str) -> str:
   return stage1_dir
 
 
-def stage_config(config: ml_collections.ConfigDict, method: str, stage1_classifier: str
+@dataclasses.dataclass(frozen=True)
+class Stage1Checkpoint:
+  """The stage-1 checkpoint a second stage starts from, and why that one."""
+  which: str  # best | last
+  folder: str  # <stage-1 classifier>/checkpoints/<which>
+  note: str
+
+  def as_json(self) -> dict:
+    return {"which": self.which, "folder": self.folder, "note": self.note}
+
+
+def stage1_checkpoint(config: ml_collections.ConfigDict, classifier: str) -> Stage1Checkpoint:
+  """Which checkpoint of stage 1's classifier cRT, LWS, tau-norm and post-hoc LA start from.
+
+  The references start from the best-on-validation weights: classifier-balancing (22370c6)
+  `run_networks.py` `load_model` reads `state_dict_best`, and so does its `tau_norm.py`.
+  decouple.stage1_checkpoint='auto' does the same where stage 1 chose its best on a
+  validation split. Where there is none (iNaturalist 2018, whose validation list is its test
+  set, or dataset.val_per_class 0) that best was chosen on test, so 'auto' takes the last.
+  """
+  choice = config.decouple.stage1_checkpoint
+  selected_on = (workdir_lib.read_results(classifier) or {}).get("selected_on")
+  best = workdir_lib.checkpoint_dir(classifier, "best")
+  has_best = checkpoint.latest_step(best) is not None
+  if choice == "auto":
+    if selected_on == "val" and has_best:
+      choice, note = "best", "stage 1's best epoch on the validation split, as the references"
+    else:
+      choice, note = "last", (f"stage 1's last epoch: stage 1 selected on {selected_on!r}, not "
+                              "on a validation split, so its best would be chosen on test")
+  elif choice == "best" and not has_best:
+    raise DataError(f"decouple.stage1_checkpoint='best' but {classifier} kept no best "
+                    "checkpoint (it selected on the last epoch); set "
+                    "decouple.stage1_checkpoint='last' or 'auto'.")
+  else:
+    note = f"set by decouple.stage1_checkpoint={choice!r}" + (
+        "; stage 1 chose its best on test, so results from it are optimistic"
+        if choice == "best" and selected_on == "test" else "")
+  return Stage1Checkpoint(choice, workdir_lib.checkpoint_dir(classifier, choice), note)
+
+
+def stage_config(config: ml_collections.ConfigDict, method: str, stage1_checkpoint_dir: str
                  ) -> ml_collections.ConfigDict:
-  """The classifier run that cRT or LWS is: stage 1's backbone frozen, class-aware batches of
-  the labeled training set, the decouple.* schedule, plain CE."""
+  """The classifier run that cRT or LWS is: stage 1's backbone (from the checkpoint folder
+  `stage1_checkpoint_dir`) frozen, class-aware batches of the labeled training set, the
+  decouple.* schedule (LWS: decouple.lws_num_epochs), plain CE."""
   d = config.decouple
+  epochs = d.lws_num_epochs if method == "lws" else d.num_epochs
   return override(config, **{
       "decouple.methods": (), "decouple.stage1_workdir": None, "pretrain.method": "none",
-      "semi.enabled": False, "model.init_from": stage1_classifier,
+      "semi.enabled": False, "model.init_from": stage1_checkpoint_dir,
       "model.freeze_backbone": True, "model.frozen_bn_updates": bool(d.update_bn_stats),
       "model.head": "lws" if method == "lws" else "linear", "model.init_head": method == "lws",
       "loss.name": "ce", "train.rule": "none", "train.sampler": "class_aware",
-      "train.num_epochs": d.num_epochs, "train.batch_size": d.batch_size,
-      "train.eval_every_epochs": min(config.train.eval_every_epochs, d.num_epochs),
-      "train.checkpoint_every_epochs": min(config.train.checkpoint_every_epochs, d.num_epochs),
-      "optim.schedule": "cosine", "optim.warmup_epochs": 0, "optim.lr": d.lr,
+      "train.num_epochs": epochs, "train.batch_size": d.batch_size,
+      "train.eval_every_epochs": min(config.train.eval_every_epochs, epochs),
+      "train.checkpoint_every_epochs": min(config.train.checkpoint_every_epochs, epochs),
+      "optim.schedule": "cosine", "optim.cosine_offset": 1, "optim.warmup_epochs": 0,
+      "optim.lr": d.lr,
       "optim.momentum": d.momentum, "optim.weight_decay": d.weight_decay})
 
 
@@ -120,10 +165,10 @@ class Stage1Outputs:
     return len(self.class_counts)
 
 
-def stage1_outputs(config: ml_collections.ConfigDict, stage1_classifier: str) -> Stage1Outputs:
+def stage1_outputs(config: ml_collections.ConfigDict, start: Stage1Checkpoint) -> Stage1Outputs:
   """Stage 1's logits and features of each evaluation split, computed once: from the
   device-resident arrays, or from the host-fed evaluation batches of a list dataset."""
-  frozen = pseudo_label.load_frozen(stage1_classifier)
+  frozen = pseudo_label.load_frozen(start.folder)
   if datasets.get(config.dataset.name).host_fed:
     return _list_outputs(config, frozen)
   return _device_outputs(config, frozen)
@@ -163,16 +208,18 @@ def _kernel(frozen: pseudo_label.FrozenModel) -> np.ndarray:
 
 
 def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: str,
-             workdir: str, outputs: Callable[[], Stage1Outputs]) -> dict:
-  """tau-norm or post-hoc logit adjustment of stage 1's classifier; results.json of the
-  chosen tau, the whole curve and its plot. A finished workdir is read back without calling
-  `outputs` (stage 1's outputs, shared by the methods of one pipeline)."""
+             start: Stage1Checkpoint, workdir: str, outputs: Callable[[], Stage1Outputs]
+             ) -> dict:
+  """tau-norm or post-hoc logit adjustment of stage 1's classifier (the weights of `start`);
+  results.json of the chosen tau, the whole curve and its plot. A finished workdir is read
+  back without calling `outputs` (stage 1's outputs, shared by the methods of one
+  pipeline)."""
   d = config.decouple
   stage_cfg = override(config, **{"decouple.methods": (method,)})
   finished = workdir_lib.guard(workdir, stage_cfg)
   if finished is not None:
     return finished
-  start = time.time()
+  started = time.time()
   s1 = outputs()
   stage1 = workdir_lib.read_results(stage1_classifier) or {}
   train_counts = stage1.get("class_counts", s1.class_counts)
@@ -219,6 +266,7 @@ def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: 
       "config": workdir_lib.config_json(stage_cfg),
       "method": method,
       "stage1": stage1_classifier,
+      "stage1_checkpoint": start.as_json(),
       "tau": tau,
       "tuned_on": d.tune_on,
       "tuning_note": ("tau chosen on the test split: the reported accuracy is optimistic"
@@ -233,7 +281,7 @@ def post_hoc(config: ml_collections.ConfigDict, method: str, stage1_classifier: 
       "best": dict(chosen, tau=tau),
       "tau_0": untouched,
       "selected_on": d.tune_on,
-      "wall_time_s": time.time() - start,
+      "wall_time_s": time.time() - started,
   }
   _plot_curve(os.path.join(workdir, CURVE_PLOT_FILE), curve, list(s1.outputs), tau,
               f"{LABELS[method]} of stage 1 ({os.path.basename(stage1_classifier)})")

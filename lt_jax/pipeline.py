@@ -157,8 +157,8 @@ def _finished(workdir: str, config: ml_collections.ConfigDict) -> dict | None:
   return finished
 
 
-def _finish(workdir: str, config, stages: dict, final: dict, rows: dict) -> dict:
-  out = {"config": workdir_lib.config_json(config), "stages": stages,
+def _finish(workdir: str, config, stages: dict, final: dict, rows: dict, **extra) -> dict:
+  out = {"config": workdir_lib.config_json(config), "stages": stages, **extra,
          "class_counts": final["class_counts"], "final": final["final"], "best": final["best"],
          "selected_on": final["selected_on"],
          "wall_time_s": sum(s.get("wall_time_s") or 0.0 for s in stages.values()),
@@ -257,19 +257,22 @@ def run_decouple(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"== stage 1: the representation -> {stage1_dir}", flush=True)
     stage1 = run(override(config, **{"decouple.methods": ()}), stage1_dir)
   classifier = decouple.classifier_dir(stage1_dir)
+  start = decouple.stage1_checkpoint(config, classifier)
+  print(f"second stages start from {start.folder} ({start.note})", flush=True)
   stages, rows = {"stage1": stage1}, {"stage 1": stage1["final"]}
-  outputs = functools.cache(lambda: decouple.stage1_outputs(config, classifier))
+  outputs = functools.cache(lambda: decouple.stage1_outputs(config, start))
   for i, method in enumerate(d.methods, start=1):
     method_dir = workdir_lib.stage_dir(workdir, method)
     print(f"== decoupled classifier {i}/{len(d.methods)}: {decouple.LABELS[method]} on stage "
           f"1's representation -> {method_dir}", flush=True)
     if method in decouple.TRAINED:
-      out = train(decouple.stage_config(config, method, classifier), method_dir)
+      out = train(decouple.stage_config(config, method, start.folder), method_dir)
     else:
-      out = decouple.post_hoc(config, method, classifier, method_dir, outputs)
+      out = decouple.post_hoc(config, method, classifier, start, method_dir, outputs)
     stages[method] = out
     rows[decouple.LABELS[method]] = out["final"]
-  return _finish(workdir, config, stages, stages[d.methods[-1]], rows)
+  return _finish(workdir, config, stages, stages[d.methods[-1]], rows,
+                 stage1_checkpoint=start.as_json())
 
 
 # --- self-supervised pre-training ---------------------------------------------------------
@@ -333,7 +336,8 @@ def probe_config(config, pre_dir: str) -> ml_collections.ConfigDict:
       "model.head": "linear", "loss.name": "ce", "train.rule": "none",
       "train.sampler": "instance", "augment.name": "none",
       "train.num_epochs": config.pretrain.probe_epochs, "optim.schedule": "cosine",
-      "optim.warmup_epochs": 0, "optim.lr": 0.1, "optim.weight_decay": 0.0})
+      "optim.cosine_offset": 0, "optim.warmup_epochs": 0, "optim.lr": 0.1,
+      "optim.weight_decay": 0.0})
 
 
 # --- a grid of methods x seeds x settings ---------------------------------------------------

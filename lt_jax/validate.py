@@ -104,6 +104,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
                       "dataset.val_per_class > 0 (or select_on='auto').")
 
   _choice("optim.schedule", op.schedule, optim.SCHEDULES)
+  _choice("optim.cosine_offset", op.cosine_offset, (0, 1))
   if not op.lr > 0:  # NaN too.
     raise ConfigError(f"optim.lr={op.lr} must be > 0.")
   if op.warmup_epochs < 0 or op.weight_decay < 0 or not 0 <= op.momentum < 1:
@@ -407,8 +408,9 @@ def _validate_decouple(config) -> None:
     raise ConfigError(f"decouple.methods {tuple(d.methods)}: LWS and tau-norm act on a linear "
                       f"classifier but stage 1 has model.head={config.model.head!r}; use crt "
                       "or logit_adjust, or a linear stage 1.")
-  for field in ("num_epochs", "batch_size"):
+  for field in ("num_epochs", "lws_num_epochs", "batch_size"):
     _positive(f"decouple.{field}", d[field])
+  _choice("decouple.stage1_checkpoint", d.stage1_checkpoint, ("auto", "best", "last"))
   if d.lr <= 0 or d.weight_decay < 0 or not 0 <= d.momentum < 1:
     raise ConfigError("decouple.lr must be > 0, decouple.weight_decay >= 0 and "
                       "decouple.momentum in [0, 1).")

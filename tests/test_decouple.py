@@ -3,6 +3,7 @@ adjustment, and the pipeline that runs them after stage 1."""
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -90,8 +91,8 @@ def stage1(tmp_path_factory):
   return workdir
 
 
-def _saved(workdir):
-  state, _ = checkpoint.restore_saved(workdir_lib.checkpoint_dir(workdir))
+def _saved(workdir, which="last"):
+  state, _ = checkpoint.restore_saved(workdir_lib.checkpoint_dir(workdir, which))
   return jax.tree.map(np.asarray, state)
 
 
@@ -99,23 +100,54 @@ def _equal(a, b) -> bool:
   return all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
 
 
-@pytest.mark.parametrize("update_bn_stats", [False, True])
+@pytest.mark.parametrize("update_bn_stats", [None, False, True])
 def test_crt_trains_only_a_new_classifier(stage1, tmp_path, update_bn_stats):
-  out = pipeline.run(_config(methods=("crt",), stage1_workdir=stage1,
-                             update_bn_stats=update_bn_stats), str(tmp_path))
-  before, after = _saved(stage1), _saved(str(tmp_path / "crt"))
+  fields = {} if update_bn_stats is None else {"update_bn_stats": update_bn_stats}
+  out = pipeline.run(_config(methods=("crt",), stage1_workdir=stage1, **fields), str(tmp_path))
+  # Stage 1 selected on its validation split, so the second stage starts from its best.
+  assert out["stage1_checkpoint"]["which"] == "best"
+  before, after = _saved(stage1, "best"), _saved(str(tmp_path / "crt"))
   assert _equal(before["params"]["backbone"], after["params"]["backbone"])
-  # Frozen statistics by default; the reference's cRT lets them follow the batches.
-  assert _equal(before["batch_stats"], after["batch_stats"]) != update_bn_stats
+  # The reference's backbone stays in train mode, so by default its BatchNorm statistics
+  # follow the class-balanced batches; update_bn_stats=False keeps them.
+  assert _equal(before["batch_stats"], after["batch_stats"]) == (update_bn_stats is False)
   assert not np.allclose(before["params"]["head"]["kernel"], after["params"]["head"]["kernel"])
   crt = out["stages"]["crt"]
   assert crt["config"]["train"]["sampler"] == "class_aware"
   assert set(out["stages"]) == {"stage1", "crt"}
 
 
+def test_crt_starts_from_the_best_checkpoint_where_best_and_last_differ(stage1, tmp_path):
+  # A stage 1 whose best checkpoint is another run's weights: best and last surely differ.
+  copy, other = str(tmp_path / "stage1"), str(tmp_path / "other")
+  shutil.copytree(stage1, copy)
+  pipeline.run(override(_config(), **{"seed": 1, "train.num_epochs": 1}), other)
+  shutil.rmtree(workdir_lib.checkpoint_dir(copy, "best"))
+  shutil.copytree(workdir_lib.checkpoint_dir(other), workdir_lib.checkpoint_dir(copy, "best"))
+  pipeline.run(_config(methods=("crt",), stage1_workdir=copy), str(tmp_path / "crt"))
+  backbone = _saved(str(tmp_path / "crt" / "crt"))["params"]["backbone"]
+  assert _equal(backbone, _saved(other)["params"]["backbone"])
+  assert not _equal(backbone, _saved(copy)["params"]["backbone"])
+
+
+def test_without_a_validation_split_the_last_checkpoint_is_used_and_said(tmp_path):
+  c = override(_config(methods=("logit_adjust",), taus=(0.0,), tune_on="test"),
+               **{"dataset.val_per_class": 0})
+  out = pipeline.run(c, str(tmp_path))
+  start = out["stages"]["logit_adjust"]["stage1_checkpoint"]
+  assert start == out["stage1_checkpoint"]
+  assert start["which"] == "last" and "selected on 'test'" in start["note"]
+  assert start["folder"] == workdir_lib.checkpoint_dir(str(tmp_path / "stage1"), "last")
+  # tau 0 leaves stage 1's logits: its last epoch's accuracy.
+  assert out["stages"]["logit_adjust"]["tau_0"]["top1_acc"] == pytest.approx(
+      out["stages"]["stage1"]["final"]["top1_acc"])
+
+
 def test_lws_learns_only_the_class_scales(stage1, tmp_path):
-  pipeline.run(_config(methods=("lws",), stage1_workdir=stage1), str(tmp_path))
-  before, after = _saved(stage1), _saved(str(tmp_path / "lws"))
+  out = pipeline.run(_config(methods=("lws",), stage1_workdir=stage1, update_bn_stats=False,
+                             lws_num_epochs=2), str(tmp_path))
+  assert out["stages"]["lws"]["final"]["epoch"] == 2  # decouple.lws_num_epochs, not num_epochs.
+  before, after = _saved(stage1, "best"), _saved(str(tmp_path / "lws"))
   assert _equal(before["params"]["backbone"], after["params"]["backbone"])
   assert _equal(before["batch_stats"], after["batch_stats"])
   for name in ("kernel", "bias"):
@@ -135,10 +167,11 @@ def test_post_hoc_picks_the_best_tau_on_validation(stage1, tmp_path, method):
   assert res["tuned_on"] == "val" and res["tuning_note"] is None
   chosen = res["curve"][[0.0, 0.5, 1.0].index(res["tau"])]
   assert res["final"]["top1_acc"] == pytest.approx(chosen["test_top1_acc"])
-  if method == "logit_adjust":  # tau 0 leaves stage 1's logits: its test accuracy.
+  assert res["stage1_checkpoint"]["which"] == "best"
+  if method == "logit_adjust":  # tau 0 leaves stage 1's logits: its best epoch's accuracy.
     with open(os.path.join(stage1, "results.json")) as f:
-      stage1_final = json.load(f)["final"]
-    assert res["tau_0"]["top1_acc"] == pytest.approx(stage1_final["top1_acc"])
+      stage1_best = json.load(f)["best"]
+    assert res["tau_0"]["top1_acc"] == pytest.approx(stage1_best["top1_acc"])
   for name in (decouple.CURVE_PLOT_FILE, "per_class_accuracy.png", "results.json"):
     assert os.path.exists(os.path.join(workdir, method, name))
   assert pipeline.run(_config(methods=(method,), stage1_workdir=stage1, taus=(0.0, 0.5, 1.0)),

@@ -52,12 +52,28 @@ def test_class_aware_order_follows_the_reference_cycles():
 def test_train_batches_hold_the_listed_images_with_their_labels(images):
   batches = _all(image_pipeline.train_batches(
       images, batch_size=4, num_epochs=2, seed=0, augment=image_pipeline.Augment(size=32)))
-  assert len(batches) == 2 * 4  # ceil(14 / 4) batches an epoch.
+  # The reference's epoch: int(14 / 4) = 3 batches, the first 12 images of the epoch's own
+  # order; the 2 left over are skipped and the next epoch starts a fresh order.
+  assert len(batches) == 2 * 3
   assert batches[0]["image"].shape == (4, 32, 32, 3) and batches[0]["image"].dtype == np.uint8
-  order = np.concatenate([image_pipeline.epoch_order(images.labels, "instance", 0, e)
-                          for e in range(3)])
+  order = np.concatenate([image_pipeline.epoch_order(images.labels, "instance", 0, e)[:12]
+                          for e in range(2)])
   labels = np.concatenate([b["label"] for b in batches])
-  assert np.array_equal(labels, images.labels[order[:32]])
+  assert np.array_equal(labels, images.labels[order])
+
+
+@pytest.mark.parametrize("margin, offset", [(0, 0), (1, 0), (2, 1), (3, 2), (5, 2), (7, 4)])
+def test_centre_crop_offset_rounds_as_torchvision(margin, offset):
+  # torchvision's CenterCrop: int(round(margin / 2.0)), round going to the even integer.
+  assert image_pipeline.centre_offset(margin) == offset
+
+
+def test_centre_view_of_an_odd_margin_starts_where_torchvision_does():
+  pixels = np.arange(259 * 256 * 3, dtype=np.uint32).reshape(259, 256, 3) % 251
+  image = Image.fromarray(pixels.astype(np.uint8))
+  # Shorter side already 256: no resize; 259 - 256 = 3 rows to spare, 1.5 rounds to 2.
+  view = image_pipeline.center_view(image, resize=256, crop=256)
+  np.testing.assert_array_equal(view, pixels[2:258].astype(np.uint8))
 
 
 def test_two_hosts_see_the_halves_of_the_same_global_batches(images):
@@ -100,7 +116,8 @@ def test_eval_batches_cover_every_image_once_in_order(images):
   assert len(mask) == 16 and mask.sum() == 14 and not mask[14:].any()
   assert np.array_equal(np.concatenate([b["label"] for b in batches])[:14], images.labels)
   first = image_lists.read_image(images, 0)  # 48 x 40: the shorter side (40) goes to 36.
-  expected = np.asarray(first.resize((43, 36), Image.BILINEAR).crop((5, 2, 37, 34)))
+  # Margins 11 and 4: torchvision starts the crop at round(5.5) = 6 and 2.
+  expected = np.asarray(first.resize((43, 36), Image.BILINEAR).crop((6, 2, 38, 34)))
   assert np.array_equal(batches[0]["image"][0], expected)
 
 

@@ -38,7 +38,7 @@ from lt_jax.train import step as step_lib
 TRAIN_COUNTS = (20, 6, 3, 1)
 EVAL_COUNTS = {"val": (1, 1, 1, 1), "test": (2, 2, 2, 1)}
 BATCH, EPOCHS = 8, 2
-STEPS_PER_EPOCH = -(-sum(TRAIN_COUNTS) // BATCH)  # 30 images: 4 steps.
+STEPS_PER_EPOCH = sum(TRAIN_COUNTS) // BATCH  # 30 images: int(30 / 8) = 3 steps, as the reference
 
 
 def once_per_session(tmp_path_factory, name: str, build):
@@ -116,8 +116,8 @@ def whole(tree, tmp_path_factory):
   return workdir, json.loads((workdir / workdir_lib.RESULTS_FILE).read_text()), seen
 
 
-def saved_state(workdir):
-  state, meta = Checkpoints(workdir_lib.checkpoint_dir(str(workdir))).restore()
+def saved_state(workdir, which="last"):
+  state, meta = Checkpoints(workdir_lib.checkpoint_dir(str(workdir), which)).restore()
   return state, meta
 
 
@@ -146,10 +146,11 @@ def test_results_json_counts_groups_and_confusion(tree, whole):
   # The driver took one batch per step, in order, with the instance order's labels.
   assert [p for p, _ in seen] == list(range(EPOCHS * STEPS_PER_EPOCH))
   train = image_lists.read_list(str(tree / "ImageNet_LT_train.txt"), str(tree), 1000)
-  order = np.concatenate([image_pipeline.epoch_order(train.labels, "instance", 0, e)
-                          for e in range(EPOCHS + 1)])
+  # Each epoch the first int(30 / 8) * 8 = 24 images of its own order.
+  order = np.concatenate([image_pipeline.epoch_order(train.labels, "instance", 0, e)[:24]
+                          for e in range(EPOCHS)])
   labels = np.concatenate([b for _, b in seen])
-  assert np.array_equal(labels, train.labels[order[:len(labels)]])
+  assert np.array_equal(labels, train.labels[order])
 
   # The host-fed, sharded, masked evaluation against the model applied to each test image.
   labels, logits, _ = applied_to_splits(tree, workdir, "test")["test"]
@@ -158,10 +159,11 @@ def test_results_json_counts_groups_and_confusion(tree, whole):
   np.testing.assert_array_equal(confusion["test"], expected)
 
 
-def applied_to_splits(tree, workdir, *splits):
-  """{split: (labels, logits, features)} of the saved model applied to each centre view of
-  the splits (one forward pass over them all), without the host-fed evaluation."""
-  state, _ = saved_state(workdir)
+def applied_to_splits(tree, workdir, *splits, which="last"):
+  """{split: (labels, logits, features)} of the saved model (checkpoints/<which>) applied to
+  each centre view of the splits (one forward pass over them all), without the host-fed
+  evaluation."""
+  state, _ = saved_state(workdir, which)
   model = create_model("resnet10_tiny", num_classes=1000)
   lists = [image_lists.read_list(str(tree / f"ImageNet_LT_{split}.txt"), str(tree), 1000)
            for split in splits]
@@ -191,7 +193,7 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_batches_and_parameters(
   monkeypatch.setattr(preemption, "agreed", agreed)
   with pytest.raises(preemption.Stopped) as stopped:
     pipeline.run(list_config(tree), str(cut))
-  assert stopped.value.step == 2  # Mid-epoch: the epoch has 4 steps.
+  assert stopped.value.step == 2  # Mid-epoch: the epoch has 3 steps.
   _, meta = saved_state(cut)
   assert meta["feed"]["position"] == 2 and meta["feed"]["stream"]["order"] == "instance"
   monkeypatch.setattr(preemption, "agreed", lambda: None)
@@ -264,11 +266,15 @@ def test_crt_and_lws_train_on_the_frozen_backbone_of_a_host_fed_stage_1(tree, wh
                                 "decouple.stage1_workdir": str(stage1_dir),
                                 "decouple.num_epochs": 1, "decouple.batch_size": 2 * BATCH})
   out = pipeline.run(config, str(tmp_path))
-  stage1, _ = saved_state(stage1_dir)
+  # ImageNet-LT has a validation list: the second stages start from stage 1's best epoch.
+  assert out["stage1_checkpoint"]["which"] == "best"
+  stage1, _ = saved_state(stage1_dir, "best")
   for method in ("crt", "lws"):
     state, _ = saved_state(tmp_path / method)
     assert_trees_equal(stage1["params"]["backbone"], state["params"]["backbone"])
-    assert_trees_equal(stage1["batch_stats"], state["batch_stats"])  # Statistics frozen too.
+    # The reference's backbone is in train mode: its statistics follow the batches.
+    assert not np.allclose(stage1["batch_stats"]["backbone"]["bn1"]["mean"],
+                           state["batch_stats"]["backbone"]["bn1"]["mean"])
     assert out["stages"][method]["config"]["train"]["sampler"] == "class_aware"
   crt, lws = saved_state(tmp_path / "crt")[0], saved_state(tmp_path / "lws")[0]
   assert not np.array_equal(crt["params"]["head"]["kernel"], stage1["params"]["head"]["kernel"])
@@ -288,13 +294,15 @@ def test_tau_norm_and_logit_adjustment_rescore_a_host_fed_stage_1(tree, whole, t
                                 "decouple.taus": TAUS})
   out = pipeline.run(config, str(tmp_path))
   tau_norm, adjusted = out["stages"]["tau_norm"], out["stages"]["logit_adjust"]
-  # tau 0 leaves stage 1's logits: its own host-fed test accuracy, exactly.
-  assert adjusted["tau_0"]["top1_acc"] == stage1_out["final"]["top1_acc"]
-  assert adjusted["curve"][0]["test_top1_acc"] == stage1_out["final"]["top1_acc"]
+  assert adjusted["stage1_checkpoint"]["which"] == "best"
+  # tau 0 leaves stage 1's logits: its own host-fed test accuracy at its best epoch, exactly.
+  assert adjusted["tau_0"]["top1_acc"] == stage1_out["best"]["top1_acc"]
+  assert adjusted["curve"][0]["test_top1_acc"] == stage1_out["best"]["top1_acc"]
   assert adjusted["prior_counts"] == stage1_out["class_counts"]
   # tau-norm against the saved classifier applied by hand to the model's features.
-  kernel = np.asarray(saved_state(stage1_dir)[0]["params"]["head"]["kernel"], np.float64)
-  for split, (labels, _, features) in applied_to_splits(tree, stage1_dir, "test", "val").items():
+  kernel = np.asarray(saved_state(stage1_dir, "best")[0]["params"]["head"]["kernel"], np.float64)
+  applied = applied_to_splits(tree, stage1_dir, "test", "val", which="best")
+  for split, (labels, _, features) in applied.items():
     for tau in (0.5, 1.0):
       scaled = kernel / np.linalg.norm(kernel, axis=0) ** tau
       hits = np.argmax(features.astype(np.float64) @ scaled, -1) == labels

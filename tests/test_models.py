@@ -439,3 +439,26 @@ def test_imagenet_resnet_features_and_fan_out_init():
   stem = np.asarray(variables["params"]["backbone"]["conv1"]["kernel"])
   assert stem.shape == (7, 7, 3, 64)
   assert stem.std() == pytest.approx(np.sqrt(2.0 / (7 * 7 * 64)), rel=0.05)
+
+
+@pytest.mark.parametrize("head", ["linear", "lws"])
+def test_imagenet_head_keeps_pytorchs_default_linear_init(head):
+  # The reference's DotProductClassifier is a plain nn.Linear: kaiming_uniform_(a=sqrt(5)) for
+  # the weight and uniform for the bias, both U(-1/sqrt(fan_in), 1/sqrt(fan_in)), whose std is
+  # 1/sqrt(3 fan_in): 0.01276 at ResNet-50's 2,048 features, 0.02552 at ResNet-10's 512.
+  model = create_model("resnet10", num_classes=1000, head=head)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)["params"]
+  for name in ("kernel", "bias"):
+    w = np.asarray(params["head"][name])
+    bound = 1 / np.sqrt(512)
+    assert np.all(np.abs(w) <= bound) and w.max() > 0.99 * bound
+    assert w.std() == pytest.approx(bound / np.sqrt(3), rel=0.01 if w.size > 1000 else 0.1)
+    assert abs(w.mean()) < 5 * bound / np.sqrt(3 * w.size)  # ~5 standard errors.
+  wide = LinearHead(num_classes=1000, kernel_init="torch_default").init(
+      _key(4), jnp.zeros((1, 2048)))["params"]["kernel"]
+  assert np.std(wide) == pytest.approx(0.012757, rel=0.01)
+  assert np.abs(wide).max() <= 1 / np.sqrt(2048)
+  # The CIFAR networks keep the reference's kaiming_normal_ head.
+  cifar = create_model("resnet32", num_classes=1000).init(
+      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)["params"]["head"]["kernel"]
+  assert np.std(cifar) == pytest.approx(np.sqrt(2 / 64), rel=0.02)

@@ -196,8 +196,21 @@ def center_view(image: Image.Image, resize: int = 256, crop: int = 224) -> np.nd
   else:
     size = (int(resize * w / h), resize)
   image = image.resize(size, Image.BILINEAR)
-  left, top = (size[0] - crop) // 2, (size[1] - crop) // 2
+  left, top = centre_offset(size[0] - crop), centre_offset(size[1] - crop)
   return np.asarray(image.crop((left, top, left + crop, top + crop)), np.uint8)
+
+
+def centre_offset(margin: int) -> int:
+  """Where a centre crop starts in a side `margin` pixels longer than the crop: torchvision's
+  CenterCrop, int(round(margin / 2)), Python's round going to the even integer at .5 (margin
+  1 -> 0, 3 -> 2, 5 -> 2, 7 -> 4)."""
+  return int(round(margin / 2.0))
+
+
+def steps_per_epoch(num_images: int, batch_size: int) -> int:
+  """int(N / B), the reference's epoch (run_networks.py: `epoch_steps`): the images of an
+  epoch's order that fill no whole batch are skipped, and the next epoch starts afresh."""
+  return num_images // batch_size
 
 
 def _host_rows(batch_size: int, process_index: int, process_count: int) -> slice:
@@ -214,8 +227,8 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
                   process_index: int = 0, process_count: int = 1, start_step: int = 0
                   ) -> grain.IterDataset:
   """{'image': uint8 [B/P, S, S, 3], 'label': int32 [B/P]} for this host (each of
-  `augment.fields` in place of 'image': TwoCrops gives 'view_a' and 'view_b'): ceil(N / B) batches
-  an epoch (the last one topped up from the next epoch's stream), `num_epochs` epochs, from
+  `augment.fields` in place of 'image': TwoCrops gives 'view_a' and 'view_b'): int(N / B)
+  batches an epoch, each epoch from the start of its own order, `num_epochs` epochs, from
   batch `start_step` on (a resumed run's first step). Each image's augmentation draws from a
   generator keyed by (seed, its position in the stream), so it does not depend on the number
   of hosts or workers, nor on where the stream was started."""
@@ -223,12 +236,17 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
     raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of {ORDERS}.")
   rows = _host_rows(batch_size, process_index, process_count)
   per_host = rows.stop - rows.start
-  steps = -(-len(images) // batch_size) * num_epochs
-  stream = _Stream(images.labels, order, seed, num_epochs + 1, samples_per_class)
+  spe = steps_per_epoch(len(images), batch_size)
+  if spe == 0:
+    raise ConfigError(f"a batch of {batch_size} is larger than the {len(images)} training "
+                      "images: an epoch of int(N / B) batches would be empty.")
+  steps = spe * num_epochs
+  stream = _Stream(images.labels, order, seed, num_epochs, samples_per_class)
 
   def load(i: int) -> dict:
     step, row = divmod(i, per_host)
-    position = step * batch_size + rows.start + row
+    epoch, within = divmod(step, spe)
+    position = epoch * len(images) + within * batch_size + rows.start + row
     index = stream[position]
     rng = np.random.default_rng([seed, 3, position])
     out = augment(read_image(images, index), rng)

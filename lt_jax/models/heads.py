@@ -1,10 +1,13 @@
 """Classifier heads on top of backbone features.
 
-`LinearHead` is the reference's `nn.Linear` with its initialisation (Kaiming-normal kernel,
-PyTorch's default uniform bias). `CosineHead` is the reference's `NormedLinear`: it returns
-cosine similarities in [-1, 1], which LDAM scales by s = 30 inside the loss. `ScaledLinearHead`
-is LWS's classifier (Kang et al. 2020): a linear head whose logits each class scales by a
-learned factor; the decoupled stage restores the kernel and bias and trains only the scales.
+`LinearHead` is the references' `nn.Linear` with their initialisation. The CIFAR networks apply
+`kaiming_normal_` to every linear weight (the bias keeps PyTorch's default uniform); the
+ImageNet-LT / iNaturalist classifier (`DotProductClassifier`) keeps PyTorch's default for both,
+uniform(+-1/sqrt(fan_in)): `kernel_init` names which. `CosineHead` is the reference's
+`NormedLinear`: it returns cosine similarities in [-1, 1], which LDAM scales by s = 30 inside
+the loss. `ScaledLinearHead` is LWS's classifier (Kang et al. 2020): a linear head whose logits
+each class scales by a learned factor; the decoupled stage restores the kernel and bias and
+trains only the scales.
 """
 
 from typing import Any, Callable
@@ -28,6 +31,8 @@ def torch_linear_bias_init(fan_in: int) -> Initializer:
   """PyTorch's default `nn.Linear` bias init, uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
   A factory because the bound depends on the layer's input size, which a bias shape lacks.
+  PyTorch's default weight init, kaiming_uniform_ with a = sqrt(5), has the same bound:
+  gain sqrt(2 / (1 + 5)) times sqrt(3 / fan_in) is 1 / sqrt(fan_in).
   """
   bound = 1.0 / float(fan_in) ** 0.5
 
@@ -35,6 +40,13 @@ def torch_linear_bias_init(fan_in: int) -> Initializer:
     return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
 
   return init
+
+
+# A linear head's kernel initialisers by name; each is a factory of the layer's fan-in.
+KERNEL_INITS = {
+    'kaiming_normal': lambda fan_in: kaiming_normal,  # The CIFAR references' _weights_init.
+    'torch_default': torch_linear_bias_init,  # nn.Linear untouched: uniform(+-1/sqrt(fan_in)).
+}
 
 
 def unit_column_uniform_init(key: jax.Array, shape, dtype: Dtype = jnp.float32) -> jax.Array:
@@ -63,6 +75,7 @@ class LinearHead(nn.Module):
 
   num_classes: int
   dtype: Dtype = jnp.float32
+  kernel_init: str = 'kaiming_normal'  # A key of KERNEL_INITS.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -72,7 +85,8 @@ class LinearHead(nn.Module):
 def _affine(head: nn.Module, x: jax.Array) -> jax.Array:
   """`x @ kernel + bias` with the parameters `kernel` and `bias` declared on `head`."""
   fan_in = x.shape[-1]
-  kernel = head.param('kernel', kaiming_normal, (fan_in, head.num_classes), jnp.float32)
+  kernel = head.param('kernel', KERNEL_INITS[head.kernel_init](fan_in),
+                      (fan_in, head.num_classes), jnp.float32)
   bias = head.param('bias', torch_linear_bias_init(fan_in), (head.num_classes,), jnp.float32)
   x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=head.dtype)
   return x @ kernel + bias
@@ -101,6 +115,7 @@ class ScaledLinearHead(nn.Module):
 
   num_classes: int
   dtype: Dtype = jnp.float32
+  kernel_init: str = 'kaiming_normal'  # A key of KERNEL_INITS.
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

@@ -135,6 +135,8 @@ class CifarResNet(nn.Module):
   # follow the training batches, as in the reference's cRT, whose backbone stays in train mode.
   frozen_bn_updates: bool = False
   conv_impl: str = 'auto'  # auto | xla | cpu_fast: see lt_jax/models/conv.py
+  # How a linear (or LWS) head's kernel starts: a key of heads.KERNEL_INITS.
+  head_kernel_init: str = 'kaiming_normal'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -145,7 +147,8 @@ class CifarResNet(nn.Module):
     if self.frozen_backbone:
       features = jax.lax.stop_gradient(features)
     features = jnp.asarray(features, jnp.float32)
-    logits = HEADS[self.head](self.num_classes, dtype=jnp.float32, name='head')(features)
+    init = {} if self.head == 'cosine' else {'kernel_init': self.head_kernel_init}
+    logits = HEADS[self.head](self.num_classes, dtype=jnp.float32, name='head', **init)(features)
     return logits, features
 
 

@@ -94,9 +94,12 @@ class ImageNetResNetBackbone(nn.Module):
 
 class ImageNetResNet(CifarResNet):
   """The classifier of lt_jax/models/resnet_cifar.py (head, frozen backbone, features next to
-  the logits) on an ImageNet-style backbone."""
+  the logits) on an ImageNet-style backbone. Its linear head keeps PyTorch's default
+  initialisation, as the reference's `DotProductClassifier` (a plain `nn.Linear`; the
+  backbone's init loop touches only convolutions and BatchNorm)."""
 
   bottleneck: bool = False
+  head_kernel_init: str = 'torch_default'
 
   def backbone(self) -> nn.Module:
     return ImageNetResNetBackbone(self.stage_sizes, self.widths, self.bottleneck, self.dtype,

@@ -58,7 +58,7 @@ def pretrain_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   size = ds.image_size
   state, model, tx, schedule, spe = contrastive_stage.create_parts(
-      config, len(images), (size, size, 3), mesh)
+      config, len(images), (size, size, 3), mesh, image_pipeline.steps_per_epoch)
   step = contrastive_stage.make_batch_step(config, model, tx, schedule, spec.mean, spec.std,
                                            batch_sharding)
   feed = classify_lists.train_feed(feed_config(config), images, batch_sharding,

@@ -14,6 +14,7 @@ it stopped; the query encoder's backbone is what the next stage loads.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -144,13 +145,15 @@ def make_batch_step(config: ml_collections.ConfigDict, model, tx, schedule, mean
   return step
 
 
-def create_parts(config: ml_collections.ConfigDict, num_images: int, input_shape, mesh):
+def create_parts(config: ml_collections.ConfigDict, num_images: int, input_shape, mesh,
+                 epoch_length: Callable[[int, int], int] = samplers.steps_per_epoch):
   """(state, model, tx, schedule, steps per epoch) of the contrastive stage on `num_images`
-  training images of `input_shape`: the encoder(s) and, for MoCo, the queue."""
+  training images of `input_shape`: the encoder(s) and, for MoCo, the queue. An epoch is
+  `epoch_length(images, batch)` steps."""
   pre = config.pretrain
   epochs, batch = epochs_and_batch(config)
   parallel.check_batch_divides(batch, mesh, "pretrain.batch_size")
-  spe = samplers.steps_per_epoch(num_images, batch)
+  spe = epoch_length(num_images, batch)
   schedule = cosine_per_epoch(pre.lr, epochs, spe)
   tx = optax.chain(optax.add_decayed_weights(pre.weight_decay),
                    optax.sgd(schedule, momentum=pre.momentum))

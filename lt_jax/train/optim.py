@@ -24,14 +24,17 @@ def lr_at_epoch(epoch: int, optim: ml_collections.ConfigDict, num_epochs: int) -
 
   step:   lr * (e + 1) / warmup for e < warmup, then lr, times decay_factors[i] from
           decay_epochs[i] on (reference: 0.1, x0.01 at 160, x0.0001 at 180).
-  cosine: the same warm-up, then lr * 0.5 * (1 + cos(pi * (e - warmup) / (E - warmup))).
+  cosine: the same warm-up, then lr * 0.5 * (1 + cos(pi * t / (E - warmup))) with
+          t = e - warmup + cosine_offset: offset 1 is PyTorch's CosineAnnealingLR stepped
+          before each epoch, as the ImageNet-LT reference's loop does (the last epoch at 0).
   """
   base, warmup = optim.lr, optim.warmup_epochs
   if epoch < warmup:
     return base * (epoch + 1) / warmup
   if optim.schedule == "cosine":
     span = max(num_epochs - warmup, 1)
-    return base * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / span))
+    t = epoch - warmup + optim.cosine_offset
+    return base * 0.5 * (1.0 + math.cos(math.pi * t / span))
   factor = 1.0
   boundaries = list(zip(optim.decay_epochs, optim.decay_factors))
   if optim.first_release_lr_schedule:
