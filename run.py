@@ -37,6 +37,9 @@ flags.DEFINE_string("coordinator_address", None,
                     "Multi-process runs: host:port of process 0.")
 flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes in all.")
 flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, from 0.")
+flags.DEFINE_integer("join_timeout", None, "Multi-process runs: seconds to wait for every "
+                     "process to join before stopping with an error naming whom it waited for "
+                     "(default 300, jax's own).")
 flags.DEFINE_bool("distributed", False, "Multi-process runs whose environment describes the "
                   "job (Cloud TPU pod slice, SLURM, Open MPI): join it.")
 flags.DEFINE_bool("check", False, "Check the config, the device layout and the data without "
@@ -60,12 +63,15 @@ def main(argv):
     report = preflight.check(FLAGS.config)
     print(f"check: {FLAGS['config'].config_filename}\n{report.text}", flush=True)
     sys.exit(report.status)
+  import jax
+
   from lt_jax import parallel
   from lt_jax.pipeline import run
   from lt_jax.train import preemption
   try:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                    FLAGS.process_id, detect=FLAGS.distributed)
+                                    FLAGS.process_id, detect=FLAGS.distributed,
+                                    join_timeout_s=FLAGS.join_timeout or parallel.JOIN_TIMEOUT_S)
   except ConfigError as e:
     raise SystemExit(f"error: {e}") from None
   _devices_or_exit()  # After joining: a multi-process job must join before any device use.
@@ -97,7 +103,8 @@ def main(argv):
       raise SystemExit(130 if e.signal_name == "SIGINT" else 0) from None
     if not isinstance(e, Exception):
       raise
-    message = errors.describe_os_error(e, workdir)
+    message = (errors.describe_os_error(e, workdir)
+               or errors.describe_lost_process(e, workdir, jax.process_count()))
     if message is None:
       raise
     # Orbax's background writers may still be failing on the same disk: end now, before they

@@ -35,3 +35,22 @@ def describe_os_error(error: BaseException, workdir: str) -> str | None:
               "a --workdir on a writable disk.")
     seen = seen.__cause__ or seen.__context__
   return None
+
+
+# What the collectives report when a peer process of a multi-process job is gone.
+_LOST_PEER = ("Connection reset by peer", "Connection closed by peer", "Connection refused",
+              "Socket closed", "gloo", "heartbeat")
+
+
+def describe_lost_process(error: BaseException, workdir: str, process_count: int) -> str | None:
+  """One line for a multi-process job whose peer stopped mid-run (killed, out of memory, a
+  lost host): the collectives fail with the transport's words; None for any other error."""
+  if process_count < 2:
+    return None
+  first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+  if not any(marker.lower() in str(error).lower() for marker in _LOST_PEER):
+    return None
+  return (f"another process of this {process_count}-process job stopped ({first[:160]}); "
+          f"the run keeps its newest checkpoint under {workdir}: start every process again "
+          "with the same command to resume from it.")
+

@@ -10,7 +10,10 @@ only the shards it owns).
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import threading
 
 import jax
 import numpy as np
@@ -23,15 +26,21 @@ DATA_AXIS = "data"
 MODELS_AXIS = "models"
 
 
+JOIN_TIMEOUT_S = 300  # jax.distributed's own default wait for every process to join.
+
+
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None, process_id: int | None = None,
-                           detect: bool = False) -> None:
+                           detect: bool = False, join_timeout_s: int = JOIN_TIMEOUT_S) -> None:
   """Joins a multi-process job when one is described (no-op for a single process).
 
   `detect`: the environment describes the job (a Cloud TPU pod slice, SLURM, Open MPI) and
   `jax.distributed.initialize()` reads it. Otherwise (GPU hosts started by hand, processes on
   one machine) pass all three arguments, or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES
   and JAX_PROCESS_ID. Must run before anything touches a device.
+
+  A process that does not see the whole job within `join_timeout_s` exits with one line
+  naming the processes it waited for; jax's own wait would end in a C++ abort instead.
   """
   env = os.environ
   coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS") or None
@@ -59,7 +68,73 @@ def initialize_distributed(coordinator_address: str | None = None,
   # own); accelerators use theirs, so this changes nothing for them.
   if jax.config.jax_cpu_collectives_implementation in (None, "none"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  joined = _exit_unless_joined(join_timeout_s, coordinator_address, num_processes, process_id)
+  # jax's own deadline after ours, so that ours reports first.
+  jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                             initialization_timeout=join_timeout_s + 60)
+  joined.set()
+
+
+def _exit_unless_joined(timeout_s: int, address: str, num_processes: int,
+                        process_id: int) -> threading.Event:
+  """An event to set once the job has joined; unset after `timeout_s`, this process prints one
+  error line naming whom it waited for and exits 1."""
+  joined = threading.Event()
+  others = [i for i in range(num_processes) if i != process_id]
+  if process_id == 0:
+    waited = (f"process {others[0]}" if len(others) == 1 else
+              f"one or more of processes {', '.join(map(str, others))}")
+    what = f"{waited} did not join"
+  else:
+    what = ("process 0 (the coordinator) or another process of the job did not start, or "
+            "this host cannot reach the coordinator")
+
+  def expire():
+    if not joined.wait(timeout_s):
+      print(f"error: process {process_id} waited {timeout_s} s (--join_timeout) for the "
+            f"{num_processes} processes of the job at {address}: {what}. Start every process "
+            f"with the same --coordinator_address and --num_processes={num_processes} and its "
+            "own --process_id, or raise --join_timeout.", file=sys.stderr, flush=True)
+      os._exit(1)
+
+  threading.Thread(target=expire, name="join-timeout", daemon=True).start()
+  return joined
+
+
+def check_same_config(config) -> None:
+  """Every process of a job must run the same config: a process started with other flags
+  would train a mix of two runs while config.json records one. Each process gathers every
+  process's config, so all of them stop with the same line naming who differs, and in what."""
+  if jax.process_count() == 1:
+    return
+  text = json.dumps(config.to_dict(), sort_keys=True, default=repr).encode()
+  lengths = np.asarray(multihost_utils.process_allgather(np.asarray([len(text)], np.int32)))
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:len(text)] = np.frombuffer(text, np.uint8)
+  rows = np.asarray(multihost_utils.process_allgather(padded))
+  configs = [json.loads(bytes(row[:int(n)])) for row, n in zip(rows, lengths[:, 0])]
+  differ = []
+  for i, other in enumerate(configs[1:], start=1):
+    fields = _differences(configs[0], other)
+    if fields:
+      shown = ", ".join(f"{f} ({b!r} there, {a!r} on process 0)" for f, a, b in fields[:3])
+      differ.append(f"process {i} in {shown}{' ...' if len(fields) > 3 else ''}")
+  if differ:
+    raise ConfigError(f"the processes of this job were started with different configs: "
+                      f"{'; '.join(differ)}. Start every process with the same command and "
+                      "flags (only --process_id differs).")
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+  """(dotted field, value in a, value in b) wherever two config dicts differ."""
+  out = []
+  for key in sorted(set(a) | set(b)):
+    x, y = a.get(key), b.get(key)
+    if isinstance(x, dict) and isinstance(y, dict):
+      out += _differences(x, y, f"{prefix}{key}.")
+    elif x != y:
+      out.append((f"{prefix}{key}", x, y))
+  return out
 
 
 def _env_int(name: str) -> int:

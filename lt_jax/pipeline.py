@@ -51,6 +51,7 @@ from lt_jax.validate import validate
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  parallel.check_same_config(config)  # First: a process that differs must not run alone.
   validate(config)
   compilation_cache.enable()
   # One run at a time in a workdir: a second one would interleave its files with ours.

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import ml_collections
 
-from lt_jax import methods, results, transfer
+from lt_jax import methods, ranges, results, transfer
 from lt_jax import workdir as workdir_lib
-from lt_jax.config import get_base_config, override
+from lt_jax.config import override
 from lt_jax.data import (
     augment,
     datasets,
@@ -34,11 +33,6 @@ def _choice(field: str, value, choices) -> None:
     raise ConfigError(f"{field}={value!r} is unknown; choose one of {tuple(choices)}.")
 
 
-def _positive(field: str, value, minimum=1) -> None:
-  if value is None or value < minimum:
-    raise ConfigError(f"{field}={value!r} must be at least {minimum}.")
-
-
 def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None:
   """Raises ConfigError (DataError for missing files) naming the field and the fix.
 
@@ -47,79 +41,46 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   grid-member configs derived from it are validated again without these.
   """
   ds, tr, op = config.dataset, config.train, config.optim
-  if check_data:
-    _check_finite(config)
-  _seed("seed", config.seed)
-  _seed("dataset.lt_seed", ds.lt_seed, limit=2**32 - 1)  # numpy also seeds lt_seed + 1.
+  # Every numeric field within its range (lt_jax/ranges.py); warnings for the run's own config
+  # only, not again for each stage derived from it.
+  ranges.check(config, warn=_warn if check_data else None)
   _choice("dataset.name", ds.name, tuple(datasets.DATASETS))
   _choice("dataset.source", ds.source, datasets.SOURCE_KINDS)
   _choice("dataset.imb_type", ds.imb_type, longtail.IMB_TYPES)
-  if ds.imbalance_ratio is None or not ds.imbalance_ratio >= 1:  # NaN too.
-    raise ConfigError(f"dataset.imbalance_ratio={ds.imbalance_ratio!r} must be >= 1 (rho = "
-                      "largest / smallest class; the reference's imb_factor is 1 / rho).")
   if ds.img_max is not None:
-    _positive("dataset.img_max", ds.img_max)
     prepare.check_smallest_class(ds, ds.img_max)
-  if ds.val_per_class < 0:
-    raise ConfigError(f"dataset.val_per_class={ds.val_per_class} must be >= 0.")
   if ds.name == "npz" and not ds.npz_path:
     raise ConfigError("dataset.npz_path is required when dataset.name='npz' (an .npz holding "
                       "x_train, y_train, x_test, y_test).")
   _choice("augment.name", config.augment.name, augment.AUGMENTS)
-  if config.augment.crop_padding < 0:
-    raise ConfigError(f"augment.crop_padding={config.augment.crop_padding} must be >= 0.")
 
   _choice("model.name", config.model.name, MODELS)
   _choice("model.head", config.model.head, HEADS)
   _choice("model.dtype", config.model.dtype, DTYPES)
   _choice("model.conv_impl", config.model.conv_impl, CONV_IMPLS)
   _choice("loss.name", config.loss.name, objective.LOSSES)
-  if config.loss.focal_gamma < 0:
-    raise ConfigError(f"loss.focal_gamma={config.loss.focal_gamma} must be >= 0.")
-  if config.loss.la_tau < 0:
-    raise ConfigError(f"loss.la_tau={config.loss.la_tau} must be >= 0 (0 is plain CE; the "
-                      "paper's tau is 1).")
-  if config.loss.ldam_max_m <= 0 or config.loss.ldam_s <= 0:
-    raise ConfigError("loss.ldam_max_m and loss.ldam_s must be > 0.")
 
   _choice("train.rule", tr.rule, objective.RULES)
   _choice("train.sampler", tr.sampler, samplers.CONFIG_SAMPLERS)
-  _positive("train.samples_per_class", tr.samples_per_class)
   if config.model.head == "lws" and not (config.model.init_from and config.model.init_head):
     raise ConfigError("model.head='lws' scales a trained classifier: it needs model.init_from "
                       "and model.init_head=True (decouple.methods=('lws',) sets both).")
   if tr.rule in objective.RULE_SAMPLERS and tr.sampler != "instance":
     raise ConfigError(f"train.rule={tr.rule!r} brings its own sampler but train.sampler="
                       f"{tr.sampler!r}; set train.sampler='instance' or train.rule='none'.")
-  if not 0 <= tr.cb_beta < 1:
-    raise ConfigError(f"train.cb_beta={tr.cb_beta} must be in [0, 1).")
-  for field in ("num_epochs", "batch_size", "eval_batch_size", "eval_every_epochs",
-                "checkpoint_every_epochs", "log_every_steps"):
-    _positive(f"train.{field}", tr[field])
-  if tr.steps_per_call < 0:
-    raise ConfigError(f"train.steps_per_call={tr.steps_per_call} must be >= 1, or 0 for auto.")
   _choice("train.select_on", tr.select_on, results.SELECT_ON)
   if tr.select_on == "val" and ds.val_per_class == 0 and not results.has_list_val(config):
     raise ConfigError("train.select_on='val' needs a validation split: set "
                       "dataset.val_per_class > 0 (or select_on='auto').")
 
   _choice("optim.schedule", op.schedule, optim.SCHEDULES)
-  _choice("optim.cosine_offset", op.cosine_offset, (0, 1))
-  if not op.lr > 0:  # NaN too.
-    raise ConfigError(f"optim.lr={op.lr} must be > 0.")
-  if op.warmup_epochs < 0 or op.weight_decay < 0 or not 0 <= op.momentum < 1:
-    raise ConfigError("optim.warmup_epochs and optim.weight_decay must be >= 0 and "
-                      "optim.momentum in [0, 1).")
   if len(op.decay_epochs) != len(op.decay_factors):
     raise ConfigError(f"optim.decay_epochs {tuple(op.decay_epochs)} and optim.decay_factors "
                       f"{tuple(op.decay_factors)} must have the same length.")
   epochs = tuple(op.decay_epochs)
-  if any(not isinstance(e, int) or e < 0 for e in epochs) or list(epochs) != sorted(set(epochs)):
+  if list(epochs) != sorted(set(epochs)):
     raise ConfigError(f"optim.decay_epochs={epochs} must be increasing whole epochs >= 0, "
                       "e.g. (160, 180).")
-  if any(f <= 0 for f in op.decay_factors):
-    raise ConfigError(f"optim.decay_factors={tuple(op.decay_factors)} must be > 0 (each "
-                      "multiplies optim.lr from its epoch on, e.g. (0.01, 0.0001)).")
 
   _choice("task", config.task, TASKS)
   _validate_semi(config)
@@ -131,6 +92,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
 
   if check_data:
     _check_drw(config)
+    _warn_if_unusual(config)
     if datasets.get(ds.name).host_fed:
       _check_lists_present(ds)
     else:
@@ -160,7 +122,6 @@ def _validate_list_dataset(config) -> None:
   if ds.val_per_class:
     raise ConfigError(f"dataset.val_per_class={ds.val_per_class}: dataset.name={name!r} has "
                       "its own validation list; set dataset.val_per_class=0.")
-  _positive("dataset.image_size", ds.image_size)
   if ds.resize_size < ds.image_size:
     raise ConfigError(f"dataset.resize_size={ds.resize_size} must be at least "
                       f"dataset.image_size={ds.image_size} (evaluation resizes, then crops).")
@@ -210,43 +171,6 @@ def check_training_data(config: ml_collections.ConfigDict, data) -> None:
         "pretrain.batch_size).")
 
 
-def _check_finite(config) -> None:
-  """NaN and inf pass the range checks below (NaN compares False, inf is >= 1) and would spoil
-  the run much later: a NaN lr shows at the first logged step, rho=inf trains on one class."""
-  defaults = get_base_config()
-  for field, value in _numbers(config.to_dict()):
-    if not math.isfinite(value):
-      default = _lookup(defaults, field)
-      raise ConfigError(f"{field}={value} is not a finite number; set a finite value"
-                        + ("" if default is None else f" (the default is {default})") + ".")
-
-
-def _numbers(tree: dict, prefix: str = ""):
-  """(dotted field, float) for every float of a config, inside tuples too."""
-  for key, value in tree.items():
-    field = f"{prefix}{key}"
-    if isinstance(value, dict):
-      yield from _numbers(value, field + ".")
-    elif isinstance(value, (tuple, list)):
-      yield from ((field, v) for v in value if isinstance(v, float))
-    elif isinstance(value, float):
-      yield field, value
-
-
-def _lookup(config, dotted: str):
-  node = config
-  for name in dotted.split("."):
-    if name not in node:
-      return None
-    node = node[name]
-  return node
-
-
-def _seed(field: str, value, limit: int = 2**32) -> None:
-  if not isinstance(value, int) or not 0 <= value < limit:
-    raise ConfigError(f"{field}={value!r} must be a whole number in [0, {limit}).")
-
-
 def _check_drw(config) -> None:
   """DRW at or past the last epoch never switches to class-balanced weights: plain CE. A run
   stops; a grid's DRW members are only warned about (they share the schedule of the rest)."""
@@ -263,6 +187,29 @@ def _check_drw(config) -> None:
              f"epochs: {int(0.8 * tr.num_epochs)}).")
   if not drw:
     raise ConfigError(message)
+  _warn(message)
+
+
+def _warn_if_unusual(config) -> None:
+  """Legal settings that make a run other than its author likely meant: one line each."""
+  tr, op, loss = config.train, config.optim, config.loss
+  late = [e for e in op.decay_epochs if e >= tr.num_epochs]
+  if op.schedule == "step" and late:
+    _warn(f"optim.decay_epochs={tuple(op.decay_epochs)}: the decay at epoch "
+          f"{', '.join(map(str, late))} is not before train.num_epochs={tr.num_epochs}, so it "
+          "never happens; scale the schedule with the run (the reference decays at 80% and 90% "
+          "of its epochs).")
+  if op.warmup_epochs > tr.num_epochs:
+    _warn(f"optim.warmup_epochs={op.warmup_epochs} is longer than train.num_epochs="
+          f"{tr.num_epochs}: the run ends before its learning rate reaches optim.lr.")
+  if loss.name == "ldam" and config.model.head != "cosine":
+    _warn(f"loss.name='ldam' with model.head={config.model.head!r}: LDAM's margins are set for "
+          "the cosine head's logits, which the reference pairs with it; set "
+          "model.head='cosine' (the ldam and ldam_drw methods do).")
+
+
+def _warn(message: str) -> None:
+  """One line for a legal but unusual setting; the run goes on."""
   print(f"warning: {message}", flush=True)
 
 
@@ -298,22 +245,7 @@ def _validate_semi(config) -> None:
   if semi.pool_source == "image_folder" and not semi.image_folder:
     raise ConfigError("semi.pool_source='image_folder' needs semi.image_folder, a folder of "
                       "PNG / JPEG files.")
-  if semi.unlabeled_ratio is None or semi.unlabeled_ratio < 1:
-    raise ConfigError(f"semi.unlabeled_ratio={semi.unlabeled_ratio!r} must be >= 1 (rho_U).")
-  _positive("semi.unlabeled_factor", semi.unlabeled_factor)
-  _positive("semi.base_batch_size", semi.base_batch_size)
-  _positive("semi.label_batch_size", semi.label_batch_size)
   _choice("semi.base_checkpoint", semi.base_checkpoint, ("last", "best"))
-  if semi.confidence_threshold is not None and not 0 <= semi.confidence_threshold <= 1:
-    raise ConfigError(f"semi.confidence_threshold={semi.confidence_threshold} must be in [0, 1].")
-  if semi.per_class_max is not None:
-    _positive("semi.per_class_max", semi.per_class_max)
-  fraction = semi.unlabeled_batch_fraction
-  if fraction is not None and not 0 < fraction < 1:
-    raise ConfigError(f"semi.unlabeled_batch_fraction={fraction} must be in (0, 1), or None "
-                      "to concatenate D_L and D_U as the reference does.")
-  if semi.unlabeled_weight < 0:
-    raise ConfigError(f"semi.unlabeled_weight={semi.unlabeled_weight} must be >= 0.")
   if semi.pool_source == "svhn_extra" and config.dataset.name != "svhn":
     raise ConfigError("semi.pool_source='svhn_extra' needs dataset.name='svhn'.")
   if semi.enabled and config.pretrain.method != "none":
@@ -329,20 +261,7 @@ def _validate_pretrain(config) -> None:
   if config.model.init_from:
     raise ConfigError("model.init_from and pretrain.method are both set; the pipeline fills "
                       "model.init_from from its own pre-training stage. Unset one.")
-  for field in ("num_epochs", "batch_size"):
-    if pre[field] is not None:
-      _positive(f"pretrain.{field}", pre[field])
-  if pre.probe_epochs < 0:
-    raise ConfigError(f"pretrain.probe_epochs={pre.probe_epochs} must be >= 0 (0 skips it).")
   if pre.method in ("moco", "simclr"):
-    _positive("pretrain.queue_size", pre.queue_size)
-    _positive("pretrain.bn_groups", pre.bn_groups)
-    if not 0 <= pre.encoder_momentum < 1 or pre.temperature <= 0 or pre.lr <= 0:
-      raise ConfigError("pretrain.encoder_momentum must be in [0, 1), pretrain.temperature and "
-                        "pretrain.lr > 0.")
-    _positive("pretrain.proj_dim", pre.proj_dim)
-    if pre.proj_hidden is not None:
-      _positive("pretrain.proj_hidden", pre.proj_hidden)
     scale = tuple(pre.crop_scale)
     if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
       raise ConfigError(f"pretrain.crop_scale={scale} must be (low, high) with 0 < low <= high "
@@ -364,23 +283,15 @@ def _validate_grid(config) -> None:
   for name in g.methods:
     methods.check_method(name)
   _unique("grid.methods", g.methods)
-  if not g.seeds or not all(isinstance(s, int) and s >= 0 for s in g.seeds):
-    raise ConfigError(f"grid.seeds={tuple(g.seeds)} must be a non-empty tuple of seeds >= 0.")
+  if not g.seeds:
+    raise ConfigError("grid.seeds is empty; give the seeds to train, e.g. (0, 1, 2).")
   _unique("grid.seeds", g.seeds)
   if not g.settings:
     raise ConfigError(f"grid.settings is empty; choose from {GRID_SETTINGS}.")
   for name in g.settings:
     _choice("grid.settings", name, GRID_SETTINGS)
   _unique("grid.settings", g.settings)
-  if g.max_models_per_program < 0:
-    raise ConfigError(f"grid.max_models_per_program={g.max_models_per_program} must be >= 0 "
-                      "(0: no cap).")
-  if not isinstance(g.devices_per_model, int) or g.devices_per_model < 0:
-    raise ConfigError(f"grid.devices_per_model={g.devices_per_model!r} must be an integer >= 0 "
-                      "(0: every model on every device).")
   members.check_member_map(g.member_map, split=g.devices_per_model > 0)
-  if g.semi_batch_size is not None:
-    _positive("grid.semi_batch_size", g.semi_batch_size)
   if config.semi.enabled:
     raise ConfigError("semi.enabled is set in a grid config; add 'semi' to grid.settings "
                       "instead (the semi.* fields describe its pool) and unset semi.enabled.")
@@ -408,17 +319,11 @@ def _validate_decouple(config) -> None:
     raise ConfigError(f"decouple.methods {tuple(d.methods)}: LWS and tau-norm act on a linear "
                       f"classifier but stage 1 has model.head={config.model.head!r}; use crt "
                       "or logit_adjust, or a linear stage 1.")
-  for field in ("num_epochs", "lws_num_epochs", "batch_size"):
-    _positive(f"decouple.{field}", d[field])
   _choice("decouple.stage1_checkpoint", d.stage1_checkpoint, ("auto", "best", "last"))
-  if d.lr <= 0 or d.weight_decay < 0 or not 0 <= d.momentum < 1:
-    raise ConfigError("decouple.lr must be > 0, decouple.weight_decay >= 0 and "
-                      "decouple.momentum in [0, 1).")
   _choice("decouple.tune_on", d.tune_on, ("val", "test"))
   if {"tau_norm", "logit_adjust"} & set(d.methods):
-    if not d.taus or any(not 0 <= t < float("inf") for t in d.taus):
-      raise ConfigError(f"decouple.taus={tuple(d.taus)} must be a non-empty tuple of finite "
-                        "taus >= 0.")
+    if not d.taus:
+      raise ConfigError("decouple.taus is empty; give the taus to score, e.g. (0.0, 0.5, 1.0).")
     if d.tune_on == "val":
       _check_validation_split(config.dataset)
 

@@ -62,14 +62,14 @@ CONFIG_CASES = {
                             {"dataset.imbalance_ratio": 50.0}),
     "img_max_0": ({"dataset.img_max": 0}, ["dataset.img_max=0", "at least 1"],
                   {"dataset.img_max": 50}),
-    "val_negative": ({"dataset.val_per_class": -1}, ["dataset.val_per_class=-1", ">= 0"],
+    "val_negative": ({"dataset.val_per_class": -1}, ["dataset.val_per_class=-1", "at least 0"],
                      {"dataset.val_per_class": 0}),
     "lt_seed_negative": ({"dataset.lt_seed": -1}, ["dataset.lt_seed=-1", "[0, "],
                          {"dataset.lt_seed": 1}),
     "seed_negative": ({"seed": -3}, ["seed=-3", "[0, "], {"seed": 3}),
     "npz_without_path": ({"dataset.name": "npz"}, ["dataset.npz_path is required", "x_train"],
                          {"dataset.name": "digits"}),
-    "crop_negative": ({"augment.crop_padding": -2}, ["augment.crop_padding=-2", ">= 0"],
+    "crop_negative": ({"augment.crop_padding": -2}, ["augment.crop_padding=-2", "at least 0"],
                       {"augment.crop_padding": 0}),
     "batch_0": ({"train.batch_size": 0}, ["train.batch_size=0", "at least 1"],
                 {"train.batch_size": 16}),
@@ -91,7 +91,7 @@ CONFIG_CASES = {
     "lr_0": ({"optim.lr": 0.0}, ["optim.lr=0.0", "> 0"], {"optim.lr": 0.05}),
     "weight_decay_nan": ({"optim.weight_decay": NAN}, ["optim.weight_decay=nan", "finite"],
                          {"optim.weight_decay": 0.0}),
-    "momentum_1": ({"optim.momentum": 1.0}, ["optim.momentum in [0, 1)"],
+    "momentum_1": ({"optim.momentum": 1.0}, ["optim.momentum=1.0", "in [0, 1)"],
                    {"optim.momentum": 0.9}),
     "decay_unsorted": ({"optim.decay_epochs": (2, 1), "optim.decay_factors": (0.1, 0.01)},
                        ["optim.decay_epochs=(2, 1)", "increasing"],
@@ -105,7 +105,7 @@ CONFIG_CASES = {
                          {"optim.schedule": "cosine"}),
     "focal_gamma_nan": ({"loss.focal_gamma": NAN}, ["loss.focal_gamma=nan", "default is 1.0"],
                         {"loss.focal_gamma": 2.0}),
-    "la_tau_negative": ({"loss.la_tau": -1.0}, ["loss.la_tau=-1.0", ">= 0"],
+    "la_tau_negative": ({"loss.la_tau": -1.0}, ["loss.la_tau=-1.0", "in [0, 100]"],
                         {"loss.la_tau": 1.0}),
     "ldam_scale_0": ({"loss.ldam_s": 0.0}, ["loss.ldam_s", "> 0"], {"loss.ldam_s": 30.0}),
     "loss_misspelt": ({"loss.name": "LDAM"}, ["loss.name='LDAM'", "'ldam'"],
@@ -130,7 +130,7 @@ CONFIG_CASES = {
     "proj_dim_0": ({"pretrain.method": "simclr", "pretrain.proj_dim": 0},
                    ["pretrain.proj_dim=0", "at least 1"], {"pretrain.proj_dim": 128}),
     "grid_seed_negative": ({"grid.methods": ("ce",), "grid.seeds": (0, -1)},
-                           ["grid.seeds=(0, -1)", "seeds >= 0"], {"grid.seeds": (0, 1)}),
+                           ["grid.seeds=(0, -1)", "in [0, "], {"grid.seeds": (0, 1)}),
 }
 
 
@@ -547,6 +547,20 @@ def test_cli_config_file_mistakes(tmp_path):
 
 DIGITS_TINY = ["--config=configs/digits_lt_ce.py", "--config.model.name=resnet_tiny",
                "--config.train.log_every_steps=5"]
+
+
+@pytest.mark.parametrize("flag, fragments", [
+    ("--config.loss.la_tau=1e39", ["loss.la_tau=1e+39 is not a finite number in float32"]),
+    ("--config.loss.focal_gamma=1e4", ["loss.focal_gamma=10000.0 must be in [0, 20]"]),
+    ("--config.loss.ldam_max_m=100", ["loss.ldam_max_m=100.0 must be in (0, 2)"]),
+])
+def test_cli_a_hyper_parameter_that_cannot_work_is_one_line_before_any_work(tmp_path, flag,
+                                                                             fragments):
+  workdir = str(tmp_path / "w")
+  proc = cli(*DIGITS_TINY, flag, f"--workdir={workdir}")
+  assert proc.returncode == 1
+  assert_one_error_line(proc, *fragments)
+  assert not os.path.exists(workdir)
 
 
 def interrupted(workdir, times: int) -> subprocess.CompletedProcess:

@@ -42,15 +42,17 @@ class Job:
   """run.py processes whose output goes to files (a full pipe could block one of them while
   the other waits for it in a collective)."""
 
-  def __init__(self, logs, workdir, processes: int, devices: int, args=TINY_SEMI):
+  def __init__(self, logs, workdir, processes: int, devices: int, args=TINY_SEMI,
+               started=None, extra_args=None):
+    """`started`: the process ids to start (default all); `extra_args`: {id: [flags]}."""
     self.logs, extra = logs, []
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
     self.procs = []
-    for i in range(processes):
+    for i in range(processes) if started is None else started:
       if processes > 1:
         extra = [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={processes}",
-                 f"--process_id={i}"]
+                 f"--process_id={i}", *(extra_args or {}).get(i, [])]
       with open(logs / f"out{i}", "w") as out, open(logs / f"err{i}", "w") as err:
         self.procs.append(subprocess.Popen(
             [sys.executable, "run.py", *args, f"--workdir={workdir}", *extra],
@@ -143,3 +145,45 @@ def test_two_processes_stop_on_sigterm_resume_and_equal_one_process(tmp_path):
   a, b = leaves(final_state(one, "base")), leaves(final_state(single, ""))
   for key in a:
     np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def one_error_line(stderr: str) -> str:
+  lines = [line for line in stderr.splitlines() if line.strip()]
+  assert "Traceback" not in stderr and len(lines) == 1, stderr
+  assert lines[0].startswith("error: "), stderr
+  return lines[0]
+
+
+def test_processes_started_with_different_configs_all_stop_naming_the_difference(tmp_path):
+  # Process 1 with focal, process 0 with CE: both would have trained a mix and exited 0.
+  workdir = tmp_path / "run"
+  job = Job(tmp_path / "logs", workdir, processes=2, devices=1,
+            extra_args={1: ["--config.loss.name=focal"]})
+  for rc, _, stderr in job.finish():
+    assert rc == 1
+    assert "process 1 in loss.name ('focal' there, 'ce' on process 0)" in one_error_line(stderr)
+  assert not (workdir / "config.json").exists()
+
+
+def test_a_process_that_never_joins_is_named_after_the_join_timeout(tmp_path):
+  job = Job(tmp_path / "logs", tmp_path / "run", processes=2, devices=1, started=[0],
+            extra_args={0: ["--join_timeout=3"]})
+  start = time.time()
+  [(rc, _, stderr)] = job.finish()
+  assert rc == 1 and time.time() - start < 60  # Not jax's 300 s, not a C++ abort.
+  line = one_error_line(stderr)
+  assert "process 0 waited 3 s (--join_timeout)" in line and "process 1 did not join" in line
+
+
+def test_a_process_lost_mid_run_is_one_line_naming_the_checkpoint(tmp_path):
+  workdir = tmp_path / "run"
+  job = Job(tmp_path / "logs", workdir, processes=2, devices=1,
+            args=[*TINY_BASE, "--config.train.num_epochs=500"])
+  job.wait_for("epoch 2/500")  # After the first epoch's checkpoint.
+  job.procs[1].kill()
+  rc, _, stderr = job.finish()[0]
+  assert rc == 1
+  line = one_error_line(stderr)
+  assert "another process of this 2-process job stopped" in line
+  assert f"newest checkpoint under {workdir}" in line, line
+
