@@ -150,10 +150,18 @@ class _ReportedOnce(std_logging.Filter):
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a config file that is missing or broken, or an override of a
-  field the config lacks, reported in one line instead of a traceback."""
+  field the config lacks, reported in one line instead of a traceback. `--config.<field>=None`
+  sets a field back to None (absl would read 'None' as a string, or fail on a number)."""
+  kept, unset = _none_overrides(argv)
   try:
-    args = app.parse_flags_with_usage(argv)
+    args = app.parse_flags_with_usage(kept)
     FLAGS.config.get("dataset")  # A config file that failed to load raises on first use.
+    for field in unset:
+      *parents, name = field.split(".")
+      node = FLAGS.config
+      for parent in parents:
+        node = node[parent]
+      setattr(node, name, None)  # Ranges say which fields need a number.
   except Exception as e:  # Whatever loading the user's file raised.
     raise SystemExit(f"error: {config_error(e, argv)}") from None
   except SystemExit as e:  # absl exits 1 after printing the help it was asked for.
@@ -161,6 +169,17 @@ def parse_flags(argv: list[str]) -> list[str]:
       raise SystemExit(0) from None
     raise
   return args
+
+
+def _none_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """argv without its `--config.<field>=None` overrides, and those fields."""
+  kept, unset = [], []
+  for arg in argv:
+    if arg.startswith("--config.") and arg.endswith("=None"):
+      unset.append(arg[len("--config."):-len("=None")])
+    else:
+      kept.append(arg)
+  return kept, unset
 
 
 def config_error(e: Exception, argv: list[str]) -> str:

@@ -260,13 +260,17 @@ class _Evaluator:
     evals = self.summaries(state.cohorts)
     record = {f"member/{split}/{k}": [e[split][k] for e in evals]
               for split in evals[0] for k in ("top1_acc", "balanced_acc")}
-    record |= {f"{split}/top1_acc_mean": float(np.mean(record[f"member/{split}/top1_acc"]))
-               for split in evals[0]}
-    top1 = record["member/test/top1_acc"]
-    line = f"test top-1 mean {np.mean(top1):.2f}% (min {min(top1):.2f}, max {max(top1):.2f})"
-    failed = int(np.sum(jax.device_get(state.failed_at) >= 0))
+    # Means, min and max over the healthy models: a frozen one's accuracy is its initial one.
+    healthy = jax.device_get(state.failed_at) < 0
+    record |= {f"{split}/top1_acc_mean": float(np.mean(
+                   [a for a, ok in zip(record[f"member/{split}/top1_acc"], healthy) if ok]
+                   or [np.nan])) for split in evals[0]}
+    top1 = [a for a, ok in zip(record["member/test/top1_acc"], healthy) if ok]
+    line = (f"test top-1 mean {np.mean(top1):.2f}% (min {min(top1):.2f}, max {max(top1):.2f})"
+            if top1 else "test top-1: every model diverged")
+    failed = int(np.sum(~healthy))
     if failed:
-      line += f"; {failed} diverged and frozen"
+      line += f"; {failed} diverged and frozen, not counted"
     if self.selection != "last":
       if self.best is None:  # First evaluation of this process: a resumed run's best states.
         self.best = (self.summaries(state.best) if int(np.max(jax.device_get(state.best_epoch)))

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 
 import ml_collections
 from clu import parameter_overview
@@ -101,19 +102,25 @@ def check_config(workdir: str, config: ml_collections.ConfigDict, ignore: tuple 
                 if d not in ignore
                 and not _added_at_default(d, theirs, config_json(config), defaults))
   if diff:
+    fix = "use a new --workdir, or the old config to resume that run."
+    if any(d.endswith("num_epochs") for d in diff) and read_results(workdir) is not None:
+      fix = ("a finished run is not extended, since its schedule (warm-up, lr decays, DRW) has "
+             "run its course; to train on from its weights, use a new --workdir with "
+             f"--config.model.init_from={workdir} --config.model.init_head=True.")
     raise ConfigError(
         f"workdir {workdir} holds a run with a different config ({', '.join(diff[:8])}"
-        f"{' ...' if len(diff) > 8 else ''} differ); use a new --workdir, or the old "
-        "config to resume that run.")
+        f"{' ...' if len(diff) > 8 else ''} differ); {fix}")
 
 
 @contextlib.contextmanager
 def lock(workdir: str, primary: bool = True):
-  """Creates `workdir` and holds <workdir>/.lock (pid and host) while a run works in it, so a
-  second run started on it refuses instead of mixing its files with the first's. A lock whose
-  process is gone (on this host) is stale and taken over; this process's own lock is
-  re-entered (a pipeline runs stages inside its workdir). Only the `primary` host of a
-  multi-host job locks. A folder made here and left empty is removed again."""
+  """Creates `workdir` and holds <workdir>/.lock (pid, host and the process's start time)
+  while a run works in it, so a second run started on it refuses instead of mixing its files
+  with the first's. A lock whose process is gone (on this host), or whose pid now belongs to a
+  process started at another time (a reused pid), or that stayed empty, is stale and taken
+  over; this process's own lock is re-entered (a pipeline runs stages inside its workdir).
+  Only the `primary` host of a multi-host job locks. A folder made here and left empty is
+  removed again."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ConfigError(f"--workdir {workdir} is a file, not a folder; choose another --workdir "
                       "(or move the file away).")
@@ -144,11 +151,11 @@ def _acquire(workdir: str, path: str) -> bool:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
       owner = _lock_owner(path)
-      if owner == (os.getpid(), host):
+      if owner is not None and owner[:2] == (os.getpid(), host):
         return False
-      if owner is not None and owner[1] == host and not _alive(owner[0]):
-        print(f"taking over the stale lock {path} of pid {owner[0]}, which has ended.",
-              flush=True)
+      stale = _stale_because(path, owner, host)
+      if stale:
+        print(f"taking over the stale lock {path}: {stale}.", flush=True)
         with contextlib.suppress(FileNotFoundError):
           os.remove(path)
         continue
@@ -161,7 +168,7 @@ def _acquire(workdir: str, path: str) -> bool:
                         "writable --workdir with free space.") from e
     try:
       with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()} {host}\n")
+        f.write(f"{os.getpid()} {host} {_start_time(os.getpid())}\n")
     except OSError as e:
       with contextlib.suppress(OSError):
         os.remove(path)
@@ -172,13 +179,50 @@ def _acquire(workdir: str, path: str) -> bool:
                     "--workdir.")
 
 
-def _lock_owner(path: str) -> tuple[int, str] | None:
+EMPTY_LOCK_GRACE_S = 10.0  # A run writes its lock's line right after creating the file.
+
+
+def _lock_owner(path: str) -> tuple[int, str, str] | None:
+  """(pid, host, start time or '-') from a lock file; None while it is empty or unreadable.
+  A lock written before start times were recorded has none."""
   try:
     with open(path) as f:
-      pid, host = f.read().split()
-    return int(pid), host
+      fields = f.read().split()
+    if len(fields) not in (2, 3):
+      return None
+    return int(fields[0]), fields[1], fields[2] if len(fields) == 3 else "-"
   except (OSError, ValueError):  # Gone, or still being written by its run.
     return None
+
+
+def _stale_because(path: str, owner: tuple[int, str, str] | None, host: str) -> str | None:
+  """Why a lock held by someone else is stale, or None while its run may still be working."""
+  if owner is None:
+    try:
+      age = time.time() - os.path.getmtime(path)
+    except OSError:
+      return None
+    return (f"it has been empty for {age:.0f} s, so the run that made it never started"
+            if age > EMPTY_LOCK_GRACE_S else None)
+  pid, lock_host, started = owner
+  if lock_host != host:
+    return None  # Another host's process: nothing here can tell whether it still runs.
+  if not _alive(pid):
+    return f"pid {pid} has ended"
+  if started != "-" and _start_time(pid) not in (started, "-"):
+    return f"pid {pid} is now another process (started at another time)"
+  return None
+
+
+def _start_time(pid: int) -> str:
+  """When process `pid` started, in clock ticks after boot (Linux /proc); '-' where unknown.
+  With the pid, it names a process: a reused pid has another start time."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      # Field 22; the command name (field 2) may hold spaces, so count after its ')'.
+      return f.read().rsplit(")", 1)[1].split()[19]
+  except (OSError, IndexError):
+    return "-"
 
 
 def _alive(pid: int) -> bool:

@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import killed_at_epoch, read_jsonl, tiny_config
 
 from lt_jax import errors, pipeline
 from lt_jax import workdir as workdir_lib
@@ -462,6 +462,64 @@ def test_a_second_run_on_a_workdir_in_use_refuses(tmp_path, capsys):
   assert not lock.exists()
 
 
+def test_a_lock_of_a_reused_pid_or_left_empty_is_taken_over(tmp_path, capsys):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  lock = workdir / workdir_lib.LOCK_FILE
+  config = two_epochs(**{"train.batch_size": 512})  # Fails after the lock, before training.
+  host = socket.gethostname()
+  with process() as other:
+    with open(f"/proc/{other.pid}/stat") as f:
+      started = f.read().rsplit(")", 1)[1].split()[19]
+    # The live process that wrote it: refused.
+    lock.write_text(f"{other.pid} {host} {started}\n")
+    with pytest.raises(ConfigError, match="is in use by another run"):
+      pipeline.run(config, str(workdir))
+    # The same pid, started at another time: the lock's run is gone and the pid reused.
+    lock.write_text(f"{other.pid} {host} {int(started) - 1}\n")
+    with pytest.raises(ConfigError, match="train.batch_size=512"):
+      pipeline.run(config, str(workdir))
+    assert f"pid {other.pid} is now another process" in capsys.readouterr().out
+  # An empty lock (its run died before writing its line) blocks only for a few seconds.
+  lock.write_text("")
+  with pytest.raises(ConfigError, match="is in use by another run"):
+    pipeline.run(config, str(workdir))
+  old = time.time() - 60
+  os.utime(lock, (old, old))
+  with pytest.raises(ConfigError, match="train.batch_size=512"):
+    pipeline.run(config, str(workdir))
+  assert "it has been empty for 60 s" in capsys.readouterr().out
+  assert not lock.exists()
+
+
+def test_a_run_whose_checkpoints_were_deleted_says_it_starts_again(tmp_path, capsys):
+  workdir = tmp_path / "run"
+  config = two_epochs()
+  killed_at_epoch(lambda: pipeline.run(config, str(workdir)), 2)  # After epoch 1's checkpoint.
+  shutil.rmtree(workdir_lib.checkpoint_dir(str(workdir)))
+  capsys.readouterr()
+  out = pipeline.run(config, str(workdir))
+  printed = capsys.readouterr().out
+  assert f"warning: {workdir} records training up to step" in printed
+  assert "training starts again from step 0" in printed and "resumed from" not in printed
+  steps = [r["step"] for r in read_jsonl(workdir / "metrics.jsonl")]
+  assert steps == sorted(steps) and len(steps) == len(set(steps))  # Replaced, not doubled.
+  assert [h["epoch"] for h in out["history"]] == [1, 2]
+
+
+def test_extending_a_finished_run_says_how_to_train_on_from_it(tmp_path):
+  first = tmp_path / "first"
+  pipeline.run(two_epochs(), str(first))
+  with pytest.raises(ConfigError) as info:
+    pipeline.run(two_epochs(**{"train.num_epochs": 3}), str(first))
+  assert_names(info.value, "train.num_epochs", "a finished run is not extended",
+               f"--config.model.init_from={first} --config.model.init_head=True")
+  # The advice works: a new workdir starts from the finished run's weights, head included.
+  more = pipeline.run(two_epochs(**{"model.init_from": str(first), "model.init_head": True}),
+                      str(tmp_path / "more"))
+  assert [h["epoch"] for h in more["history"]] == [1, 2]
+
+
 def can_mount():
   return os.geteuid() == 0 and shutil.which("mount") is not None
 
@@ -547,6 +605,16 @@ def test_cli_config_file_mistakes(tmp_path):
 
 DIGITS_TINY = ["--config=configs/digits_lt_ce.py", "--config.model.name=resnet_tiny",
                "--config.train.log_every_steps=5"]
+
+
+def test_cli_a_field_is_set_back_to_none(tmp_path):
+  # absl read 'None' as the string 'None' for a text field, and failed on a number field.
+  ready = cli("--config=configs/digits_lt_semi.py", "--config.semi.base_workdir=None",
+              "--config.dataset.img_max=None", "--check")
+  assert ready.returncode == 0 and "ready:" in ready.stdout, ready.stdout + ready.stderr
+  needed = cli("--config=configs/digits_lt_ce.py", "--config.train.batch_size=None", "--check")
+  assert needed.returncode == 1
+  assert "train.batch_size=None must be a number at least 1" in needed.stdout
 
 
 @pytest.mark.parametrize("flag, fragments", [

@@ -199,7 +199,7 @@ def test_pipeline_trains_stage1_then_decouples(tmp_path):
     ({"decouple.methods": ("tau_norm",), "dataset.val_per_class": 0},
      "decouple.tune_on='val' needs a validation split"),
     ({"decouple.methods": ("lws",), "model.head": "cosine"}, "LWS and tau-norm act on a linear"),
-    ({"decouple.methods": ("logit_adjust",), "decouple.taus": ()}, "decouple.taus=()"),
+    ({"decouple.methods": ("logit_adjust",), "decouple.taus": ()}, "decouple.taus is empty"),
     ({"decouple.methods": ("crt",), "grid.methods": ("ce",)}, "grid.methods and decouple"),
     ({"model.head": "lws"}, "model.head='lws' scales a trained classifier"),
     ({"train.samples_per_class": 0}, "train.samples_per_class=0 must be at least 1"),

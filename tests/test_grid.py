@@ -109,7 +109,7 @@ def test_a_killed_grid_resumes_to_identical_members(alone, tmp_path):
     assert max_abs_diff(params(m.workdir, "best"), params(alone_dir, "best")) == 0.0
 
 
-def test_a_diverging_member_is_frozen_and_the_others_go_on(alone, tmp_path):
+def test_a_diverging_member_is_frozen_and_the_others_go_on(alone, tmp_path, capsys):
   config = base_config()
   healthy = make_members(str(tmp_path), (("ce", 1),), config)[0]
   # An LDAM scale near float32's largest number makes the very first gradient overflow.
@@ -127,6 +127,11 @@ def test_a_diverging_member_is_frozen_and_the_others_go_on(alone, tmp_path):
   table = summary.rows(results, "final")
   assert [(r["method"], r["seeds"], r["diverged"]) for r in table] == [("ce", 1, 0),
                                                                       ("ldam", 0, 1)]
+  # The progress line's mean, min and max leave the frozen model out.
+  healthy_top1 = results[healthy.name]["final"]["top1_acc"]
+  last = [line for line in capsys.readouterr().out.splitlines() if "test top-1 mean" in line][-1]
+  assert (f"test top-1 mean {healthy_top1:.2f}% (min {healthy_top1:.2f}, max "
+          f"{healthy_top1:.2f}); 1 diverged and frozen, not counted") in last
 
 
 def test_programs_group_members_by_shape_and_cohorts_by_step():

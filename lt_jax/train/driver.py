@@ -249,8 +249,14 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
     if best_ckpt is not None:
       best_ckpt.delete_after(int(state.step))
     log(f"resumed from {last_ckpt.directory} at step {int(state.step)}")
-  elif initialize is not None:
-    state = initialize(state)
+  else:
+    recorded = writers.last_recorded_step(workdir)
+    if recorded:  # Its checkpoints were deleted, or never written: say so, then start over.
+      print(f"warning: {workdir} records training up to step {recorded} (metrics.jsonl) but "
+            f"holds no checkpoint in {last_ckpt.directory}: training starts again from step "
+            "0 and those records are replaced.", flush=True)
+    if initialize is not None:
+      state = initialize(state)
   spe, epochs = plan.steps_per_epoch, plan.num_epochs
   start_step = int(state.step)
   if feed is not None and last_ckpt.latest_step() is not None:

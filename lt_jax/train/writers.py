@@ -3,6 +3,7 @@ and progress lines with images/s and ETA."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -48,6 +49,15 @@ class MetricWriter:
     if self._tb is not None:
       self._tb.close()
       self._jsonl.close()
+
+
+def last_recorded_step(workdir: str) -> int | None:
+  """The last step workdir/metrics.jsonl records; None without a record."""
+  steps = []
+  with contextlib.suppress(FileNotFoundError):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      steps = [s for s in map(_step_of, f) if s is not None]
+  return max(steps) if steps else None
 
 
 def _step_of(line: str) -> int | None:
