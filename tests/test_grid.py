@@ -205,6 +205,12 @@ def test_summary_means_stds_and_bold_best():
   assert "**40.00 ± 0.00**" in md  # drw the lowest few-shot error.
   pivot = summary.by_setting(table)
   assert "| ce | 28.00 ± 2.83 | 24.00 ± 0.00 | -4.00 |" in pivot
+  # Seed by seed: ssp/ce's seed 0 (24) against scratch/ce's seed 0 (30); drw has no ssp run.
+  pairs = summary.paired(results | {"ssp/ce/seed_1": res(72.0, 40.0)}, "final")
+  assert "| ce | -2.00 | 1 of 2 |" in pairs  # ((24 - 30) + (28 - 26)) / 2; only seed 0 better.
+  assert "| drw | - | - |" in pairs
+  assert summary.paired({k: v for k, v in results.items() if k.startswith("scratch")},
+                        "final") == ""
 
 
 @pytest.mark.parametrize("fields, message", [
