@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import json
 import os
+import time
 
 import ml_collections
 
@@ -158,11 +159,15 @@ def _finished(workdir: str, config: ml_collections.ConfigDict) -> dict | None:
   return finished
 
 
-def _finish(workdir: str, config, stages: dict, final: dict, rows: dict, **extra) -> dict:
+def _finish(workdir: str, config, stages: dict, final: dict, rows: dict,
+            reused: tuple[str, ...] = (), **extra) -> dict:
+  """The pipeline's root results.json; `reused` stages (a finished run a field pointed at)
+  keep their results but their time is not this run's."""
   out = {"config": workdir_lib.config_json(config), "stages": stages, **extra,
          "class_counts": final["class_counts"], "final": final["final"], "best": final["best"],
          "selected_on": final["selected_on"],
-         "wall_time_s": sum(s.get("wall_time_s") or 0.0 for s in stages.values()),
+         "wall_time_s": sum(s.get("wall_time_s") or 0.0 for name, s in stages.items()
+                            if name not in reused),
          "train_images_per_s": final.get("train_images_per_s")}
   workdir_lib.write_results(workdir, out)
   print(lt_metrics.format_table(rows), flush=True)
@@ -186,6 +191,7 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
   base_dir = config.semi.base_workdir or workdir_lib.stage_dir(workdir, "base")
   if config.semi.base_workdir:
     base = workdir_lib.finished_results(base_dir, "semi.base_workdir")
+    semi.check_base(config, base_dir, base, labeled)
   else:
     base_cfg = override(config, **{"semi.enabled": False,
                                    "train.batch_size": config.semi.base_batch_size})
@@ -204,7 +210,7 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
   final = train(final_cfg, final_dir)
   rows = {"base (D_L only)": base["final"], "semi (D_L + pseudo D_U)": final["final"]}
   return _finish(workdir, config, {"base": base, "pseudo_labels": report, "final": final},
-                 final, rows)
+                 final, rows, reused=("base",) if config.semi.base_workdir else ())
 
 
 def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
@@ -222,6 +228,7 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
   if done:
     with open(report_path) as f:
       return path, json.load(f)
+  started = time.time()
   if not labeled_already:
     semi.pseudo_label_pool(config, base_dir, pool, labeled, path)
     parallel.barrier(f"pseudo-labels written to {path}")  # Process 0 wrote; all read it now.
@@ -233,6 +240,7 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
   report["requested_counts"] = pool.requested_counts
   report["file"] = path
   report["sha256"] = io_utils.sha256_file(path)  # The final stage refuses a changed file.
+  report["wall_time_s"] = time.time() - started
   pseudo_label.plot_report(os.path.join(labels_dir, workdir_lib.PSEUDO_LABEL_PLOT_FILE), report)
   io_utils.atomic_write_json(report_path, report)
   accuracy = report.get("accuracy")

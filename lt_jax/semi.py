@@ -12,11 +12,13 @@ counts of the request) matches this config.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import ml_collections
 import numpy as np
 
 from lt_jax import pseudo_label
+from lt_jax import workdir as workdir_lib
 from lt_jax.data import datasets, image_source, longtail, unlabeled
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data.sources import Split
@@ -52,9 +54,12 @@ def draw_pool(config: ml_collections.ConfigDict, drawn: prepare_lib.Draw
 
 
 def _fingerprint(images) -> str:
+  """Names the pool's images and their order: an image source's own listing, or an array's
+  shape and the SHA-256 of its bytes (another array of the same shape is another pool)."""
   if isinstance(images, image_source.ImageSource):
     return images.fingerprint
-  return f"array:{tuple(images.shape)}"
+  digest = hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:16]
+  return f"array:{tuple(images.shape)}:sha256:{digest}"
 
 
 def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
@@ -110,7 +115,8 @@ def _check_provenance(path: str, saved: dict, expected: dict[str, str]) -> None:
   recorded = {k: str(saved[k]) for k in pseudo_label.PROVENANCE_KEYS if k in saved}
   recorded.setdefault("pool_draw_on", "labels")
   for key, want in expected.items():
-    if key in recorded and recorded[key] != want:
+    legacy = key == "pool_fingerprint" and recorded.get(key) == want.split(":sha256:")[0]
+    if key in recorded and recorded[key] != want and not legacy:  # Legacy: the shape alone.
       raise _different_pool(path, f"{key}: the file says {recorded[key]!r}, the config "
                                   f"gives {want!r}")
 
@@ -163,3 +169,25 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
   return dataclasses.replace(data, train=Split(images, labels), class_counts=counts,
                              num_labeled=len(data.train.labels),
                              group_counts=data.class_counts)
+
+
+# The fields that decide which images and labels a run's labeled set D_L holds.
+LABELED_SET_FIELDS = ("name", "source", "npz_path", "imb_type", "imbalance_ratio", "img_max",
+                      "lt_seed", "val_per_class")
+
+
+def check_base(config: ml_collections.ConfigDict, base_dir: str, base: dict,
+               labeled: prepare_lib.LongTailData) -> None:
+  """A base model given by semi.base_workdir must have trained on this run's labeled set: its
+  pseudo-labels and its "base" row would otherwise belong to another one."""
+  theirs = workdir_lib.read_config(base_dir).get("dataset", {})
+  differ = [f"dataset.{k} ({theirs.get(k)!r} there, {config.dataset[k]!r} here)"
+            for k in LABELED_SET_FIELDS if theirs.get(k) != config.dataset[k]]
+  counts = base.get("class_counts")
+  if not differ and counts is not None and list(counts) != list(labeled.class_counts):
+    differ = [f"its class counts ({counts} there, {list(labeled.class_counts)} here)"]
+  if differ:
+    raise ConfigError(f"semi.base_workdir={base_dir!r} trained on another labeled set: "
+                      f"{'; '.join(differ)}. Leave semi.base_workdir empty to train the base "
+                      "here, or point it at a base trained with these dataset.* fields.")
+

@@ -402,6 +402,19 @@ def test_a_field_naming_a_missing_run_fails_before_any_work(tmp_path, fields, er
   assert not workdir.exists()
 
 
+def test_a_base_trained_on_another_labeled_set_is_refused_by_name(tmp_path):
+  base = tmp_path / "base"
+  pipeline.run(two_epochs(**{"train.num_epochs": 1, "dataset.img_max": 40}), str(base))
+  # A base trained at img_max=40 was reused at img_max=30 without a word.
+  workdir = tmp_path / "semi"
+  with pytest.raises(ConfigError) as info:
+    pipeline.run(two_epochs(**SEMI, **{"semi.base_workdir": str(base),
+                                       "dataset.img_max": 30}), str(workdir))
+  assert_names(info.value, f"semi.base_workdir={str(base)!r} trained on another labeled set",
+               "dataset.img_max (40 there, 30 here)", "Leave semi.base_workdir empty")
+  assert not (workdir / "pseudo_labels").exists()
+
+
 # --- the workdir: a file, in use, not writable, left by a failed run -------------------------
 
 
