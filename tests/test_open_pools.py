@@ -3,6 +3,8 @@ TFDS stl10 (mock data); lazy reading, the configs that use them, and the draw on
 end to end."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +18,8 @@ from lt_jax.data import datasets, image_source, open_pools, unlabeled
 from lt_jax.data.sources import Dataset, Split
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.validate import validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CIFAR_SHAPE = (32, 32, 3)
 
@@ -223,6 +227,20 @@ def test_stl10_not_prepared_says_how(tmp_path):
   pytest.importorskip("tensorflow_datasets")
   with pytest.raises(DataError, match=r"'stl10'.*tfds build stl10 --file_format=array_record"):
     open_pools.stl10_unlabeled(str(tmp_path), CIFAR_SHAPE)
+
+
+def test_stl10_absent_from_tfds_default_folder_says_how(tmp_path):
+  # TFDS's default folder (no semi.tfds_data_dir) raised a bare KeyError: a fresh HOME here.
+  pytest.importorskip("tensorflow_datasets")
+  code = ("from lt_jax.data import open_pools\n"
+          "try:\n  open_pools.stl10_unlabeled(None, (32, 32, 3))\n"
+          "except Exception as e:\n  print(type(e).__name__, e)\n")
+  env = {k: v for k, v in os.environ.items() if k != "TFDS_DATA_DIR"} | {"HOME": str(tmp_path)}
+  (tmp_path / "tensorflow_datasets" / "stl10" / "1.0.0").mkdir(parents=True)
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                        cwd=ROOT, timeout=120)
+  assert done.stdout.startswith("DataError expected the TFDS dataset 'stl10'"), (
+      done.stdout + done.stderr)
 
 
 # --- configs ----------------------------------------------------------------------------

@@ -161,7 +161,8 @@ def stl10_unlabeled(data_dir: str | None, image_shape: Sequence[int]
   try:
     records = tfds.data_source(STL10_TFDS_NAME, split=STL10_SPLIT, data_dir=data_dir,
                                download=False)
-  except (NotImplementedError, ValueError, OSError, AssertionError) as e:
+  except (NotImplementedError, ValueError, OSError, AssertionError, KeyError) as e:
+    # KeyError: TFDS's default folder holding a stl10 folder without its prepared splits.
     first_line = str(e).splitlines()[0] if str(e) else ""
     raise DataError(f"{missing} ({type(e).__name__}: {first_line})") from e
   if len(records) == 0:

@@ -535,9 +535,10 @@ def _read_tfds_split(tfds_name: str, split: str, data_dir: str | None) -> Split:
 
   try:
     records = tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=False)
-  except (NotImplementedError, ValueError, OSError) as e:
+  except (NotImplementedError, ValueError, OSError, KeyError) as e:
     # Unprepared or non-random-access data surfaces as NotImplementedError, a missing split or
-    # folder as ValueError / OSError; the builder says which, else report tfds's own words.
+    # folder as ValueError / OSError, a default folder without the prepared splits as
+    # KeyError; the builder says which, else report tfds's own words.
     _check_tfds_prepared(tfds_name, data_dir)
     first_line = str(e).splitlines()[0] if str(e) else ""
     raise DataError(f"{_tfds_missing(tfds_name, data_dir)} ({type(e).__name__}: "
