@@ -8,11 +8,13 @@ devices it is split over, shows the padded batch of the forward passes over a sp
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import ml_collections
 
-from lt_jax import parallel, pipeline
+from lt_jax import classify_lists, parallel, pipeline
+from lt_jax.data import datasets, image_source
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.validate import validate
 
@@ -49,13 +51,38 @@ def check(config: ml_collections.ConfigDict, devices=None) -> Report:
   lines += layout
   try:
     validate(config)
+    checked = check_image_files(config)
   except ConfigError as e:
     return Report(lines + [f"config: error: {e}"], CONFIG_PROBLEM)
   except DataError as e:
     return Report(lines + [f"data: absent or unreadable: {e}"],
                   CONFIG_PROBLEM if problems else DATA_ABSENT)
-  lines.append(f"data: {config.dataset.name} found")
+  lines.append(f"data: {config.dataset.name} found" + (f"; {checked}" if checked else ""))
   return Report(lines, CONFIG_PROBLEM if problems else READY)
+
+
+def check_image_files(config: ml_collections.ConfigDict) -> str:
+  """Reads the header of every image file a run will decode (a host-fed dataset's listed
+  images, an image-folder pool), so that one report names all the broken ones before a run
+  meets them mid-training. Returns what was checked, '' when nothing was."""
+  checked = []
+  if datasets.get(config.dataset.name).host_fed:
+    splits = classify_lists.read_splits(config.dataset)  # Every listed file exists.
+    paths = [p for images in splits.values() if images is not None for p in images.paths]
+    print(f"checking the {len(paths):,} listed images ...", flush=True)
+    image_source.check_files(paths, "replace the file or remove its list line",
+                             log=lambda line: print(line, flush=True))
+    checked.append(f"{len(paths):,} listed images readable")
+  semi = config.semi
+  pooled = semi.enabled or (config.grid.methods and "semi" in config.grid.settings)
+  if pooled and semi.pool_source == "image_folder":
+    if not semi.image_folder or not os.path.isdir(os.path.expanduser(semi.image_folder)):
+      raise DataError(f"semi.image_folder={semi.image_folder!r} is not a folder of images.")
+    paths = image_source.list_images(os.path.expanduser(semi.image_folder))
+    image_source.check_files(paths, "replace or remove them",
+                             log=lambda line: print(line, flush=True))
+    checked.append(f"{len(paths):,} pool images readable")
+  return "; ".join(checked)
 
 
 def layout_lines(config: ml_collections.ConfigDict, devices) -> tuple[list[str], int]:

@@ -21,7 +21,7 @@ import pytest
 from jpeg_tree import write_tree
 from test_driver import assert_trees_equal
 
-from lt_jax import classify_lists, parallel, pipeline
+from lt_jax import classify_lists, parallel, pipeline, preflight
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import get_base_config
@@ -401,3 +401,24 @@ def test_a_missing_list_or_image_fails_before_training(tree, tmp_path):
   with pytest.raises(DataError, match=r"1 of the 3 images listed in .*_train.txt are missing"):
     pipeline.run(list_config(broken), str(tmp_path / "b"))
   assert not (tmp_path / "b" / "checkpoints").exists()  # Nothing trained.
+
+
+def test_check_reads_every_listed_image_and_names_all_broken_ones(tree, tmp_path):
+  copy = tmp_path / "tree"
+  shutil.copytree(tree, copy)
+  report = preflight.check(list_config(copy))
+  assert report.status == preflight.READY, report.text
+  total = sum(TRAIN_COUNTS) + sum(sum(c) for c in EVAL_COUNTS.values())
+  assert f"data: imagenet_lt found; {total:,} listed images readable" in report.text
+  # A truncated JPEG was found mid-training; a text file, at its first read. Both now here.
+  listed = image_lists.read_list(str(copy / "ImageNet_LT_train.txt"), str(copy), 1000).paths
+  with open(listed[3], "rb") as f:
+    data = f.read()
+  with open(listed[3], "wb") as f:
+    f.write(data[:-10])
+  with open(listed[7], "w") as f:
+    f.write("not an image")
+  report = preflight.check(list_config(copy))
+  assert report.status == preflight.DATA_ABSENT
+  assert f"2 of the {total:,} image files cannot be used" in report.text
+  assert f"{listed[3]} (a truncated JPEG" in report.text and listed[7] in report.text

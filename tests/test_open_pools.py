@@ -2,6 +2,7 @@
 TFDS stl10 (mock data); lazy reading, the configs that use them, and the draw on predictions
 end to end."""
 
+import io
 import os
 import subprocess
 import sys
@@ -125,9 +126,10 @@ def test_cinic10_errors_name_the_path_and_the_download(tmp_path):
     open_pools.cinic10(str(tmp_path), CIFAR_SHAPE)
   images, _ = open_pools.cinic10(str(tmp_path), CIFAR_SHAPE, splits=("train",))
   (tmp_path / "train" / "cat" / "n9_broken.png").write_bytes(b"not a png")
-  images, _ = open_pools.cinic10(str(tmp_path), CIFAR_SHAPE, splits=("train",))
-  with pytest.raises(DataError, match=r"n9_broken.png is not a readable PNG.*CINIC-10"):
-    image_source.to_array(images)
+  # Found when the pool is listed, before any model trains.
+  with pytest.raises(DataError, match=r"1 of the .* image files cannot be used: .*n9_broken.png "
+                                      r"\(UnidentifiedImageError.*CINIC-10"):
+    open_pools.cinic10(str(tmp_path), CIFAR_SHAPE, splits=("train",))
 
 
 # --- image folders ----------------------------------------------------------------------
@@ -185,10 +187,33 @@ def test_image_folder_bad_input(tmp_path):
   with pytest.raises(DataError, match="holds no .png, .jpg or .jpeg files"):
     open_pools.image_folder(str(tmp_path), CIFAR_SHAPE, "cifar10", 10)
   save(tmp_path / "deep.png", np.full((32, 32), 40000, np.uint16))
-  with pytest.raises(DataError, match=r"deep.png is a 'I;16' image \(16-bit or float\)"):
+  with pytest.raises(DataError, match=r"deep.png \(a 'I;16' image: 16-bit or float"):
     open_pools.image_folder(str(tmp_path), CIFAR_SHAPE, "cifar10", 10)
+  os.remove(tmp_path / "deep.png")
+  save(tmp_path / "fine.png", np.full((32, 32), 40, np.uint8))
+  images, _ = open_pools.image_folder(str(tmp_path), (32, 32, 2), "npz", 10)
   with pytest.raises(DataError, match="2 channels.*1 \\(greyscale\\) or 3 \\(RGB\\)"):
-    open_pools.image_folder(str(tmp_path), (32, 32, 2), "npz", 10)
+    images.read([0])
+
+
+def test_every_broken_pool_file_is_named_at_once_before_the_base_trains(tmp_path):
+  pool = tmp_path / "pool"
+  digit_folder(str(pool))
+  good = (pool / "0000.png").read_bytes()
+  (pool / "0001.png").write_bytes(good[:len(good) // 2])  # Truncated.
+  (pool / "0002.png").write_text("a text file saved as .png")
+  save(pool / "0003.png", np.full((8, 8), 40000, np.uint16))  # 16-bit.
+  buffer = io.BytesIO()
+  Image.fromarray(random_image(np.random.default_rng(0), (64, 64))).save(buffer, "JPEG")
+  (pool / "0004.jpg").write_bytes(buffer.getvalue()[:-10])  # A JPEG cut off before its end.
+  config = semi_config(semi__pool_source="image_folder", semi__image_folder=str(pool))
+  with pytest.raises(DataError) as info:
+    pipeline.run(config, str(tmp_path / "run"))
+  message = str(info.value)
+  assert message.startswith("4 of the 1,259 image files cannot be used")
+  for name in ("0001.png", "0002.png", "0003.png (a 'I;16' image", "0004.jpg (a truncated JPEG"):
+    assert name in message, message
+  assert not (tmp_path / "run" / "base").exists()  # Before the base model trained.
 
 
 def test_lazy_sources_index_like_arrays(tmp_path):

@@ -20,6 +20,7 @@ import abc
 import concurrent.futures
 import hashlib
 import os
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -111,6 +112,10 @@ class FileImages(ImageSource):
   def _read_one(self, i: int) -> np.ndarray:
     return decode_file(self.paths[i], self.image_shape, self.how)
 
+  def verify(self, log: Callable[[str], None] | None = None) -> None:
+    """Checks every file before any training (see `check_files`)."""
+    check_files(self.paths, self.how, log)
+
 
 class RecordImages(ImageSource):
   """Random-access records (e.g. `tfds.data_source`) whose 'image' is fitted as it is read."""
@@ -169,6 +174,54 @@ def decode_file(path: str, image_shape: Sequence[int], how: str) -> np.ndarray:
                     f"PNG or JPEG, or remove it; {how}")
   array = np.asarray(converted, dtype=np.uint8)
   return fit(array.reshape(*array.shape[:2], channels), image_shape, path, how)
+
+
+VERIFY_LOG_EVERY_S = 10.0
+
+
+def check_files(paths: Sequence[str], how: str,
+                log: Callable[[str], None] | None = None) -> None:
+  """Raises one DataError listing every file that cannot be read as an 8-bit PNG or JPEG, so
+  a broken file stops a run before its first stage trains, not after. Cheaper than decoding:
+  each file's header and mode are read, a PNG's chunks and checksums verified, and a JPEG must
+  end with its end-of-image marker (a truncated one does not). `log` gets progress lines for
+  folders that take long."""
+  start = last = time.perf_counter()
+  bad: list[str] = []
+  with concurrent.futures.ThreadPoolExecutor(_READ_THREADS) as pool:
+    for done, problem in enumerate(pool.map(_file_problem, paths), start=1):
+      if problem:
+        bad.append(problem)
+      now = time.perf_counter()
+      if log is not None and now - last > VERIFY_LOG_EVERY_S:
+        last = now
+        rate = done / (now - start)
+        log(f"  checked {done:,} / {len(paths):,} image files, {rate:,.0f} files/s, "
+            f"ETA {int((len(paths) - done) / rate)} s")
+  if bad:
+    shown = "; ".join(bad[:5])
+    raise DataError(f"{len(bad)} of the {len(paths):,} image files cannot be used: {shown}"
+                    f"{' ...' if len(bad) > 5 else ''}. Replace or remove them; {how}")
+
+
+def _file_problem(path: str) -> str | None:
+  """What is wrong with one image file, or None."""
+  from PIL import Image, UnidentifiedImageError
+
+  try:
+    with Image.open(path) as image:
+      mode, kind = image.mode, image.format
+      image.verify()  # PNG: every chunk and its CRC; other formats: the header.
+    if kind == "JPEG":
+      with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - 64))
+        if b"\xff\xd9" not in f.read():
+          return f"{path} (a truncated JPEG: no end-of-image marker)"
+  except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+    return f"{path} ({type(e).__name__}: {str(e)[:80]})"
+  if mode not in _EIGHT_BIT_MODES:
+    return f"{path} (a {mode!r} image: 16-bit or float; save it as 8-bit)"
+  return None
 
 
 def _pil_mode(channels: int, where: str, how: str) -> str:

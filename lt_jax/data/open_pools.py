@@ -76,7 +76,7 @@ def cinic10(folder: str | None, image_shape: Sequence[int],
       paths.extend(os.path.join(class_dir, f) for f in found)
       labels.extend([label] * len(found))
   images = image_source.FileImages(paths, image_shape, root=root, how=_CINIC_HOW)
-  images.read([0])  # An unreadable archive fails here, before any training.
+  images.verify(log=_log)  # An unreadable file fails here, before any training.
   return images, np.asarray(labels, np.int64)
 
 
@@ -113,8 +113,12 @@ def image_folder(folder: str | None, image_shape: Sequence[int], dataset_name: s
     raise DataError(f"{folder} holds no .png, .jpg or .jpeg files; {_FOLDER_HOW}")
   labels = _folder_labels(folder, paths, dataset_name, num_classes)
   images = image_source.FileImages(paths, image_shape, root=folder, how=_FOLDER_HOW)
-  images.read([0])
+  images.verify(log=_log)  # Every file, before any training: not after the base model.
   return images, labels
+
+
+def _log(line: str) -> None:
+  print(line, flush=True)
 
 
 def _folder_labels(folder: str, paths: list[str], dataset_name: str,
