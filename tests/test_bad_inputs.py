@@ -533,6 +533,22 @@ def test_extending_a_finished_run_says_how_to_train_on_from_it(tmp_path):
   assert [h["epoch"] for h in more["history"]] == [1, 2]
 
 
+def test_a_disk_without_room_for_the_checkpoints_is_refused_before_training(tmp_path,
+                                                                           monkeypatch):
+  from lt_jax.train import driver
+  real = shutil.disk_usage
+  monkeypatch.setattr(driver.shutil, "disk_usage", lambda path: real(path)._replace(free=50_000))
+  workdir = tmp_path / "run"
+  with pytest.raises(ConfigError) as info:
+    pipeline.run(two_epochs(), str(workdir))
+  # resnet_tiny in float32: 4,934 parameters and their momentum, 120 BatchNorm statistics,
+  # the step and the key: (2 x 4,934 + 120) x 4 bytes + 12 = 39.0 KiB. Two copies in
+  # checkpoints/last and one in checkpoints/best (selection on test).
+  assert_names(info.value, f"the disk holding {workdir} has 48.8 KiB free",
+               "3 copies of a 39.0 KiB train state", "choose a --workdir on another disk")
+  assert not (workdir / "metrics.jsonl").exists()  # Not one step trained.
+
+
 def can_mount():
   return os.geteuid() == 0 and shutil.which("mount") is not None
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +48,7 @@ import numpy as np
 from lt_jax import parallel
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
+from lt_jax.errors import ConfigError
 from lt_jax.train import preemption, writers
 from lt_jax.train.feed import Feed
 
@@ -257,6 +259,8 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
             "0 and those records are replaced.", flush=True)
     if initialize is not None:
       state = initialize(state)
+  check_free_space(workdir, state, resumed=last_ckpt.latest_step() is not None,
+                   keep_best=keep_best)
   spe, epochs = plan.steps_per_epoch, plan.num_epochs
   start_step = int(state.step)
   if feed is not None and last_ckpt.latest_step() is not None:
@@ -343,6 +347,30 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
     state = state if final.state is None else final.state
   meta["wall_time_s"] += time.time() - start_time
   return Trained(state, meta, final)
+
+
+def check_free_space(workdir: str, state: Any, resumed: bool, keep_best: bool) -> None:
+  """Refuses to start training on a disk without room for the checkpoints this run will
+  write: a full disk was otherwise found at the first save, an epoch later. A fresh run keeps
+  two copies of its state in checkpoints/last (one while resuming adds the next), plus one in
+  checkpoints/best with model selection."""
+  size = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state)
+             if hasattr(x, "dtype"))
+  copies = (1 if resumed else 2) + (1 if keep_best else 0)
+  free = shutil.disk_usage(workdir).free
+  if free < copies * size:
+    raise ConfigError(
+        f"the disk holding {workdir} has {_size(free)} free, but this run's checkpoints need "
+        f"about {_size(copies * size)} ({copies} copies of a {_size(size)} train state); free "
+        "some space or choose a --workdir on another disk, then run the same command.")
+
+
+def _size(n: float) -> str:
+  for unit in ("bytes", "KiB", "MiB"):
+    if n < 1024:
+      return f"{n:,.0f} bytes" if unit == "bytes" else f"{n:,.1f} {unit}"
+    n /= 1024
+  return f"{n:,.1f} GiB"
 
 
 def _record_feed(meta: dict, feed: Feed | None) -> None:
