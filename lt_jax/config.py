@@ -151,6 +151,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # the draw then happens in the pseudo-label stage) | auto (labels where the pool has them,
   # else predictions; STL-10's unlabelled split and label-less folders / .npz have none).
   c.semi.pool_draw_on = "auto"
+  # A draw on predictions where the base model predicts a class for fewer images than rho_U
+  # asks: stop (name the short classes and what helps) | take_available (take every image it
+  # predicts for them; report.json records the shortfall per class).
+  c.semi.short_class_policy = "stop"
   c.semi.tinyimages_path = config_dict.placeholder(str)  # ti_80M_selected.pickle (bring your own)
   c.semi.pool_npz_path = config_dict.placeholder(str)  # x_unlabeled [, y_unlabeled]
   # The folder holding CINIC-10's train/ valid/ test/ (or a CINIC-10/ folder holding them).

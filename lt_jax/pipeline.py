@@ -238,6 +238,8 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
   report["pool_source"] = config.semi.pool_source
   report["pool_draw_on"] = str(saved.get("pool_draw_on", "labels"))
   report["requested_counts"] = pool.requested_counts
+  if isinstance(pool, unlabeled.PoolRequest):  # Drawn on predictions: what fell short.
+    report["shortfall"] = semi.shortfall(pool, saved["pseudo_labels"])
   report["file"] = path
   report["sha256"] = io_utils.sha256_file(path)  # The final stage refuses a changed file.
   report["wall_time_s"] = time.time() - started

@@ -82,12 +82,18 @@ def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
           "the pool on their predicted classes", flush=True)
     pred, confidence = label(candidates.images)
     try:
-      picked = unlabeled.draw_by_predictions(pool, pred)
+      picked = unlabeled.draw_by_predictions(
+          pool, pred, take_available=semi.short_class_policy == "take_available")
     except ConfigError as e:
       raise ConfigError(f"{e} The base model is trained: in a new workdir, "
                         f"--config.semi.base_workdir={base_dir} skips its training.") from e
     indices, pred, confidence = candidates.source_indices[picked], pred[picked], confidence[picked]
     true_labels = None if candidates.labels is None else candidates.labels[picked]
+    short = shortfall(pool, pred)
+    if any(short):
+      print(f"warning: the base model predicts {sum(1 for s in short if s)} classes for fewer "
+            f"images than asked; semi.short_class_policy='take_available' took what there is, "
+            f"{sum(short)} images short in all (report.json: shortfall).", flush=True)
     draw_on, fingerprint = "predictions", _fingerprint(candidates.images)
   else:
     pred, confidence = label(pool.images)
@@ -121,13 +127,22 @@ def _check_provenance(path: str, saved: dict, expected: dict[str, str]) -> None:
                                   f"gives {want!r}")
 
 
-def _drawn_on_predictions(path: str, saved: dict, request: unlabeled.PoolRequest):
+def shortfall(request: unlabeled.PoolRequest, drawn_classes: np.ndarray) -> list[int]:
+  """Per class id, how many images fewer than asked a draw on predictions holds."""
+  asked = np.asarray(request.requested_counts)
+  got = np.bincount(np.asarray(drawn_classes, np.int64), minlength=len(asked))[:len(asked)]
+  return np.maximum(asked - got, 0).tolist()
+
+
+def _drawn_on_predictions(path: str, saved: dict, request: unlabeled.PoolRequest,
+                          take_available: bool):
   """The candidates' images at the file's source indices, once the file's predicted classes
-  match this config's request exactly."""
+  match this config's request (exactly, or at most it with take_available)."""
   candidates = request.candidates
   indices, pseudo = saved["indices"], saved["pseudo_labels"]
   got = np.bincount(pseudo, minlength=len(request.requested_counts)).tolist()
-  if got != request.requested_counts:
+  allowed = take_available and all(g <= n for g, n in zip(got, request.requested_counts))
+  if got != request.requested_counts and not allowed:
     raise _different_pool(path, f"its images per predicted class are {got}, the config asks "
                                 f"for {request.requested_counts}")
   where = np.searchsorted(candidates.source_indices, indices)
@@ -151,7 +166,8 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
     _check_provenance(path, labels_file, {
         "pool_source": pool.source, "pool_draw_on": "predictions",
         "pool_fingerprint": _fingerprint(pool.candidates.images)})
-    pool_images = _drawn_on_predictions(path, labels_file, pool)
+    pool_images = _drawn_on_predictions(
+        path, labels_file, pool, config.semi.short_class_policy == "take_available")
   else:
     _check_provenance(path, labels_file, {
         "pool_source": pool.source, "pool_draw_on": "labels",

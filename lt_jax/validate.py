@@ -231,6 +231,7 @@ def _validate_semi(config) -> None:
     return
   _choice("semi.pool_source", semi.pool_source, unlabeled.POOL_SOURCES)
   _choice("semi.pool_draw_on", semi.pool_draw_on, unlabeled.DRAW_RULES)
+  _choice("semi.short_class_policy", semi.short_class_policy, unlabeled.SHORT_CLASS_POLICIES)
   if semi.pool_draw_on == "labels" and semi.pool_source in unlabeled.UNLABELED_SOURCES:
     raise ConfigError(f"semi.pool_draw_on='labels' but semi.pool_source={semi.pool_source!r} "
                       "has no labels; set semi.pool_draw_on='predictions' (or 'auto').")

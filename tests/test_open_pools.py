@@ -357,6 +357,25 @@ def test_pool_drawn_on_predictions_end_to_end(tmp_path):
   greedy = override(config, **{"semi.unlabeled_factor": 7,
                                "semi.unlabeled_ratio": 1.0})
   with pytest.raises(ConfigError, match=r"class 9: 111 asked for, the base model predicts it "
-                                        r"for 0.*semi.base_workdir="):
+                                        r"for 0.*balancing loss.*short_class_policy="
+                                        r"'take_available'.*semi.base_workdir="):
     pipeline.run(greedy, str(tmp_path / "greedy"))
   assert not (tmp_path / "greedy" / "final").exists()
+  # Taking what there is: every class gets min(asked, predicted), and the report says how many
+  # fell short, class by class.
+  taking = override(greedy, **{"semi.short_class_policy": "take_available"})
+  drawn = semi.draw_labeled(taking)
+  request = semi.draw_pool(taking, drawn)
+  predicted = np.bincount(semi.pseudo_label.predict(
+      semi.pseudo_label.load_frozen(str(tmp_path / "base")), request.candidates.images,
+      drawn.data.mean, drawn.data.std)[0], minlength=10)
+  asked = np.asarray(request.requested_counts)
+  taken_dir = tmp_path / "taking" / "pseudo_labels"
+  path, report = pipeline.generate_pseudo_labels(taking, str(tmp_path / "base"), str(taken_dir),
+                                                 request, drawn.data)
+  assert report["shortfall"] == np.maximum(asked - predicted, 0).tolist()
+  assert report["shortfall"][9] == 111 and sum(report["shortfall"]) > 0
+  assert report["num_pool"] == int(np.minimum(asked, predicted).sum())
+  final = override(taking, **{"semi.enabled": False, "semi.pseudo_labels": path})
+  data = semi.training_data_with_pseudo_labels(final)
+  assert len(data.train.labels) == 159 + report["num_pool"]

@@ -42,6 +42,7 @@ POOL_SOURCES = ("same_split", "svhn_extra", "tinyimages", "npz", "cinic10", "stl
                 "image_folder")
 # Sources whose images never come with labels: a draw on labels is impossible.
 UNLABELED_SOURCES = ("stl10_unlabeled",)
+SHORT_CLASS_POLICIES = ("stop", "take_available")
 DRAW_RULES = ("auto", "labels", "predictions")
 
 SOURCE_FIELD = "semi.pool_source"
@@ -381,20 +382,22 @@ def request_pool(candidates: Candidates, counts_in_order: Sequence[int],
                      longtail.counts_by_class(counts, order, len(order)), source, context)
 
 
-def draw_by_predictions(request: PoolRequest, predicted: np.ndarray) -> np.ndarray:
+def draw_by_predictions(request: PoolRequest, predicted: np.ndarray,
+                        take_available: bool = False) -> np.ndarray:
   """Positions (into the candidates) of the pool drawn on predicted classes: the reference's
   per-class draw with `predicted` in place of the pool's labels, on the same generator
   continuation; every class in order, `rng.shuffle` of its indices, the first u_c kept.
 
   A class the base model predicts for fewer candidates than asked for raises ConfigError,
-  naming every short class and what would fit, before anything is drawn.
+  naming every short class and what would help, before anything is drawn; with
+  `take_available` that class gives every candidate predicted for it instead.
   """
   predicted = np.asarray(predicted)
   if predicted.shape != (len(request.candidates.images),):
     raise ValueError(f"{predicted.shape} predictions for {len(request.candidates.images)} "
                      "candidates.")
   return _draw_by_class(predicted, request.counts_in_order, request.class_order, request.rng,
-                        request.context)
+                        request.context, take_available)
 
 
 def _one_count_per_class(counts_in_order: Sequence[int], order: list[int],
@@ -416,11 +419,12 @@ def _whole_pool(images, labels: np.ndarray | None, src: np.ndarray,
 
 
 def _draw_by_class(labels: np.ndarray, counts: list[int], order: list[int],
-                   rng: np.random.RandomState, request: _Request) -> np.ndarray:
+                   rng: np.random.RandomState, request: _Request,
+                   take_available: bool = False) -> np.ndarray:
   """Every class is shuffled, even one asked for 0 images, exactly as the reference does."""
   by_class = [np.where(labels == c)[0] for c in order]
   available = [len(idx) for idx in by_class]
-  if any(n > a for n, a in zip(counts, available)):
+  if any(n > a for n, a in zip(counts, available)) and not take_available:
     raise ConfigError(_shortage_message(counts, available, order, request))
   kept = []
   for idx, n in zip(by_class, counts):
@@ -554,7 +558,11 @@ def _shortage_message(counts: list[int], available: list[int], order: list[int],
     name = _DESCRIPTIONS[request.source].split(" (")[0]  # Its own classes are not used.
     text = (f"{_asked(request)} asks for more unlabeled images of some predicted classes than "
             f"{name} holds ({DRAW_FIELD} draws on the base model's predicted classes): "
-            f"{lines}.")
+            f"{lines}. A base model that seldom predicts a class is not helped by a larger "
+            "pool of the same kind: a base trained with a balancing loss (its predictions "
+            f"reach the tail; e.g. loss.name='balanced_softmax'), a larger {RATIO_FIELD} (the "
+            "tail classes ask for fewer), or semi.short_class_policy='take_available' (take "
+            "what there is; report.json records the shortfall) are the ways through.")
   else:
     text = (f"{_asked(request)} asks for more unlabeled images than "
             f"{_DESCRIPTIONS[request.source]} holds: {lines}.")
