@@ -19,12 +19,11 @@ import ml_collections
 import numpy as np
 
 from lt_jax import metrics as lt_metrics
-from lt_jax import parallel, results, semi, transfer
+from lt_jax import models, parallel, results, semi, transfer
 from lt_jax import workdir as workdir_lib
 from lt_jax.data import augment as augment_lib
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data import samplers
-from lt_jax.models import create_model
 from lt_jax.pretrain import rotation
 from lt_jax.train import driver, optim
 from lt_jax.train import objective as objective_lib
@@ -45,7 +44,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   facts = DatasetFacts.of(data)
   print_counts(facts)
   spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
-  model = build_model(config, data.num_classes)
+  model = models.from_config(config.model, data.num_classes)
   tx = optim.make_optimizer(config.optim, tr.num_epochs, spe, frozen=frozen_parameters(config))
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   state = step_lib.create_state(model, tx, data.train.images.shape[1:], config.seed, replicated)
@@ -97,14 +96,6 @@ class DatasetFacts:
                class_counts=[int(c) for c in data.class_counts],
                report_counts=[int(c) for c in data.report_counts],
                num_labeled=data.num_labeled)
-
-
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
-  """The classifier of `config.model` for `num_classes` classes."""
-  m = config.model
-  return create_model(m.name, num_classes=num_classes, head=m.head, dtype=m.dtype,
-                      frozen_backbone=bool(m.freeze_backbone),
-                      frozen_bn_updates=bool(m.frozen_bn_updates), conv_impl=m.conv_impl)
 
 
 def epoch_eval_hook(evaluate: Callable[[object], dict[str, dict]], selection: str

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lt_jax import classify, io_utils, parallel, pseudo_label, results
+from lt_jax import classify, io_utils, models, parallel, pseudo_label, results
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.data import datasets, image_lists, image_pipeline
@@ -57,7 +57,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                       f"({facts.train_size} images), so an epoch of int(N / B) steps would be "
                       f"empty; set it to at most {facts.train_size}.")
   spe = image_pipeline.steps_per_epoch(facts.train_size, tr.batch_size)
-  model = classify.build_model(config, spec.num_classes)
+  model = models.from_config(config.model, spec.num_classes)
   tx = optim.make_optimizer(config.optim, tr.num_epochs, spe,
                             frozen=classify.frozen_parameters(config))
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)

@@ -31,13 +31,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lt_jax import classify, methods, parallel, results, transfer
+from lt_jax import classify, methods, models, parallel, results, transfer
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import get_base_config, override
 from lt_jax.data import samplers
-from lt_jax.models import create_model
 from lt_jax.train import driver, optim, writers
 from lt_jax.train import members as members_lib
 from lt_jax.train import step as step_lib
@@ -182,10 +181,7 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "",
   steps, evals, stacked = [], [], []
   for cohort in cohorts:
     cfg = cohort[0].config
-    model = create_model(cfg.model.name, num_classes=data.num_classes, head=cfg.model.head,
-                         dtype=cfg.model.dtype, frozen_backbone=bool(cfg.model.freeze_backbone),
-                         frozen_bn_updates=bool(cfg.model.frozen_bn_updates),
-                         conv_impl=cfg.model.conv_impl)
+    model = models.from_config(cfg.model, data.num_classes)
     tx = optim.make_optimizer(cfg.optim, tr.num_epochs, spe,
                               frozen=classify.frozen_parameters(cfg))
     steps.append(classify.make_step(cfg, data, model, tx, batch_sharding))

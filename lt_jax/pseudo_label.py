@@ -36,12 +36,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lt_jax import checkpoint, io_utils, parallel  # noqa: E402
+from lt_jax import checkpoint, io_utils, models, parallel  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
 from lt_jax.data import augment as augment_lib  # noqa: E402
 from lt_jax.data import image_source  # noqa: E402
 from lt_jax.errors import ConfigError, DataError  # noqa: E402
-from lt_jax.models import create_model  # noqa: E402
 from lt_jax.train import writers  # noqa: E402
 
 REQUIRED_KEYS = ("indices", "pseudo_labels", "confidences", "keep")
@@ -110,9 +109,8 @@ def load_frozen(path: str, which: str = "last") -> FrozenModel:
   variables = jax.tree.map(np.asarray, {"params": state["params"],
                                         "batch_stats": state.get("batch_stats", {})})
   num_classes = _num_classes(workdir, variables["params"])
-  model = create_model(config.model.name, num_classes=num_classes, head=config.model.head,
-                       dtype=config.model.get("dtype", "float32"),
-                       conv_impl=config.model.get("conv_impl", "auto"))
+  # Inference only: the frozen-backbone flags of a decoupled stage change nothing here.
+  model = models.from_config(config.model, num_classes)
   return FrozenModel(model=model, variables=variables, num_classes=num_classes, config=config)
 
 

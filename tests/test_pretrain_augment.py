@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from lt_jax.data.augment import random_flip
 from lt_jax.pretrain import augment as A
 
 LUMA = np.array([0.299, 0.587, 0.114])
@@ -33,7 +34,7 @@ SINGLE_OPS = {
   "jitter": A.color_jitter,
   "gray": A.random_grayscale,
   "blur": A.gaussian_blur,
-  "flip": A.random_flip,
+  "flip": random_flip,  # The one flip, shared with the supervised crop_flip.
 }
 
 
@@ -330,7 +331,7 @@ def test_random_apply_fraction_is_near_p(p):
 
 def test_grayscale_and_flip_rates():
   x = jnp.asarray(images(1, 2, 3)[0])
-  both = jax.jit(jax.vmap(lambda k: (A.random_grayscale(k, x), A.random_flip(k, x))))
+  both = jax.jit(jax.vmap(lambda k: (A.random_grayscale(k, x), random_flip(k, x))))
   gray, flip = map(np.asarray, both(keys(1000, seed=3)))
   assert abs(np.mean(np.any(gray != np.asarray(x), axis=(1, 2, 3))) - 0.2) < 0.05
   flipped = np.all(flip == np.asarray(x)[:, ::-1], axis=(1, 2, 3))

@@ -3,7 +3,7 @@ or LWS heads, and a name registry."""
 
 from lt_jax.models.conv import CONV_IMPLS, Conv3x3
 from lt_jax.models.heads import HEADS, CosineHead, LinearHead
-from lt_jax.models.registry import DTYPES, MODELS, create_model
+from lt_jax.models.registry import DTYPES, MODELS, create_model, from_config
 from lt_jax.models.resnet_cifar import (
     BasicBlock,
     CifarResNet,
@@ -39,4 +39,5 @@ __all__ = [
     'ResNet110',
     'ResNetTiny',
     'create_model',
+    'from_config',
 ]

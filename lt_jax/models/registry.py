@@ -57,3 +57,14 @@ def create_model(name: str, *, num_classes: int, head: str = 'linear',
   return MODELS[name](num_classes=num_classes, head=head, dtype=dtype,
                       frozen_backbone=frozen_backbone, frozen_bn_updates=frozen_bn_updates,
                       conv_impl=conv_impl)
+
+
+def from_config(model, num_classes: int) -> CifarResNet:
+  """The classifier a config's `model` section describes, for `num_classes` classes. Fields a
+  config.json written by an older version lacks keep their defaults."""
+  return create_model(model.name, num_classes=num_classes, head=model.head,
+                      dtype=model.get('dtype', 'float32'),
+                      frozen_backbone=bool(model.get('freeze_backbone', False)),
+                      frozen_bn_updates=bool(model.get('frozen_bn_updates', False)),
+                      conv_impl=model.get('conv_impl', 'auto'))
+

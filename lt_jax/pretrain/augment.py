@@ -403,11 +403,6 @@ def hflip(image: jax.Array) -> jax.Array:
   return image[:, ::-1, :]
 
 
-def random_flip(key: jax.Array, image: jax.Array) -> jax.Array:
-  """torchvision RandomHorizontalFlip(0.5)."""
-  return apply_with_probability(key, 0.5, hflip, image)
-
-
 def random_grayscale(key: jax.Array, image: jax.Array, p: float = 0.2) -> jax.Array:
   """torchvision RandomGrayscale: the luma replicated to C channels with probability p."""
   return apply_with_probability(key, p, to_grayscale, image)

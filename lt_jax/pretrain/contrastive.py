@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import optax
 
 from lt_jax.errors import ConfigError
+from lt_jax.losses import cross_entropy
 from lt_jax.models.heads import l2_normalize, torch_linear_bias_init
 from lt_jax.models.resnet_cifar import CifarResNetBackbone
 from lt_jax.train import step as step_lib
@@ -117,12 +118,6 @@ class ContrastiveModel(nn.Module):
 # Losses.
 
 
-def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """logsumexp_j logits_ij - logits_i,labels_i; entries of -inf (excluded pairs) add nothing."""
-  picked = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
-  return jax.nn.logsumexp(logits, axis=-1) - picked
-
-
 def info_nce_logits(q: jax.Array, k: jax.Array, queue: jax.Array,
                     temperature: float) -> jax.Array:
   """MoCo's logits [B, 1 + K]: column 0 is q_i . k_i / T, column 1 + j is q_i . queue_j / T."""
@@ -142,7 +137,7 @@ def info_nce(q: jax.Array, k: jax.Array, queue: jax.Array, temperature: float) -
   flow into whatever is not stopped: MoCo's step passes stop_gradient(k) and a plain queue.
   """
   logits = info_nce_logits(q, k, queue, temperature)
-  return _cross_entropy(logits, jnp.zeros(logits.shape[:1], jnp.int32))
+  return cross_entropy(logits, jnp.zeros(logits.shape[:1], jnp.int32))
 
 
 def nt_xent_logits(z_a: jax.Array, z_b: jax.Array,
@@ -171,7 +166,7 @@ def nt_xent(z_a: jax.Array, z_b: jax.Array, temperature: float) -> jax.Array:
   excluded. Rows 0..B-1 are the a-views, rows B..2B-1 the b-views; SimCLR's loss is the mean.
   """
   logits, positives = nt_xent_logits(z_a, z_b, temperature)
-  return _cross_entropy(logits, positives)
+  return cross_entropy(logits, positives)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,7 +358,7 @@ def moco_train_step(state: MocoState, images_a: jax.Array, images_b: jax.Array,
     (q, _), batch_stats = ghost_bn_apply(
         model, {'params': params, 'batch_stats': state.batch_stats_q}, images_a, groups=groups)
     logits = info_nce_logits(q, k, state.queue, temperature)
-    loss = jnp.mean(_cross_entropy(logits, jnp.zeros((batch,), jnp.int32)))
+    loss = jnp.mean(cross_entropy(logits, jnp.zeros((batch,), jnp.int32)))
     return loss, (logits, batch_stats)
 
   (loss, (logits, batch_stats_q)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -397,7 +392,7 @@ def simclr_train_step(state: SimclrState, images_a: jax.Array, images_b: jax.Arr
     (z, _), updates = model.apply({'params': params, 'batch_stats': state.batch_stats}, images,
                                   train=True, mutable=['batch_stats'])
     logits, positives = nt_xent_logits(z[:batch], z[batch:], temperature)
-    loss = jnp.mean(_cross_entropy(logits, positives))
+    loss = jnp.mean(cross_entropy(logits, positives))
     return loss, (logits, positives, updates.get('batch_stats', {}))
 
   (loss, (logits, positives, batch_stats)), grads = jax.value_and_grad(

@@ -32,7 +32,7 @@ from lt_jax.models.resnet_cifar import CifarResNetBackbone
 from lt_jax.models.resnet_imagenet import ImageNetResNet, ImageNetResNetBackbone
 from lt_jax.pretrain import augment as views_lib
 from lt_jax.pretrain import contrastive
-from lt_jax.train import driver
+from lt_jax.train import driver, optim
 from lt_jax.train import step as step_lib
 
 
@@ -50,14 +50,6 @@ def backbone_fn(model_config: ml_collections.ConfigDict):
   backbone = ImageNetResNetBackbone if imagenet else CifarResNetBackbone
   return functools.partial(backbone, dtype=DTYPES[model_config.dtype],
                            conv_impl=model_config.conv_impl, **kwargs)
-
-
-def cosine_per_epoch(lr: float, num_epochs: int, steps_per_epoch: int):
-  """MoCo's schedule: lr * 0.5 * (1 + cos(pi * epoch / epochs)), set once per epoch."""
-  def schedule(step):
-    epoch = jnp.minimum(step // steps_per_epoch, num_epochs - 1)
-    return lr * 0.5 * (1.0 + jnp.cos(jnp.pi * epoch / num_epochs))
-  return schedule
 
 
 def view_fn(config: ml_collections.ConfigDict, crop: bool = True):
@@ -154,7 +146,7 @@ def create_parts(config: ml_collections.ConfigDict, num_images: int, input_shape
   epochs, batch = epochs_and_batch(config)
   parallel.check_batch_divides(batch, mesh, "pretrain.batch_size")
   spe = epoch_length(num_images, batch)
-  schedule = cosine_per_epoch(pre.lr, epochs, spe)
+  schedule = optim.cosine_schedule(pre.lr, epochs, spe)  # MoCo's adjust_learning_rate.
   tx = optax.chain(optax.add_decayed_weights(pre.weight_decay),
                    optax.sgd(schedule, momentum=pre.momentum))
   model = contrastive.ContrastiveModel(backbone_fn(config.model), hidden=pre.proj_hidden,

@@ -58,6 +58,15 @@ def make_schedule(optim: ml_collections.ConfigDict, num_epochs: int,
   return schedule
 
 
+def cosine_schedule(lr: float, num_epochs: int, steps_per_epoch: int,
+                    offset: int = 0) -> optax.Schedule:
+  """The cosine of `lr_at_epoch` without warm-up, set once per epoch: MoCo's schedule
+  (offset 0: epoch e at lr * 0.5 * (1 + cos(pi e / E)))."""
+  optim = ml_collections.ConfigDict({"lr": lr, "schedule": "cosine", "warmup_epochs": 0,
+                                     "cosine_offset": offset})
+  return make_schedule(optim, num_epochs, steps_per_epoch)
+
+
 def make_optimizer(optim: ml_collections.ConfigDict, num_epochs: int, steps_per_epoch: int,
                    frozen: tuple[str, ...] = ()) -> optax.GradientTransformation:
   """SGD as the reference; the parameters under the paths named in `frozen` ('backbone' for a
