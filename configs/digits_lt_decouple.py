@@ -10,7 +10,7 @@ on which tau is chosen and stage 1's best epoch selected (the one the second sta
 from). cRT (10 epochs) and LWS (5) use class-aware batches of 64 (an epoch is ceil(403 / 64) =
 7 steps over the 403 training images), lr 0.2, cosine.
 
-Runtime: 67 s from an empty compilation cache (stage 1, cRT, LWS, tau-norm and logit adjustment)
+Runtime: 74 s with the compilation cache off (stage 1, cRT, LWS, tau-norm and logit adjustment)
   on a 2-core AMD EPYC with AVX-512 (2026-12-07).
 Paper: none: the paper has no digits-LT runs.
 """
