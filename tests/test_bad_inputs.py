@@ -705,11 +705,20 @@ def test_cli_a_second_ctrl_c_stops_at_once_with_one_line(tmp_path):
 
 @pytest.mark.skipif(not can_mount(), reason="needs root to mount a small tmpfs")
 def test_cli_full_disk_is_one_line(tmp_path):
-  with tmpfs(tmp_path / "small", "size=96k") as workdir:
+  # Room for the checkpoints' state (3 x 39 KiB) but not for everything a run writes: the disk
+  # fills at the first save.
+  with tmpfs(tmp_path / "small", "size=200k") as workdir:
     proc = cli(*DIGITS_TINY, "--config.train.num_epochs=1", f"--workdir={workdir}")
     assert_one_error_line(proc, "the disk is full", "free some space",
                           "run the same command to continue")
     assert not os.path.exists(os.path.join(workdir, workdir_lib.RESULTS_FILE))
+    assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
+  # Not even room for the checkpoints: refused before the first step.
+  with tmpfs(tmp_path / "tiny", "size=96k") as workdir:
+    proc = cli(*DIGITS_TINY, "--config.train.num_epochs=1", f"--workdir={workdir}")
+    assert proc.returncode == 1
+    assert_one_error_line(proc, f"the disk holding {workdir} has", "3 copies of a 39.0 KiB")
+    assert not os.path.exists(os.path.join(workdir, "metrics.jsonl"))
     assert not os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
 
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from lt_jax import parallel
 from lt_jax import workdir as workdir_lib
-from lt_jax.checkpoint import Checkpoints
+from lt_jax.checkpoint import Checkpoints, latest_step
 from lt_jax.errors import ConfigError
 from lt_jax.train import preemption, writers
 from lt_jax.train.feed import Feed
@@ -242,6 +242,9 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
     # batch per step anyway.
     plan = dataclasses.replace(plan, steps_per_call=1)
   multi_step = make_multi_step(step, state_sharding, plan.steps_per_call)
+  # Before any checkpoint manager starts its background threads: a refusal then exits clean.
+  check_free_space(workdir, state, keep_best=keep_best, resumed=latest_step(
+      workdir_lib.checkpoint_dir(workdir, "last")) is not None)
   last_ckpt = Checkpoints(workdir_lib.checkpoint_dir(workdir, "last"))
   best_ckpt = Checkpoints(workdir_lib.checkpoint_dir(workdir, "best")) if keep_best else None
   meta = new_meta()
@@ -259,8 +262,6 @@ def train(workdir: str, state: Any, step: StepFn, data: Any, plan: Plan, *, stat
             "0 and those records are replaced.", flush=True)
     if initialize is not None:
       state = initialize(state)
-  check_free_space(workdir, state, resumed=last_ckpt.latest_step() is not None,
-                   keep_best=keep_best)
   spe, epochs = plan.steps_per_epoch, plan.num_epochs
   start_step = int(state.step)
   if feed is not None and last_ckpt.latest_step() is not None:
