@@ -174,9 +174,7 @@ def check_training_data(config: ml_collections.ConfigDict, data) -> None:
 def _check_drw(config) -> None:
   """DRW at or past the last epoch never switches to class-balanced weights: plain CE. A run
   stops; a grid's DRW members are only warned about (they share the schedule of the rest)."""
-  tr = config.train
-  if not isinstance(tr.drw_epoch, int) or tr.drw_epoch < 0:
-    raise ConfigError(f"train.drw_epoch={tr.drw_epoch!r} must be a whole epoch >= 0.")
+  tr = config.train  # train.drw_epoch is a whole epoch >= 0 (lt_jax/ranges.py).
   drw = [m for m in config.grid.methods if methods.METHODS[m].get("train.rule") == "drw"]
   if tr.drw_epoch < tr.num_epochs or not (tr.rule == "drw" or drw):
     return
