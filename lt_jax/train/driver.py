@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -358,7 +359,10 @@ def check_free_space(workdir: str, state: Any, resumed: bool, keep_best: bool) -
   size = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state)
              if hasattr(x, "dtype"))
   copies = (1 if resumed else 2) + (1 if keep_best else 0)
-  free = shutil.disk_usage(workdir).free
+  existing = os.path.abspath(workdir)  # The folder may not be made yet (a grid's program).
+  while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+    existing = os.path.dirname(existing)
+  free = shutil.disk_usage(existing).free
   if free < copies * size:
     raise ConfigError(
         f"the disk holding {workdir} has {_size(free)} free, but this run's checkpoints need "
