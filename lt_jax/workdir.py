@@ -98,9 +98,10 @@ def check_config(workdir: str, config: ml_collections.ConfigDict, ignore: tuple 
     return
   theirs = _renamed(_read_json(path, _CONFIG_FIX))
   defaults = config_json(get_base_config())
-  diff = sorted(d for d in _diff(theirs, config_json(config))
-                if d not in ignore
-                and not _added_at_default(d, theirs, config_json(config), defaults))
+  ours = config_json(config)
+  diff = sorted(d for d in _diff(theirs, ours)
+                if d not in ignore and not _added_at_default(d, theirs, ours, defaults)
+                and not _unused_by_both(d, theirs, ours))
   if diff:
     fix = "use a new --workdir, or the old config to resume that run."
     if any(d.endswith("num_epochs") for d in diff) and read_results(workdir) is not None:
@@ -303,6 +304,20 @@ def _added_at_default(dotted: str, theirs: dict, ours: dict, defaults: dict) -> 
   """A field that a run's saved config predates, set to its default: the same run."""
   return (_lookup(theirs, dotted) is _MISSING
           and _lookup(ours, dotted) == _lookup(defaults, dotted))
+
+
+# Sections that a run does not read unless the field named here is set; a default changed in
+# one (decouple.update_bn_stats) must not make a finished plain run a different one.
+_SECTION_IN_USE = {"decouple": lambda c: bool(c.get("methods")),
+                   "grid": lambda c: bool(c.get("methods")),
+                   "pretrain": lambda c: c.get("method", "none") != "none"}
+
+
+def _unused_by_both(dotted: str, theirs: dict, ours: dict) -> bool:
+  section = dotted.split(".")[0]
+  in_use = _SECTION_IN_USE.get(section)
+  return in_use is not None and "." in dotted and not any(
+      in_use(c.get(section) or {}) for c in (theirs, ours))
 
 
 def _diff(a, b, prefix=""):

@@ -549,6 +549,25 @@ def test_a_disk_without_room_for_the_checkpoints_is_refused_before_training(tmp_
   assert not (workdir / "metrics.jsonl").exists()  # Not one step trained.
 
 
+def test_a_finished_run_is_read_back_whatever_the_sections_it_never_reads_say(tmp_path):
+  # A default changed in a section a plain run never reads (decouple.update_bn_stats went from
+  # False to True) must not turn its finished workdir into "a different config".
+  workdir = str(tmp_path / "run")
+  first = pipeline.run(two_epochs(), workdir)
+  unused = {"decouple.update_bn_stats": False, "grid.max_models_per_program": 7,
+            "pretrain.lr": 0.5}
+  assert pipeline.run(two_epochs(**unused), workdir)["final"] == first["final"]
+  with pytest.raises(ConfigError, match=r"different config \(train.batch_size differ"):
+    pipeline.run(two_epochs(**{"train.batch_size": 16}), workdir)
+  # A section in use on either side still counts.
+  decoupled = tmp_path / "decoupled"
+  decoupled.mkdir()
+  saved = two_epochs(**{"decouple.methods": ("crt",), "decouple.update_bn_stats": False})
+  (decoupled / workdir_lib.CONFIG_FILE).write_text(json.dumps(workdir_lib.config_json(saved)))
+  with pytest.raises(ConfigError, match=r"different config \(decouple.update_bn_stats differ"):
+    workdir_lib.check_config(str(decoupled), override(saved, **{"decouple.update_bn_stats": True}))
+
+
 def can_mount():
   return os.geteuid() == 0 and shutil.which("mount") is not None
 
