@@ -88,9 +88,11 @@ def stage1_checkpoint(config: ml_collections.ConfigDict, classifier: str) -> Sta
   if choice == "auto":
     if selected_on == "val" and has_best:
       choice, note = "best", "stage 1's best epoch on the validation split, as the references"
+    elif selected_on == "test":
+      choice, note = "last", ("stage 1's last epoch: stage 1 selected on 'test' (it has no "
+                              "validation split), so its best would leak the test set")
     else:
-      choice, note = "last", (f"stage 1's last epoch: stage 1 selected on {selected_on!r}, not "
-                              "on a validation split, so its best would be chosen on test")
+      choice, note = "last", f"stage 1's last epoch: stage 1 selected on {selected_on!r}"
   elif choice == "best" and not has_best:
     raise DataError(f"decouple.stage1_checkpoint='best' but {classifier} kept no best "
                     "checkpoint (it selected on the last epoch); set "
