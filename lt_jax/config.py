@@ -269,3 +269,17 @@ def set_fields(config: ml_collections.ConfigDict, **fields) -> ml_collections.Co
 def override(config: ml_collections.ConfigDict, **fields) -> ml_collections.ConfigDict:
   """A copy of `config` with dotted fields replaced: override(c, **{"train.batch_size": 256})."""
   return set_fields(ml_collections.ConfigDict(copy.deepcopy(config.to_dict())), **fields)
+
+
+def differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+  """(dotted field, value in a, value in b) wherever two config dicts (as JSON) differ,
+  sorted by field; a section present on one side only is one entry."""
+  out = []
+  for key in sorted(set(a) | set(b)):
+    x, y = a.get(key), b.get(key)
+    if isinstance(x, dict) and isinstance(y, dict):
+      out += differences(x, y, f"{prefix}{key}.")
+    elif x != y:
+      out.append((f"{prefix}{key}", x, y))
+  return out
+

@@ -20,6 +20,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lt_jax import config as config_lib
 from lt_jax.errors import ConfigError
 
 DATA_AXIS = "data"
@@ -115,7 +116,7 @@ def check_same_config(config) -> None:
   configs = [json.loads(bytes(row[:int(n)])) for row, n in zip(rows, lengths[:, 0])]
   differ = []
   for i, other in enumerate(configs[1:], start=1):
-    fields = _differences(configs[0], other)
+    fields = config_lib.differences(configs[0], other)
     if fields:
       shown = ", ".join(f"{f} ({b!r} there, {a!r} on process 0)" for f, a, b in fields[:3])
       differ.append(f"process {i} in {shown}{' ...' if len(fields) > 3 else ''}")
@@ -123,18 +124,6 @@ def check_same_config(config) -> None:
     raise ConfigError(f"the processes of this job were started with different configs: "
                       f"{'; '.join(differ)}. Start every process with the same command and "
                       "flags (only --process_id differs).")
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-  """(dotted field, value in a, value in b) wherever two config dicts differ."""
-  out = []
-  for key in sorted(set(a) | set(b)):
-    x, y = a.get(key), b.get(key)
-    if isinstance(x, dict) and isinstance(y, dict):
-      out += _differences(x, y, f"{prefix}{key}.")
-    elif x != y:
-      out.append((f"{prefix}{key}", x, y))
-  return out
 
 
 def _env_int(name: str) -> int:

@@ -239,7 +239,11 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
   report["pool_draw_on"] = str(saved.get("pool_draw_on", "labels"))
   report["requested_counts"] = pool.requested_counts
   if isinstance(pool, unlabeled.PoolRequest):  # Drawn on predictions: what fell short.
-    report["shortfall"] = semi.shortfall(pool, saved["pseudo_labels"])
+    short = report["shortfall"] = semi.shortfall(pool, saved["pseudo_labels"])
+    if any(short):
+      print(f"warning: the base model predicts {sum(1 for s in short if s)} classes for fewer "
+            f"images than asked; semi.short_class_policy='take_available' took what there is, "
+            f"{sum(short)} images short in all (report.json: shortfall).", flush=True)
   report["file"] = path
   report["sha256"] = io_utils.sha256_file(path)  # The final stage refuses a changed file.
   report["wall_time_s"] = time.time() - started

@@ -74,8 +74,7 @@ def check_image_files(config: ml_collections.ConfigDict) -> str:
                              log=lambda line: print(line, flush=True))
     checked.append(f"{len(paths):,} listed images readable")
   semi = config.semi
-  pooled = semi.enabled or (config.grid.methods and "semi" in config.grid.settings)
-  if pooled and semi.pool_source == "image_folder":
+  if _draws_a_pool(config) and semi.pool_source == "image_folder":
     if not semi.image_folder or not os.path.isdir(os.path.expanduser(semi.image_folder)):
       raise DataError(f"semi.image_folder={semi.image_folder!r} is not a folder of images.")
     paths = image_source.list_images(os.path.expanduser(semi.image_folder))
@@ -109,7 +108,7 @@ def layout_lines(config: ml_collections.ConfigDict, devices) -> tuple[list[str],
     lines.append(f"{head}, {batch.size // n} per device")
   # A grid evaluates each model on its group's devices; pseudo-labels use every device.
   forward = [("train.eval_batch_size", config.train.eval_batch_size, group_mesh)]
-  if config.semi.enabled or (config.grid.methods and "semi" in config.grid.settings):
+  if _draws_a_pool(config):
     forward.append(("semi.label_batch_size", config.semi.label_batch_size, mesh))
   for field, size, on in forward:
     padded, n = parallel.padded_batch_size(size, on), parallel.data_devices(on)
@@ -117,3 +116,9 @@ def layout_lines(config: ml_collections.ConfigDict, devices) -> tuple[list[str],
         else ""
     lines.append(f"  forward passes: {field}={size}{pad}, {padded // n} per device")
   return lines, problems
+
+
+def _draws_a_pool(config: ml_collections.ConfigDict) -> bool:
+  """A semi-supervised run, or a grid with a semi setting: an unlabeled pool is labeled."""
+  return bool(config.semi.enabled or (config.grid.methods and "semi" in config.grid.settings))
+

@@ -89,11 +89,6 @@ def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
                         f"--config.semi.base_workdir={base_dir} skips its training.") from e
     indices, pred, confidence = candidates.source_indices[picked], pred[picked], confidence[picked]
     true_labels = None if candidates.labels is None else candidates.labels[picked]
-    short = shortfall(pool, pred)
-    if any(short):
-      print(f"warning: the base model predicts {sum(1 for s in short if s)} classes for fewer "
-            f"images than asked; semi.short_class_policy='take_available' took what there is, "
-            f"{sum(short)} images short in all (report.json: shortfall).", flush=True)
     draw_on, fingerprint = "predictions", _fingerprint(candidates.images)
   else:
     pred, confidence = label(pool.images)

@@ -25,7 +25,7 @@ import ml_collections
 from clu import parameter_overview
 
 from lt_jax import io_utils, parallel
-from lt_jax.config import get_base_config
+from lt_jax.config import differences, get_base_config
 from lt_jax.errors import ConfigError, DataError
 
 CONFIG_FILE = "config.json"
@@ -99,7 +99,7 @@ def check_config(workdir: str, config: ml_collections.ConfigDict, ignore: tuple 
   theirs = _renamed(_read_json(path, _CONFIG_FIX))
   defaults = config_json(get_base_config())
   ours = config_json(config)
-  diff = sorted(d for d in _diff(theirs, ours)
+  diff = sorted(d for d, _, _ in differences(theirs, ours)
                 if d not in ignore and not _added_at_default(d, theirs, ours, defaults)
                 and not _unused_by_both(d, theirs, ours))
   if diff:
@@ -319,10 +319,3 @@ def _unused_by_both(dotted: str, theirs: dict, ours: dict) -> bool:
   return in_use is not None and "." in dotted and not any(
       in_use(c.get(section) or {}) for c in (theirs, ours))
 
-
-def _diff(a, b, prefix=""):
-  if isinstance(a, dict) and isinstance(b, dict):
-    for key in set(a) | set(b):
-      yield from _diff(a.get(key), b.get(key), f"{prefix}{key}.")
-  elif a != b:
-    yield prefix.rstrip(".")
