@@ -101,7 +101,9 @@ def stage1_checkpoint(config: ml_collections.ConfigDict, classifier: str) -> Sta
     note = f"set by decouple.stage1_checkpoint={choice!r}" + (
         "; stage 1 chose its best on test, so results from it are optimistic"
         if choice == "best" and selected_on == "test" else "")
-  return Stage1Checkpoint(choice, workdir_lib.checkpoint_dir(classifier, choice), note)
+  folder = workdir_lib.checkpoint_dir(classifier, choice)
+  workdir_lib.check_checkpoint(folder)  # Before any second stage makes a folder.
+  return Stage1Checkpoint(choice, folder, note)
 
 
 def stage_config(config: ml_collections.ConfigDict, method: str, stage1_checkpoint_dir: str

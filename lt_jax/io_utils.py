@@ -57,3 +57,18 @@ def sha256_file(path: str) -> str:
     for block in iter(lambda: f.read(1 << 20), b""):
       digest.update(block)
   return digest.hexdigest()
+
+
+def sha256_folder(path: str) -> str:
+  """One SHA-256 over every file below `path`: each relative name, size and content, in
+  sorted order, so a file changed, added, removed or renamed changes it."""
+  digest = hashlib.sha256()
+  files = sorted(os.path.relpath(os.path.join(root, name), path)
+                 for root, _, names in os.walk(path) for name in names)
+  for rel in files:
+    full = os.path.join(path, rel)
+    digest.update(f"{rel}\0{os.path.getsize(full)}\0".encode())
+    with open(full, "rb") as f:
+      for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
+  return digest.hexdigest()

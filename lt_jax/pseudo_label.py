@@ -105,6 +105,7 @@ def load_frozen(path: str, which: str = "last") -> FrozenModel:
   if checkpoint.latest_step(ckpt_dir) is None:
     raise _missing(path, which)
   config = workdir_lib.read_config(workdir)
+  workdir_lib.check_checkpoint(ckpt_dir)
   state, _ = checkpoint.restore_saved(ckpt_dir)
   variables = jax.tree.map(np.asarray, {"params": state["params"],
                                         "batch_stats": state.get("batch_stats", {})})

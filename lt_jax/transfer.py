@@ -22,11 +22,13 @@ from lt_jax.models import create_model
 
 
 def _checkpoint_dir(path: str) -> str:
-  """A workdir, its checkpoints/last folder, or a pre-training pipeline's workdir."""
+  """A workdir, its checkpoints/last folder, or a pre-training pipeline's workdir; refused
+  when it changed after its run finished."""
   path = os.path.abspath(os.path.expanduser(path))
   for candidate in (workdir_lib.checkpoint_dir(path),
                     workdir_lib.checkpoint_dir(workdir_lib.stage_dir(path, "pretrain")), path):
     if checkpoint.latest_step(candidate) is not None:
+      workdir_lib.check_checkpoint(candidate)  # Before check_init_from reads its shapes.
       return candidate
   raise DataError(f"model.init_from={path!r} holds no checkpoint: expected a workdir with "
                   "checkpoints/last (or that folder itself); run the pre-training stage first.")

@@ -3,7 +3,9 @@
   <workdir>/config.json          the resolved config (a different config is refused once a
                                  run here saved anything: see `guard`)
   <workdir>/results.json         present only once the run finished (it is then read back,
-                                 never retrained or overwritten)
+                                 never retrained or overwritten); it records the SHA-256 of
+                                 each checkpoint folder's final step, which a later stage
+                                 checks before it reads one (see `check_checkpoint`)
   <workdir>/.lock                pid and host of the run working here (a second one refuses)
   <workdir>/parameters.txt       the model's parameter table
   <workdir>/checkpoints/last     the newest two train states, for resuming (from the older
@@ -24,7 +26,7 @@ import time
 import ml_collections
 from clu import parameter_overview
 
-from lt_jax import io_utils, parallel
+from lt_jax import checkpoint, io_utils, parallel
 from lt_jax.config import differences, get_base_config
 from lt_jax.errors import ConfigError, DataError
 
@@ -33,6 +35,7 @@ RESULTS_FILE = "results.json"
 LOCK_FILE = ".lock"
 PARAMETERS_FILE = "parameters.txt"
 CHECKPOINT_KINDS = ("last", "best")
+CHECKPOINTS_KEY = "checkpoints"  # results.json: {kind: {"step", "sha256"}} of the final steps.
 PSEUDO_LABELS_FILE = "pseudo_labels.npz"
 PSEUDO_LABEL_REPORT_FILE = "report.json"
 PSEUDO_LABEL_PLOT_FILE = "pseudo_labels.png"
@@ -267,12 +270,54 @@ def finished_results(workdir: str, field: str) -> dict:
 
 
 def write_results(workdir: str, results: dict) -> str:
-  """Writes a stage's results.json; every process of a multi-process run waits until it is
-  written, since a later stage may read it (decoupled classifiers read stage 1's)."""
+  """Writes a stage's results.json, with the checksums of its final checkpoints; every
+  process of a multi-process run waits until it is written, since a later stage may read it
+  (decoupled classifiers read stage 1's)."""
   path = os.path.join(workdir, RESULTS_FILE)
-  io_utils.atomic_write_json(path, results)
+  if parallel.is_main_process():  # Process 0 alone writes the file.
+    digests = checkpoint_digests(workdir)
+    io_utils.atomic_write_json(path, {**results, **({CHECKPOINTS_KEY: digests} if digests else {})})
   parallel.barrier(f"results written to {path}")
   return path
+
+
+def checkpoint_digests(workdir: str) -> dict:
+  """{kind: {"step", "sha256"}} of the newest step in each of the workdir's checkpoint
+  folders."""
+  out = {}
+  for which in CHECKPOINT_KINDS:
+    folder = checkpoint_dir(workdir, which)
+    step = checkpoint.latest_step(folder)
+    if step is not None:
+      out[which] = {"step": step,
+                    "sha256": io_utils.sha256_folder(os.path.join(folder, str(step)))}
+  return out
+
+
+def check_checkpoint(folder: str) -> None:
+  """Refuses a finished run's `checkpoints/<kind>` folder whose newest step is not the one
+  its results.json records, byte for byte: a later stage (pseudo-labeling, a decoupled
+  classifier, SSP's fine-tuning) would otherwise build on a model its run never reported.
+  Unfinished runs, and runs finished before results.json held checksums, are not checked."""
+  folder = os.path.abspath(folder)
+  if os.path.basename(os.path.dirname(folder)) != "checkpoints":
+    return
+  workdir = os.path.dirname(os.path.dirname(folder))
+  recorded = ((read_results(workdir) or {}).get(CHECKPOINTS_KEY) or {}).get(
+      os.path.basename(folder))
+  if not recorded:
+    return
+  step = checkpoint.latest_step(folder)
+  results_path = os.path.join(workdir, RESULTS_FILE)
+  rebuild = (f"delete {workdir} and run the command that trained it again (for a pipeline's "
+             "stage, the pipeline's command retrains it).")
+  if step != recorded["step"]:
+    raise DataError(f"{folder} holds step {step} but its run finished at step "
+                    f"{recorded['step']} ({results_path}): the folder was changed after the "
+                    "run finished; " + rebuild)
+  if io_utils.sha256_folder(os.path.join(folder, str(step))) != recorded["sha256"]:
+    raise DataError(f"the checkpoint {os.path.join(folder, str(step))} changed after its run "
+                    f"finished (its SHA-256 is not the one {results_path} records); " + rebuild)
 
 
 # Fields renamed since a run may have saved its config: old dotted name -> new one.

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import killed_at_epoch, read_jsonl, tiny_config
 
-from lt_jax import errors, pipeline
+from lt_jax import errors, io_utils, pipeline, pseudo_label
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import override
@@ -413,6 +413,68 @@ def test_a_base_trained_on_another_labeled_set_is_refused_by_name(tmp_path):
   assert_names(info.value, f"semi.base_workdir={str(base)!r} trained on another labeled set",
                "dataset.img_max (40 there, 30 here)", "Leave semi.base_workdir empty")
   assert not (workdir / "pseudo_labels").exists()
+
+
+def flip_one_byte(step_dir):
+  """Changes one byte of the checkpoint's array data: it still restores, to other weights."""
+  path = sorted(glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True))[0]
+  with open(path, "r+b") as f:
+    f.seek(-1, os.SEEK_END)
+    last = f.read(1)
+    f.seek(-1, os.SEEK_END)
+    f.write(bytes([last[0] ^ 1]))
+
+
+def test_results_record_the_final_checkpoint_and_reading_it_changes_nothing(finished, tmp_path):
+  workdir = copy_of(finished, tmp_path)
+  recorded = workdir_lib.read_results(workdir)["checkpoints"]
+  assert recorded["last"]["step"] == 26
+  step_dir = os.path.join(workdir_lib.checkpoint_dir(workdir), "26")
+  assert recorded["last"]["sha256"] == io_utils.sha256_folder(step_dir)
+  # The checksum covers the files' content: one byte changes it.
+  pseudo_label.load_frozen(workdir)  # Reading checks, and leaves the folder as it was.
+  assert io_utils.sha256_folder(step_dir) == recorded["last"]["sha256"]
+  flip_one_byte(step_dir)
+  assert io_utils.sha256_folder(step_dir) != recorded["last"]["sha256"]
+
+
+@pytest.fixture(scope="module")
+def finished_small(tmp_path_factory):
+  """A finished run on a labeled set small enough to leave a same-split pool for semi."""
+  workdir = str(tmp_path_factory.mktemp("finished_small") / "run")
+  pipeline.run(two_epochs(**SMALL), workdir)
+  return workdir
+
+
+SMALL = {"dataset.img_max": 40}  # Leaves >= 86 digits per class for a pool of 79.
+
+
+@pytest.mark.parametrize("source, fields", [
+    ("finished", {"model.init_from": "{run}"}),
+    ("finished_small", SEMI | SMALL | {"semi.base_workdir": "{run}"}),
+    ("finished", {"decouple.methods": ("crt",), "decouple.stage1_workdir": "{run}",
+                  "decouple.stage1_checkpoint": "last"}),
+], ids=["init_from", "semi_base_workdir", "decouple_stage1_workdir"])
+@pytest.mark.parametrize("change", ["one_byte", "newest_step_removed"])
+def test_a_checkpoint_changed_after_its_run_finished_is_refused_before_use(
+    request, tmp_path, source, fields, change):
+  run = copy_of(request.getfixturevalue(source), tmp_path)
+  last = workdir_lib.checkpoint_dir(run)
+  older, newest = sorted(os.listdir(last), key=int)
+  if change == "one_byte":  # Still readable: it would have given another model in silence.
+    flip_one_byte(os.path.join(last, newest))
+    fragments = [f"the checkpoint {last}/{newest} changed after its run finished",
+                 os.path.join(run, "results.json")]
+  else:  # The step before is a whole checkpoint too, but not the reported model.
+    shutil.rmtree(os.path.join(last, newest))
+    fragments = [f"{last} holds step {older} but its run finished at step {newest}"]
+  fields = {k: v.format(run=run) if isinstance(v, str) else v for k, v in fields.items()}
+  workdir = tmp_path / "next"
+  with pytest.raises(DataError) as info:
+    pipeline.run(two_epochs(**fields), str(workdir))
+  assert_names(info.value, *fragments, f"delete {run} and run the command that trained it")
+  assert not glob.glob(str(workdir / "**" / "checkpoints"), recursive=True)  # No training.
+  assert not (workdir / "pseudo_labels" / workdir_lib.PSEUDO_LABELS_FILE).exists()
 
 
 # --- the workdir: a file, in use, not writable, left by a failed run -------------------------

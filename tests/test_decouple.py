@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import assert_class_aware_cycles, tiny_config
 
-from lt_jax import checkpoint, decouple, pipeline
+from lt_jax import checkpoint, decouple, io_utils, pipeline
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
 from lt_jax.data import samplers
@@ -124,6 +124,10 @@ def test_crt_starts_from_the_best_checkpoint_where_best_and_last_differ(stage1, 
   pipeline.run(override(_config(), **{"seed": 1, "train.num_epochs": 1}), other)
   shutil.rmtree(workdir_lib.checkpoint_dir(copy, "best"))
   shutil.copytree(workdir_lib.checkpoint_dir(other), workdir_lib.checkpoint_dir(copy, "best"))
+  # Recorded anew, or cRT would refuse a checkpoint changed after stage 1 finished.
+  recorded = workdir_lib.read_results(copy)
+  recorded["checkpoints"] = workdir_lib.checkpoint_digests(copy)
+  io_utils.atomic_write_json(os.path.join(copy, workdir_lib.RESULTS_FILE), recorded)
   pipeline.run(_config(methods=("crt",), stage1_workdir=copy), str(tmp_path / "crt"))
   backbone = _saved(str(tmp_path / "crt" / "crt"))["params"]["backbone"]
   assert _equal(backbone, _saved(other)["params"]["backbone"])
