@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lt_jax import parallel
+from lt_jax import parallel, predict
 from lt_jax import pseudo_label as pl
 from lt_jax.config import get_base_config
 from lt_jax.data import augment
@@ -42,13 +42,13 @@ def parse_args() -> argparse.Namespace:
   return parser.parse_args()
 
 
-def frozen_resnet32(seed: int) -> pl.FrozenModel:
+def frozen_resnet32(seed: int) -> predict.FrozenModel:
   """ResNet-32 with random weights, as load_frozen would return a trained one."""
   config = get_base_config()
   model = create_model("resnet32", num_classes=NUM_CLASSES, head=config.model.head)
   init = jax.jit(lambda key: model.init(key, jnp.zeros((1, 32, 32, 3)), train=False))
   variables = jax.tree.map(np.asarray, dict(init(jax.random.key(seed))))
-  return pl.FrozenModel(model=model, variables=variables, num_classes=NUM_CLASSES,
+  return predict.FrozenModel(model=model, variables=variables, num_classes=NUM_CLASSES,
                         config=config)
 
 

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from lt_jax import metrics as lt_metrics
-from lt_jax import models, parallel, results, semi, transfer
+from lt_jax import models, parallel, predict, results, semi, transfer
 from lt_jax import workdir as workdir_lib
 from lt_jax.data import augment as augment_lib
 from lt_jax.data import prepare as prepare_lib
@@ -197,32 +197,25 @@ def make_step(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData,
       unlabeled_weight=config.semi.unlabeled_weight)
 
 
-def split_evaluators(config, data: prepare_lib.LongTailData, model, mesh
-                     ) -> dict[str, tuple[Callable, step_lib.DeviceData]]:
-  """{split: (counts(state, split_data), split_data)} for the test (and validation) split: the
-  pure (not jitted) count function over the device-resident, padded and masked split."""
-  eval_batch = parallel.padded_batch_size(config.train.eval_batch_size, mesh)
-  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+def evaluation_splits(config, data: prepare_lib.LongTailData, model, mesh
+                      ) -> tuple[predict.Predictor, dict[str, predict.DeviceSplit]]:
+  """The predictor of `model` and the test (and validation) split on the device."""
+  predictor = predict.Predictor(model, data.mean, data.std, data.num_classes,
+                                batch_size=config.train.eval_batch_size, mesh=mesh)
   splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
-  out = {}
-  for name, split in splits.items():
-    images, labels, n = _pad_to_multiple(split, eval_batch)
-    fn = functools.partial(step_lib.evaluate, model=model, mean=data.mean, std=data.std,
-                           num_classes=data.num_classes, batch_size=eval_batch,
-                           num_examples=n, batch_sharding=batch_sharding)
-    out[name] = (fn, put_split(images, labels, replicated))
-  return out
+  return predictor, {name: predictor.put(split.images, split.labels)
+                     for name, split in splits.items()}
 
 
 def make_evaluator(config, data: prepare_lib.LongTailData, model, mesh):
   """state -> {split: summary} over the test (and validation) split, each in one jitted call."""
-  evaluators = {name: (jax.jit(fn), split)
-                for name, (fn, split) in split_evaluators(config, data, model, mesh).items()}
+  predictor, splits = evaluation_splits(config, data, model, mesh)
 
   def evaluate(state) -> dict[str, dict]:
-    counts = jax.device_get({name: fn(state, split) for name, (fn, split) in evaluators.items()})
-    return {name: lt_metrics.summarize(c["confusion"], c["top5_correct"], data.report_counts)
-            for name, c in counts.items()}
+    variables = predict.variables_of(state)
+    return {name: lt_metrics.summarize(**predictor.counts(variables, split),
+                                       train_counts=data.report_counts)
+            for name, split in splits.items()}
   return evaluate
 
 
@@ -248,15 +241,6 @@ def labeled_per_batch(config, data: prepare_lib.LongTailData) -> int | None:
 def put_split(images, labels, sharding) -> step_lib.DeviceData:
   return step_lib.DeviceData(parallel.put(images, sharding),
                              parallel.put(np.asarray(labels).astype(np.int32), sharding))
-
-
-def _pad_to_multiple(split, multiple: int):
-  n = len(split.labels)
-  padded = -(-n // multiple) * multiple
-  images = np.zeros((padded, *split.images.shape[1:]), np.uint8)
-  labels = np.zeros((padded,), np.int32)
-  images[:n], labels[:n] = split.images, split.labels
-  return images, labels, n
 
 
 def print_counts(facts: DatasetFacts) -> None:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lt_jax import classify, io_utils, models, parallel, pseudo_label, results
+from lt_jax import classify, io_utils, models, parallel, predict, results
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.data import datasets, image_lists, image_pipeline
@@ -167,44 +167,43 @@ def eval_stream(config: ml_collections.ConfigDict, mesh):
       process_index=jax.process_index(), process_count=jax.process_count())
 
 
-def split_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.FrozenModel,
+def fed_split(config: ml_collections.ConfigDict, images: ImageList, mesh) -> predict.HostBatches:
+  """A list split as the predictor reads it: this host's rows of the padded, masked batches
+  of centre views."""
+  stream = eval_stream(config, mesh)
+  return predict.HostBatches(lambda: stream(images), num_examples=len(images))
+
+
+def split_outputs(config: ml_collections.ConfigDict, frozen: predict.FrozenModel,
                   splits: dict[str, ImageList | None]) -> dict[str, tuple[np.ndarray, ...]]:
   """{split: (logits, features)} of a frozen classifier on each evaluation split, in list
   order: what the post-hoc classifiers re-score, one pass over each split."""
   spec = datasets.get(config.dataset.name)
   mesh = parallel.make_mesh()
-  batches, sharding = eval_stream(config, mesh), parallel.batch_sharded(mesh)
-  return {name: pseudo_label.fed_outputs(
-              frozen, feed_lib.device_batches(batches(images), sharding), spec.mean,
-              spec.std, mesh=mesh)
+  predictor = predict.Predictor.of(frozen, spec.mean, spec.std, mesh=mesh,
+                                   batch_size=config.train.eval_batch_size)
+  return {name: predictor.outputs(frozen.variables, fed_split(config, images, mesh))
           for name, images in evaluation_splits(splits).items()}
 
 
 class ListEvaluator:
-  """state -> {split: summary}: padded, masked batches of each split from the host, counted
-  on the device by one jitted function (confusion and top-5 hits summed there), read once per
-  split. The summaries leave out the confusion matrix, kept for `write_confusion`."""
+  """state -> {split: summary} over each split's host-fed batches, counted on the device and
+  read once per split. The summaries leave out the confusion matrix, kept for
+  `write_confusion`."""
 
   def __init__(self, config, splits: dict[str, ImageList | None], model, mesh, train_counts):
     spec = datasets.get(config.dataset.name)
-    self._splits = evaluation_splits(splits)
-    self._batches = eval_stream(config, mesh)
-    self._replicated = parallel.replicated(mesh)
-    self._batch_sharding = parallel.batch_sharded(mesh)
-    self._num_classes, self._train_counts = spec.num_classes, train_counts
-    self._count = jax.jit(functools.partial(
-        step_lib.add_batch_counts, model=model, mean=spec.mean, std=spec.std,
-        num_classes=spec.num_classes, batch_sharding=self._batch_sharding),
-        donate_argnums=1, out_shardings=self._replicated)
+    self._predictor = predict.Predictor(model, spec.mean, spec.std, spec.num_classes,
+                                        batch_size=config.train.eval_batch_size, mesh=mesh)
+    self._splits = {name: fed_split(config, images, mesh)
+                    for name, images in evaluation_splits(splits).items()}
+    self._train_counts = train_counts
     self.confusion: dict[str, np.ndarray] = {}
 
   def __call__(self, state) -> dict[str, dict]:
     out = {}
-    for name, images in self._splits.items():
-      counts = jax.device_put(step_lib.zero_counts(self._num_classes), self._replicated)
-      for batch in feed_lib.device_batches(self._batches(images), self._batch_sharding):
-        counts = self._count(state, counts, batch)
-      counts = jax.device_get(counts)
+    for name, split in self._splits.items():
+      counts = self._predictor.counts(predict.variables_of(state), split)
       out[name] = lt_metrics.summarize(counts["confusion"], counts["top5_correct"],
                                        self._train_counts, with_confusion=False)
       self.confusion[name] = np.asarray(counts["confusion"], np.int32)
@@ -213,4 +212,3 @@ class ListEvaluator:
   def write_confusion(self, path: str) -> None:
     """The last evaluation's confusion matrices ([true, predicted] counts per split)."""
     io_utils.atomic_write(path, lambda tmp: np.savez_compressed(tmp, **self.confusion))
-

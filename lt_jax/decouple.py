@@ -38,7 +38,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lt_jax import checkpoint, classify_lists, io_utils, losses, pseudo_label, results  # noqa: E402
+from lt_jax import checkpoint, classify_lists, io_utils, losses, predict, results  # noqa: E402
 from lt_jax import metrics as lt_metrics  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
 from lt_jax.config import override  # noqa: E402
@@ -172,27 +172,28 @@ class Stage1Outputs:
 def stage1_outputs(config: ml_collections.ConfigDict, start: Stage1Checkpoint) -> Stage1Outputs:
   """Stage 1's logits and features of each evaluation split, computed once: from the
   device-resident arrays, or from the host-fed evaluation batches of a list dataset."""
-  frozen = pseudo_label.load_frozen(start.folder)
+  frozen = predict.load_frozen(start.folder)
   if datasets.get(config.dataset.name).host_fed:
     return _list_outputs(config, frozen)
   return _device_outputs(config, frozen)
 
 
-def _device_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.FrozenModel
+def _device_outputs(config: ml_collections.ConfigDict, frozen: predict.FrozenModel
                     ) -> Stage1Outputs:
   data = prepare_lib.prepare(config.dataset)
   splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
+  predictor = predict.Predictor.of(frozen, data.mean, data.std,
+                                   batch_size=config.train.eval_batch_size)
   return Stage1Outputs(
-      outputs={name: pseudo_label.outputs(frozen, split.images, data.mean, data.std,
-                                          batch_size=config.train.eval_batch_size,
-                                          log=lambda line: print(line, flush=True))
+      outputs={name: predictor.outputs(frozen.variables, predict.HostImages(split.images),
+                                       log=lambda line: print(line, flush=True))
                for name, split in splits.items()},
       labels={name: np.asarray(split.labels) for name, split in splits.items()},
       kernel=_kernel(frozen), class_counts=[int(c) for c in data.class_counts],
       report_counts=[int(c) for c in data.report_counts], title=f"{data.name}-LT")
 
 
-def _list_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.FrozenModel
+def _list_outputs(config: ml_collections.ConfigDict, frozen: predict.FrozenModel
                   ) -> Stage1Outputs:
   """Many / Medium / Few by the training list's counts, as stage 1 reports them."""
   ds = config.dataset
@@ -207,7 +208,7 @@ def _list_outputs(config: ml_collections.ConfigDict, frozen: pseudo_label.Frozen
       confusion_file=classify_lists.CONFUSION_FILE)
 
 
-def _kernel(frozen: pseudo_label.FrozenModel) -> np.ndarray:
+def _kernel(frozen: predict.FrozenModel) -> np.ndarray:
   return np.asarray(frozen.variables["params"]["head"]["kernel"], np.float32)
 
 

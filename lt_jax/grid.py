@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lt_jax import classify, methods, models, parallel, results, transfer
+from lt_jax import classify, methods, models, parallel, predict, results, transfer
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
@@ -227,9 +227,11 @@ def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label
 
 def _cohort_evaluator(config, data, model, mesh, how: str, n: int, split_models: bool):
   """stacked cohort state -> {split: counts stacked over the cohort's (padded) models}."""
-  fns = {name: (jax.jit(members_lib.map_models(one, how, n, split_models)), split)
-         for name, (one, split) in classify.split_evaluators(config, data, model, mesh).items()}
-  return lambda cohort_state: {name: fn(cohort_state, split) for name, (fn, split) in fns.items()}
+  predictor, splits = classify.evaluation_splits(config, data, model, mesh)
+  count = jax.jit(members_lib.map_models(
+      lambda state, split: predictor.split_counts(predict.variables_of(state), split),
+      how, n, split_models))
+  return lambda cohort_state: {name: count(cohort_state, split) for name, split in splits.items()}
 
 
 class _Evaluator:

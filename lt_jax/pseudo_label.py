@@ -3,13 +3,13 @@
 The paper's recipe: train a base model on the imbalanced labeled set D_L, let a frozen copy label
 the pool, then train again on D_L plus the pseudo-labeled pool. This module is the middle step:
 
-  frozen = load_frozen(base_workdir)                   # config.json + checkpoints/last
+  frozen = predict_lib.load_frozen(base_workdir)        # config.json + checkpoints/last
   pred, conf = predict(frozen, pool_images, mean, std)  # argmax and max softmax probability
   keep = select(pred, conf, frozen.num_classes)        # the reference keeps everything
   write_pseudo_labels(path, indices=..., pred=pred, confidence=conf, keep=keep)
 
-`predict` is one jitted function per batch, sharded over the mesh's data axis; the host loops
-over fixed-size batches (the last one zero-padded, the padding dropped), so every pool image is
+`predict` runs `predict_lib.Predictor` over the pool: fixed-size batches (the last one
+zero-padded, the padding dropped) sharded over the mesh's data axis, so every pool image is
 labeled exactly once whatever the pool size; a lazy `image_source.ImageSource` is streamed
 batch by batch, so a pool larger than memory is never held decoded. The reference keeps every
 pseudo-label; `select` adds the usual confidence threshold and a per-class cap as options.
@@ -17,108 +17,31 @@ pseudo-label; `select` adds the usual confidence threshold and a per-class cap a
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import os
-import time
 import zipfile
 from collections.abc import Callable, Sequence
-from typing import Any
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lt_jax import checkpoint, io_utils, models, parallel  # noqa: E402
+from lt_jax import io_utils, parallel  # noqa: E402
+from lt_jax import predict as predict_lib  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
-from lt_jax.data import augment as augment_lib  # noqa: E402
-from lt_jax.data import image_source  # noqa: E402
 from lt_jax.errors import ConfigError, DataError  # noqa: E402
-from lt_jax.train import writers  # noqa: E402
 
 REQUIRED_KEYS = ("indices", "pseudo_labels", "confidences", "keep")
 # Where the pool came from, stored as 0-d strings beside the per-image arrays.
 PROVENANCE_KEYS = ("pool_source", "pool_draw_on", "pool_fingerprint")
 
 
-# --- the frozen base model ----------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class FrozenModel:
-  """A trained model with its variables, ready for inference only (no optimiser state)."""
-
-  model: nn.Module
-  variables: dict[str, Any]  # {'params': ..., 'batch_stats': ...} as host numpy arrays.
-  num_classes: int
-  config: ml_collections.ConfigDict  # The base run's resolved config.
-
-
-def _locate(path: str, which: str) -> tuple[str, str]:
-  """(workdir, checkpoint folder) for a workdir or a `.../checkpoints/<which>` folder."""
-  path = os.path.abspath(path)
-  if os.path.isfile(os.path.join(path, workdir_lib.CONFIG_FILE)):
-    return path, workdir_lib.checkpoint_dir(path, which)
-  workdir = os.path.dirname(os.path.dirname(path))
-  parent = os.path.basename(os.path.dirname(path))
-  if parent == "checkpoints" and os.path.isfile(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
-    return workdir, path
-  raise _missing(path, which)
-
-
-def _missing(path: str, which: str) -> DataError:
-  return DataError(
-      f"no finished base model in {path}: expected {workdir_lib.CONFIG_FILE} and "
-      f"checkpoints/{which}; train the base stage first or set semi.base_workdir.")
-
-
-def _num_classes(workdir: str, params: dict) -> int:
-  """The head's output size; results.json, when the run finished, must agree with it."""
-  n = int(np.shape(params["head"]["kernel"])[-1])
-  results_path = os.path.join(workdir, workdir_lib.RESULTS_FILE)
-  if os.path.isfile(results_path):
-    with open(results_path) as f:
-      recorded = json.load(f).get("dataset", {}).get("num_classes")
-    if recorded is not None and int(recorded) != n:
-      raise DataError(f"{results_path} says {recorded} classes but the checkpoint's head has "
-                      f"{n}; the workdir mixes two runs: retrain the base stage in a new one.")
-  return n
-
-
-def load_frozen(path: str, which: str = "last") -> FrozenModel:
-  """Loads a base run's model for inference.
-
-  `path` is the base run's workdir (its config.json and checkpoints/<which>) or one of its
-  checkpoint folders, `<workdir>/checkpoints/last|best` (then `which` is not used). The newest
-  step in the folder is restored; optimiser state and the run's key are dropped.
-  """
-  if which not in workdir_lib.CHECKPOINT_KINDS:
-    raise ValueError(f"which={which!r}; use one of {workdir_lib.CHECKPOINT_KINDS}.")
-  workdir, ckpt_dir = _locate(path, which)
-  if checkpoint.latest_step(ckpt_dir) is None:
-    raise _missing(path, which)
-  config = workdir_lib.read_config(workdir)
-  workdir_lib.check_checkpoint(ckpt_dir)
-  state, _ = checkpoint.restore_saved(ckpt_dir)
-  variables = jax.tree.map(np.asarray, {"params": state["params"],
-                                        "batch_stats": state.get("batch_stats", {})})
-  num_classes = _num_classes(workdir, variables["params"])
-  # Inference only: the frozen-backbone flags of a decoupled stage change nothing here.
-  model = models.from_config(config.model, num_classes)
-  return FrozenModel(model=model, variables=variables, num_classes=num_classes, config=config)
-
-
 # --- labeling -------------------------------------------------------------------------------
 
 
-def logit_scale(frozen: FrozenModel) -> float:
+def logit_scale(frozen: predict_lib.FrozenModel) -> float:
   """The factor applied to the model's output before the softmax.
 
   A cosine head outputs cosines in [-1, 1]; their softmax ranks examples correctly but is
@@ -131,159 +54,20 @@ def logit_scale(frozen: FrozenModel) -> float:
   return 1.0
 
 
-def _label_batch(variables, images, *, model, mean, std, scale, out_sharding):
-  """Predicted class and max softmax probability of one batch (padded rows included)."""
-  logits, _ = model.apply(variables, augment_lib.normalize(images, mean, std), train=False)
-  logits = logits.astype(jnp.float32)
-  probs = jax.nn.softmax(logits * scale, axis=-1)
-  out = (jnp.argmax(logits, axis=-1).astype(jnp.int32), jnp.max(probs, axis=-1))
-  # Replicated outputs (a few bytes per image) can be read on every host.
-  return jax.lax.with_sharding_constraint(out, out_sharding)
-
-
-_label_batch_jit = jax.jit(
-    _label_batch, static_argnames=("model", "mean", "std", "scale", "out_sharding"))
-
-
-def _outputs_batch(variables, images, *, model, mean, std, out_sharding):
-  logits, features = model.apply(variables, augment_lib.normalize(images, mean, std),
-                                 train=False)
-  out = (logits.astype(jnp.float32), features.astype(jnp.float32))
-  return jax.lax.with_sharding_constraint(out, out_sharding)
-
-
-_outputs_batch_jit = jax.jit(
-    _outputs_batch, static_argnames=("model", "mean", "std", "out_sharding"))
-
-
-def _fed_outputs_batch(variables, images, mask, *, model, mean, std, out_sharding):
-  logits, features = _outputs_batch(variables, images, model=model, mean=mean, std=std,
-                                    out_sharding=out_sharding)
-  return logits, features, jax.lax.with_sharding_constraint(mask, out_sharding)
-
-
-_fed_outputs_batch_jit = jax.jit(
-    _fed_outputs_batch, static_argnames=("model", "mean", "std", "out_sharding"))
-
-
-def _batch(images, start: int, batch_size: int) -> np.ndarray:
-  """images[start:start + batch_size] (read from an ImageSource), zero-padded to batch_size."""
-  chunk = image_source.read_rows(images, start, min(start + batch_size, len(images)))
-  if len(chunk) == batch_size:
-    return chunk
-  padded = np.zeros((batch_size, *images.shape[1:]), images.dtype)
-  padded[:len(chunk)] = chunk
-  return padded
-
-
-def _check_images(images):
-  if not isinstance(images, image_source.ImageSource):
-    images = np.asarray(images)
-  if images.dtype != np.uint8 or images.ndim != 4:
-    raise DataError(f"pool images must be uint8 [M, H, W, C], got {images.dtype} "
-                    f"{list(images.shape)}; pass the raw pool images, before normalisation.")
-  return images
-
-
-def predict(frozen: FrozenModel, images_uint8, mean: Sequence[float],
-            std: Sequence[float], *, batch_size: int = 1024,
-            mesh=None, log: Callable[[str], None] | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+def predict(frozen: predict_lib.FrozenModel, images_uint8, mean: Sequence[float],
+            std: Sequence[float], *, batch_size: int = 1024, mesh=None,
+            log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Labels every pool image: (pred int64 [M], confidence float32 [M]).
 
   `images_uint8` is a uint8 [M, H, W, C] array or an ImageSource, read one batch at a time.
-
   confidence is the max softmax probability of `logit_scale(frozen) * logits` (see there for
   cosine heads). Batches of `batch_size` (config `semi.label_batch_size`, split over the mesh's
   data axis) run one at a time on the device while the host pads and sends the next one.
   """
-  pred, confidence = map_batches(frozen, images_uint8, batch_size, mesh, functools.partial(
-      _label_batch_jit, model=frozen.model, mean=tuple(map(float, mean)),
-      std=tuple(map(float, std)), scale=logit_scale(frozen)), empty=((), ()),
-      field="semi.label_batch_size", log=log)
-  return pred.astype(np.int64), confidence.astype(np.float32)
-
-
-def outputs(frozen: FrozenModel, images_uint8, mean: Sequence[float], std: Sequence[float], *,
-            batch_size: int = 1024, mesh=None, log: Callable[[str], None] | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
-  """(logits float32 [M, classes], features float32 [M, width]) of every image: what the
-  post-hoc classifiers (tau-norm, logit adjustment) re-score without running the model again."""
-  width = int(np.shape(frozen.variables["params"]["head"]["kernel"])[0])
-  return map_batches(frozen, images_uint8, batch_size, mesh, functools.partial(
-      _outputs_batch_jit, model=frozen.model, mean=tuple(map(float, mean)),
-      std=tuple(map(float, std))), empty=((frozen.num_classes,), (width,)),
-      field="train.eval_batch_size", log=log)
-
-
-def fed_outputs(frozen: FrozenModel, batches, mean: Sequence[float], std: Sequence[float], *,
-                mesh) -> tuple[np.ndarray, np.ndarray]:
-  """(logits float32 [N, classes], features float32 [N, width]) of the real rows of host-fed
-  evaluation batches ({'image', 'mask', ...} sharded over `mesh`, as feed.device_batches gives
-  them): one jitted forward per batch, the outputs kept on the device and read back once, so
-  the host never waits on a batch; rows with mask False (the padding) are dropped."""
-  replicated = parallel.replicated(mesh)
-  variables = jax.tree.map(lambda v: parallel.put(v, replicated), frozen.variables)
-  forward = functools.partial(_fed_outputs_batch_jit, model=frozen.model,
-                              mean=tuple(map(float, mean)), std=tuple(map(float, std)),
-                              out_sharding=replicated)
-  parts = [forward(variables, batch["image"], batch["mask"]) for batch in batches]
-  if not parts:
-    width = int(np.shape(frozen.variables["params"]["head"]["kernel"])[0])
-    return (np.zeros((0, frozen.num_classes), np.float32), np.zeros((0, width), np.float32))
-  logits, features, mask = jax.device_get(tuple(jnp.concatenate(p) for p in zip(*parts)))
-  return logits[mask], features[mask]
-
-
-def map_batches(frozen: FrozenModel, images_uint8, batch_size: int, mesh, fn, empty,
-                field: str, log: Callable[[str], None] | None = None):
-  """Runs `fn(variables, images, out_sharding=...) -> (array [B, ...], ...)` over every image
-  in padded batches and returns the outputs as host arrays of M rows (`empty`: their shapes
-  after the first axis, for M = 0). `field` is the config field that set `batch_size`. With
-  `log`, a line before the first (compiling) batch and about every tenth of the images."""
-  images = _check_images(images_uint8)
-  mesh = parallel.make_mesh() if mesh is None else mesh
-  if batch_size <= 0:
-    raise ConfigError(f"{field}={batch_size} must be positive.")
-  batch_size = parallel.padded_batch_size(batch_size, mesh)
-  m = len(images)
-  if m == 0:
-    return tuple(np.zeros((0, *shape), np.float32) for shape in empty)
-  replicated = parallel.replicated(mesh)
-  variables = jax.tree.map(lambda v: parallel.put(v, replicated), frozen.variables)
-  chunks = []
-  sharding = parallel.batch_sharded(mesh)
-  in_flight = None
-  progress = _Progress(m, batch_size, log)
-  for start in range(0, m, batch_size):
-    out = fn(variables, parallel.put(_batch(images, start, batch_size), sharding),
-             out_sharding=replicated)
-    if in_flight is not None:  # Read the previous batch only once this one is dispatched.
-      chunks.append(tuple(np.asarray(o) for o in in_flight))
-      progress.done(start)
-    in_flight = out
-  chunks.append(tuple(np.asarray(o) for o in in_flight))
-  return tuple(np.concatenate(parts)[:m] for parts in zip(*chunks))
-
-
-class _Progress:
-  """map_batches' lines: what runs before the first batch compiles, then images done,
-  images/s and the ETA about every tenth of the images."""
-
-  def __init__(self, total: int, batch_size: int, log: Callable[[str], None] | None):
-    self.total, self.log, self.next = total, log, total // 10
-    self.start = time.perf_counter()
-    if log is not None:
-      log(f"forward pass over {total:,} images, {batch_size:,} a batch (the first batch "
-          "compiles) ...")
-
-  def done(self, images: int) -> None:
-    if self.log is None or images < self.next or images >= self.total:
-      return
-    self.next = images + self.total // 10
-    rate = images / max(time.perf_counter() - self.start, 1e-9)
-    self.log(f"  {images:,} / {self.total:,} images, {rate:,.0f} images/s, ETA "
-             f"{writers.format_seconds((self.total - images) / rate)}")
+  predictor = predict_lib.Predictor.of(frozen, mean, std, batch_size=batch_size, mesh=mesh,
+                                       field="semi.label_batch_size")
+  return predictor.labels(frozen.variables, predict_lib.HostImages(images_uint8),
+                          scale=logit_scale(frozen), log=log)
 
 
 # --- selection ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import hashlib
 import ml_collections
 import numpy as np
 
-from lt_jax import pseudo_label
+from lt_jax import predict, pseudo_label
 from lt_jax import workdir as workdir_lib
 from lt_jax.data import datasets, image_source, longtail, unlabeled
 from lt_jax.data import prepare as prepare_lib
@@ -72,7 +72,7 @@ def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
   class too rare for its count stops the run here, before the final stage trains.
   """
   semi = config.semi
-  frozen = pseudo_label.load_frozen(base_dir, which=semi.base_checkpoint)
+  frozen = predict.load_frozen(base_dir, which=semi.base_checkpoint)
   label = lambda images: pseudo_label.predict(
       frozen, images, labeled.mean, labeled.std, batch_size=semi.label_batch_size,
       log=lambda line: print(line, flush=True))

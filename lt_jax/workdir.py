@@ -270,13 +270,15 @@ def finished_results(workdir: str, field: str) -> dict:
 
 
 def write_results(workdir: str, results: dict) -> str:
-  """Writes a stage's results.json, with the checksums of its final checkpoints; every
-  process of a multi-process run waits until it is written, since a later stage may read it
-  (decoupled classifiers read stage 1's)."""
+  """Writes a stage's results.json, adding the checksums of its final checkpoints to
+  `results` (so what the stage returns is what a rerun reads back); every process of a
+  multi-process run waits until it is written, since a later stage may read it (decoupled
+  classifiers read stage 1's)."""
   path = os.path.join(workdir, RESULTS_FILE)
-  if parallel.is_main_process():  # Process 0 alone writes the file.
-    digests = checkpoint_digests(workdir)
-    io_utils.atomic_write_json(path, {**results, **({CHECKPOINTS_KEY: digests} if digests else {})})
+  digests = checkpoint_digests(workdir)
+  if digests:
+    results[CHECKPOINTS_KEY] = digests
+  io_utils.atomic_write_json(path, results)
   parallel.barrier(f"results written to {path}")
   return path
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import killed_at_epoch, read_jsonl, tiny_config
 
-from lt_jax import errors, io_utils, pipeline, pseudo_label
+from lt_jax import errors, io_utils, pipeline, predict
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import override
@@ -432,7 +432,7 @@ def test_results_record_the_final_checkpoint_and_reading_it_changes_nothing(fini
   step_dir = os.path.join(workdir_lib.checkpoint_dir(workdir), "26")
   assert recorded["last"]["sha256"] == io_utils.sha256_folder(step_dir)
   # The checksum covers the files' content: one byte changes it.
-  pseudo_label.load_frozen(workdir)  # Reading checks, and leaves the folder as it was.
+  predict.load_frozen(workdir)  # Reading checks, and leaves the folder as it was.
   assert io_utils.sha256_folder(step_dir) == recorded["last"]["sha256"]
   flip_one_byte(step_dir)
   assert io_utils.sha256_folder(step_dir) != recorded["last"]["sha256"]

@@ -140,15 +140,23 @@ def test_resnet32_output_shapes(shape):
 
 
 @pytest.mark.parametrize('shape', [(2, 32, 32, 3), (3, 28, 28, 1), (2, 8, 8, 1)])
-def test_tiny_forward_shapes_and_finite(shape):
+def test_tiny_forward_logits_are_the_linear_head_of_the_features(shape):
   model = ResNetTiny(num_classes=5)
   x = _normal(1, shape)
   variables = _init(model, shape)
+  head = variables['params']['head']
   for train in (False, True):
     (logits, features), _ = model.apply(variables, x, train=train, mutable=['batch_stats'])
     assert logits.shape == (shape[0], 5) and logits.dtype == jnp.float32
     assert features.shape == (shape[0], 16) and features.dtype == jnp.float32
-    assert np.all(np.isfinite(logits)) and np.all(np.isfinite(features))
+    np.testing.assert_allclose(logits, np.asarray(features) @ np.asarray(head['kernel'])
+                               + np.asarray(head['bias']), rtol=1e-5, atol=1e-5)
+    # Global average pooling of ReLU outputs: features are never negative.
+    assert np.all(np.asarray(features) >= 0)
+  # Eval mode: each image's output is its own, whatever else is in the batch.
+  alone, _ = model.apply(variables, x[:1], train=False)
+  together, _ = model.apply(variables, x, train=False)
+  np.testing.assert_allclose(alone[0], together[0], rtol=1e-5, atol=1e-5)
 
 
 def test_param_tree_names_and_backbone_swap():

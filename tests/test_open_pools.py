@@ -12,7 +12,7 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
-from lt_jax import pipeline, pseudo_label, semi
+from lt_jax import pipeline, predict, pseudo_label, semi
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
 from lt_jax.data import datasets, image_source, open_pools, unlabeled
@@ -366,8 +366,8 @@ def test_pool_drawn_on_predictions_end_to_end(tmp_path):
   taking = override(greedy, **{"semi.short_class_policy": "take_available"})
   drawn = semi.draw_labeled(taking)
   request = semi.draw_pool(taking, drawn)
-  predicted = np.bincount(semi.pseudo_label.predict(
-      semi.pseudo_label.load_frozen(str(tmp_path / "base")), request.candidates.images,
+  predicted = np.bincount(pseudo_label.predict(
+      predict.load_frozen(str(tmp_path / "base")), request.candidates.images,
       drawn.data.mean, drawn.data.std)[0], minlength=10)
   asked = np.asarray(request.requested_counts)
   taken_dir = tmp_path / "taking" / "pseudo_labels"

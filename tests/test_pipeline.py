@@ -57,10 +57,13 @@ def test_semi_pipeline_runs_skips_and_resumes(tmp_path):
   assert set(out["stages"]) == {"base", "pseudo_labels", "final"}
   labels = out["stages"]["pseudo_labels"]
   assert labels["num_pool"] == labels["num_kept"] == 790
-  assert 0 <= labels["accuracy"] <= 100 and sum(labels["distribution"]) == 790
   final = out["stages"]["final"]
   assert final["dataset"]["train_size"] == 159 + 790
   saved = pipeline.pseudo_label.read_pseudo_labels(str(labels_file))
+  # The report against the file and the source's own labels of the drawn images.
+  true = prepare.draw(config.dataset).source.train.labels[saved["indices"]]
+  assert labels["accuracy"] == pytest.approx(100.0 * np.mean(saved["pseudo_labels"] == true))
+  assert labels["distribution"] == np.bincount(saved["pseudo_labels"], minlength=10).tolist()
   labeled_counts = out["stages"]["base"]["class_counts"]
   assert final["class_counts"] == (np.asarray(labeled_counts) + np.bincount(
       saved["pseudo_labels"], minlength=10)).tolist()

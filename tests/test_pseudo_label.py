@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import fake_devices_env, tiny_config
 
-from lt_jax import pipeline
+from lt_jax import pipeline, predict
 from lt_jax import pseudo_label as pl
 from lt_jax.data import augment, prepare
 from lt_jax.errors import ConfigError, DataError
@@ -63,7 +63,7 @@ def direct(frozen, images, mean, std, scale=1.0):
 @pytest.fixture(scope="module")
 def pool(workdir, data):
   """100 test images and their direct labels (eval mode: each image's output is its own)."""
-  frozen = pl.load_frozen(str(workdir))
+  frozen = predict.load_frozen(str(workdir))
   images = data.test.images[:100]
   return frozen, images, direct(frozen, images, data.mean, data.std)
 
@@ -72,9 +72,9 @@ def pool(workdir, data):
 
 
 def test_load_frozen_from_workdir_and_checkpoint_folder(workdir):
-  from_workdir = pl.load_frozen(str(workdir))
-  from_folder = pl.load_frozen(str(workdir / "checkpoints" / "last"))
-  best = pl.load_frozen(str(workdir), which="best")
+  from_workdir = predict.load_frozen(str(workdir))
+  from_folder = predict.load_frozen(str(workdir / "checkpoints" / "last"))
+  best = predict.load_frozen(str(workdir), which="best")
   assert from_workdir.num_classes == 10 and from_workdir.config.model.name == "resnet_tiny"
   assert from_workdir.config.loss.ldam_s == 30.0
   for other in (from_folder, best):  # One epoch: the best checkpoint is the last one.
@@ -89,13 +89,13 @@ def test_load_frozen_from_workdir_and_checkpoint_folder(workdir):
 
 def test_load_frozen_refuses_empty_and_half_made_folders(tmp_path):
   with pytest.raises(DataError, match="no finished base model.*semi.base_workdir"):
-    pl.load_frozen(str(tmp_path))
+    predict.load_frozen(str(tmp_path))
   (tmp_path / "config.json").write_text(json.dumps(tiny_config().to_dict()))
   with pytest.raises(DataError, match="checkpoints/last"):
-    pl.load_frozen(str(tmp_path))
+    predict.load_frozen(str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()  # Looking does not create folders.
   with pytest.raises(DataError, match="no finished base model"):
-    pl.load_frozen(str(tmp_path / "checkpoints" / "last"))
+    predict.load_frozen(str(tmp_path / "checkpoints" / "last"))
 
 
 # --- predict --------------------------------------------------------------------------------
@@ -118,7 +118,7 @@ def test_predict_scales_cosine_heads_by_ldam_s(pool, data):
   params = dict(trained.variables["params"], head={
       "kernel": trained.variables["params"]["head"]["kernel"]})  # No bias in a cosine head.
   config = ml_collections.ConfigDict(tiny_config(model__head="cosine").to_dict())
-  frozen = pl.FrozenModel(model=model, num_classes=10, config=config, variables={
+  frozen = predict.FrozenModel(model=model, num_classes=10, config=config, variables={
       "params": params, "batch_stats": trained.variables["batch_stats"]})
   assert pl.logit_scale(frozen) == 30.0
   images = data.test.images[:40]
@@ -130,7 +130,7 @@ def test_predict_scales_cosine_heads_by_ldam_s(pool, data):
 
 
 def test_predict_empty_pool_and_bad_inputs(workdir, data):
-  frozen = pl.load_frozen(str(workdir))
+  frozen = predict.load_frozen(str(workdir))
   pred, conf = pl.predict(frozen, data.test.images[:0], data.mean, data.std)
   assert pred.shape == conf.shape == (0,)
   with pytest.raises(DataError, match="uint8"):
@@ -140,7 +140,7 @@ def test_predict_empty_pool_and_bad_inputs(workdir, data):
 
 
 def test_predict_says_it_compiles_then_reports_about_every_tenth(workdir, data):
-  frozen = pl.load_frozen(str(workdir))
+  frozen = predict.load_frozen(str(workdir))
   images, lines = data.test.images[:100], []
   pred, conf = pl.predict(frozen, images, data.mean, data.std, batch_size=8, log=lines.append)
   want_pred, want_conf = pl.predict(frozen, images, data.mean, data.std, batch_size=8)
@@ -154,10 +154,10 @@ def test_predict_says_it_compiles_then_reports_about_every_tenth(workdir, data):
 
 TWO_DEVICES = textwrap.dedent("""
   import numpy as np, jax
-  from lt_jax import pseudo_label as pl
+  from lt_jax import predict, pseudo_label as pl
   assert jax.device_count() == 2, jax.devices()
   case = np.load({case!r})
-  frozen = pl.load_frozen({workdir!r})
+  frozen = predict.load_frozen({workdir!r})
   pred, conf = pl.predict(frozen, case["images"], case["mean"], case["std"], batch_size=32)
   np.testing.assert_array_equal(pred, case["pred"])
   np.testing.assert_allclose(conf, case["conf"], rtol=1e-5, atol=1e-6)

@@ -57,8 +57,9 @@ def test_with_replacement_class_frequencies(name):
   np.testing.assert_allclose(freq, expected(name), atol=0.01)
 
 
-def test_resample_is_uniform_within_a_class():
-  sampler = samplers.make_sampler("class_balanced", LABELS, 4, 256)
+@pytest.mark.parametrize("name", ["resample", "class_balanced"])
+def test_a_class_balanced_draw_is_uniform_within_a_class(name):
+  sampler = samplers.make_sampler(name, LABELS, 4, 256)
   idx = draw(sampler, 200).ravel()
   tail = idx[LABELS[idx] == 3]  # 10 images of class 3, each ~1/40 of all draws.
   per_image = np.bincount(tail - COUNTS[:3].sum(), minlength=10) / len(tail)

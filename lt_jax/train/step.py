@@ -1,4 +1,4 @@
-"""Train state and the pure train and eval steps.
+"""Train state and the pure train steps (the eval-mode forward pass is `lt_jax.predict`).
 
 `train_step(state, data) -> (state, metrics)`: sample indices, gather from the device-resident
 uint8 training set, augment, normalise, forward, loss, SGD update. `train_step_on_batch` takes
@@ -20,7 +20,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lt_jax import metrics as lt_metrics
 from lt_jax.data import augment as augment_lib
 from lt_jax.data.samplers import Sampler
 
@@ -170,50 +169,3 @@ def sgd_update(state: TrainState, x: jax.Array, labels: jax.Array, *, model: nn.
                             opt_state=opt_state)
   return new_state, {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
                      "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
-
-
-def evaluate(state: TrainState, data: DeviceData, *, model: nn.Module, mean, std,
-             num_classes: int, batch_size: int, num_examples: int, batch_sharding) -> dict:
-  """Confusion and top-5 counts over a whole split in one call.
-
-  `data` is padded to a multiple of `batch_size`; a mask drops the padding, so every image is
-  counted exactly once.
-  """
-  num_batches = data.images.shape[0] // batch_size
-
-  def body(i, acc):
-    start = i * batch_size
-    images = jax.lax.dynamic_slice_in_dim(data.images, start, batch_size)
-    labels = jax.lax.dynamic_slice_in_dim(data.labels, start, batch_size)
-    images = jax.lax.with_sharding_constraint(images, batch_sharding)
-    mask = (start + jnp.arange(batch_size)) < num_examples
-    counts = batch_counts(state, images, labels, mask, model=model, mean=mean, std=std,
-                          num_classes=num_classes)
-    return jax.tree.map(jnp.add, acc, counts)
-
-  return jax.lax.fori_loop(0, num_batches, body, zero_counts(num_classes))
-
-
-def zero_counts(num_classes: int) -> dict:
-  """The evaluation sums before any batch: confusion [C, C] and top-5 hits [C]."""
-  return {"confusion": jnp.zeros((num_classes, num_classes), jnp.int32),
-          "top5_correct": jnp.zeros((num_classes,), jnp.int32)}
-
-
-def batch_counts(state: TrainState, images: jax.Array, labels: jax.Array, mask: jax.Array, *,
-                 model: nn.Module, mean, std, num_classes: int) -> dict:
-  """Confusion and top-5 counts of one uint8 batch, the examples where `mask` is False left
-  out (the padding of a split's last batch)."""
-  logits, _ = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                          augment_lib.normalize(images, mean, std), train=False)
-  return lt_metrics.confusion_update(logits, labels, num_classes, where=mask)
-
-
-def add_batch_counts(state: TrainState, counts: dict, batch: dict, *, model: nn.Module, mean,
-                     std, num_classes: int, batch_sharding) -> dict:
-  """`counts` plus one host-fed eval batch ({'image', 'label', 'mask'}): the sums stay on the
-  device across a split's batches and are read once at its end."""
-  images = jax.lax.with_sharding_constraint(batch["image"], batch_sharding)
-  new = batch_counts(state, images, batch["label"], batch["mask"], model=model, mean=mean,
-                     std=std, num_classes=num_classes)
-  return jax.tree.map(jnp.add, counts, new)
