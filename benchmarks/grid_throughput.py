@@ -33,9 +33,8 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 
-from lt_jax import classify, grid, io_utils, parallel  # noqa: E402
+from lt_jax import classify, grid, inputs, io_utils, parallel  # noqa: E402
 from lt_jax.config import override  # noqa: E402
-from lt_jax.data import samplers  # noqa: E402
 from lt_jax.models import create_model  # noqa: E402
 from lt_jax.train import driver, optim  # noqa: E402
 from lt_jax.train import members as members_lib  # noqa: E402
@@ -86,18 +85,16 @@ def members_for(config, size: int) -> list[grid.Member]:
 def alone(config):
   """The first method's run by itself, as classify.train_and_evaluate builds it."""
   cfg = members_for(config, 1)[0].config
-  data = classify.training_data(cfg)
+  inp = inputs.DeviceInput(classify.training_data(cfg))
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
-  plan = classify.plan(cfg, samplers.steps_per_epoch(len(data.train.labels),
-                                                     cfg.train.batch_size))
-  model = create_model(cfg.model.name, num_classes=data.num_classes, head=cfg.model.head,
+  plan = classify.plan(cfg, inp.steps_per_epoch(cfg.train.batch_size))
+  model = create_model(cfg.model.name, num_classes=inp.num_classes, head=cfg.model.head,
                        dtype=cfg.model.dtype, conv_impl=cfg.model.conv_impl)
   tx = optim.make_optimizer(cfg.optim, plan.num_epochs, plan.steps_per_epoch)
-  step = classify.make_step(cfg, data, model, tx, parallel.batch_sharded(mesh))
-  state = step_lib.create_state(model, tx, data.train.images.shape[1:], cfg.seed, replicated)
-  return (step, state, classify.put_split(data.train.images, data.train.labels, replicated),
-          replicated, plan)
+  step = inp.make_step(cfg, model, tx, parallel.batch_sharded(mesh))
+  state = step_lib.create_state(model, tx, inp.image_shape, cfg.seed, replicated)
+  return step, state, inp.train_data(cfg, mesh), replicated, plan
 
 
 def measure(config, size: int, how: str, steps: int, warmup: int, mesh=None) -> dict:

@@ -1,16 +1,15 @@
 """The supervised stage: a classifier trained on long-tailed data that the pipeline assembled.
 
-`train_and_evaluate(config, workdir, data)` builds the model, the optimiser, the pure train
-step (sampler, augmentation, loss and rule from the config) and the evaluators, hands them
-to the driver, and writes results.json and the per-class plot. It serves every stage that
-trains a classifier: the plain run, the semi-supervised base and final models, rotation
-pre-training (4-way labels from `pretrain.rotation`), the linear probe and SSP fine-tuning.
+`train_and_evaluate(config, workdir, input)` builds the model and the optimiser, asks the
+input (`lt_jax.inputs`: device-resident arrays or host-decoded image lists) for the pure train
+step, its data and the evaluation splits, hands them to the driver, and writes results.json
+and the per-class plot. It serves every stage that trains a classifier: the plain run, the
+semi-supervised base and final models, rotation pre-training (4-way labels from
+`pretrain.rotation`), the linear probe, SSP fine-tuning and cRT / LWS.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 from collections.abc import Callable
 
@@ -18,49 +17,61 @@ import jax
 import ml_collections
 import numpy as np
 
+from lt_jax import inputs, io_utils, models, parallel, predict, results, semi, transfer
 from lt_jax import metrics as lt_metrics
-from lt_jax import models, parallel, predict, results, semi, transfer
 from lt_jax import workdir as workdir_lib
-from lt_jax.data import augment as augment_lib
+from lt_jax.data import datasets
 from lt_jax.data import prepare as prepare_lib
-from lt_jax.data import samplers
 from lt_jax.pretrain import rotation
 from lt_jax.train import driver, optim
 from lt_jax.train import objective as objective_lib
 from lt_jax.train import step as step_lib
-from lt_jax.validate import check_training_data, validate
+from lt_jax.validate import validate
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       data: prepare_lib.LongTailData) -> dict:
-  """Trains and evaluates one classifier; returns (and writes) its results.json content.
-  A finished workdir is read back, not retrained."""
+                       inp: inputs.Input) -> dict:
+  """Trains and evaluates one classifier on `inp`; returns (and writes) its results.json
+  content. A finished workdir is read back, not retrained."""
   finished = checked_or_finished(config, workdir)
   if finished is not None:
     return finished
   mesh = parallel.make_mesh()
   tr = config.train
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
-  facts = DatasetFacts.of(data)
-  print_counts(facts)
-  spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
-  model = models.from_config(config.model, data.num_classes)
+  print_counts(inp.facts)
+  inp.check(config)
+  spe = inp.steps_per_epoch(tr.batch_size)
+  model = models.from_config(config.model, inp.num_classes)
   tx = optim.make_optimizer(config.optim, tr.num_epochs, spe, frozen=frozen_parameters(config))
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  state = step_lib.create_state(model, tx, data.train.images.shape[1:], config.seed, replicated)
-  train_data = put_split(data.train.images, data.train.labels, replicated)
+  state = step_lib.create_state(model, tx, inp.image_shape, config.seed, replicated)
+  predictor = predict.Predictor(model, inp.mean, inp.std, inp.num_classes,
+                                batch_size=tr.eval_batch_size, mesh=mesh)
+  evaluator = Evaluator(predictor, inp.eval_splits(config, predictor), inp.facts.report_counts,
+                        with_confusion=inp.confusion_file is None)
   selection = results.resolve_selection(config)
-  check_training_data(config, data)
   print(workdir_lib.write_parameter_table(workdir, state.params), flush=True)
   trained = driver.train(
-      workdir, state, make_step(config, data, model, tx, batch_sharding), train_data,
-      plan(config, spe), state_sharding=replicated,
-      evaluate=epoch_eval_hook(make_evaluator(config, data, model, mesh), selection),
+      workdir, state, inp.make_step(config, model, tx, batch_sharding),
+      inp.train_data(config, mesh), plan(config, spe), state_sharding=replicated,
+      evaluate=epoch_eval_hook(evaluator, selection),
       initialize=backbone_initializer(config, replicated),
       keep_best=selection != "last", log=lambda line: print(line, flush=True))
-  return write_outputs(config, workdir, facts, trained, selection,
-                       title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}, "
-                             f"{config.loss.name}, rule {tr.rule}")
+  if inp.confusion_file is not None:
+    evaluator.write_confusion(os.path.join(workdir, inp.confusion_file))
+  return write_outputs(config, workdir, inp.facts, trained, selection,
+                       title=f"{inp.title}, {config.model.name}, {config.loss.name}, rule "
+                             f"{tr.rule}, sampler {objective_lib.sampler_for(tr.rule, tr.sampler)}")
+
+
+def training_input(config: ml_collections.ConfigDict) -> inputs.Input:
+  """The input a classifier stage trains on: a list dataset's files decoded on the host, or
+  device-resident arrays (`training_data`)."""
+  if datasets.get(config.dataset.name).host_fed:
+    return inputs.HostInput.of(config)
+  data = training_data(config)
+  return inputs.DeviceInput(data, title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}")
 
 
 def checked_or_finished(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
@@ -72,30 +83,6 @@ def checked_or_finished(config: ml_collections.ConfigDict, workdir: str) -> dict
     print(f"{workdir} already holds a finished run; not retraining. Its results:")
     print(lt_metrics.format_table({k: finished[k] for k in ("final", "best")}))
   return finished
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetFacts:
-  """What the start-of-run summary and results.json say about a stage's training data,
-  whether it lives on the device (`of`) or is read from split lists."""
-  name: str
-  num_classes: int
-  train_size: int
-  val_size: int  # 0: no validation split.
-  test_size: int
-  class_counts: list[int]  # Training images per class id.
-  report_counts: list[int]  # The counts that define Many / Medium / Few.
-  num_labeled: int | None = None  # Labeled examples before a pseudo-labeled pool.
-
-  @classmethod
-  def of(cls, data: prepare_lib.LongTailData) -> DatasetFacts:
-    return cls(name=data.name, num_classes=data.num_classes,
-               train_size=int(len(data.train.labels)),
-               val_size=0 if data.val is None else int(len(data.val.labels)),
-               test_size=int(len(data.test.labels)),
-               class_counts=[int(c) for c in data.class_counts],
-               report_counts=[int(c) for c in data.report_counts],
-               num_labeled=data.num_labeled)
 
 
 def epoch_eval_hook(evaluate: Callable[[object], dict[str, dict]], selection: str
@@ -133,7 +120,7 @@ def backbone_initializer(config: ml_collections.ConfigDict, replicated
   return initialize
 
 
-def write_outputs(config: ml_collections.ConfigDict, workdir: str, facts: DatasetFacts,
+def write_outputs(config: ml_collections.ConfigDict, workdir: str, facts: inputs.DatasetFacts,
                   trained: driver.Trained, selection: str, title: str) -> dict:
   """Writes results.json and the per-class plot of a trained classifier, prints the table;
   returns the results."""
@@ -179,71 +166,33 @@ def plan(config: ml_collections.ConfigDict, steps_per_epoch: int,
                      checkpoint_every_epochs=tr.checkpoint_every_epochs, prefix=prefix)
 
 
-def make_step(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData, model, tx,
-              batch_sharding) -> driver.StepFn:
-  """The pure supervised step for this config and data (not jitted: the driver jits it)."""
-  tr = config.train
-  spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
-  return functools.partial(
-      step_lib.train_step, model=model, tx=tx,
-      objective=objective_lib.make_objective(config, data.class_counts),
-      sampler=make_sampler(config, data),
-      augment=augment_lib.make_augment(config.augment.name, config.augment.crop_padding),
-      mean=data.mean, std=data.std, steps_per_epoch=spe,
-      schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
-      batch_sharding=batch_sharding,
-      task_transform=rotation.rotate_batch if config.task == "rotation" else None,
-      labeled_per_batch=labeled_per_batch(config, data),
-      unlabeled_weight=config.semi.unlabeled_weight)
+class Evaluator:
+  """state -> {split: summary} over the input's evaluation splits, counted by the predictor.
+  Without `with_confusion` the summaries leave the confusion matrices out (1,000 or 8,142
+  classes square); `write_confusion` then writes the last evaluation's to a file."""
 
+  def __init__(self, predictor: predict.Predictor, splits: dict[str, predict.Split],
+               report_counts, with_confusion: bool = True):
+    self.predictor, self.splits = predictor, splits
+    self.report_counts, self.with_confusion = report_counts, with_confusion
+    self.confusion: dict[str, np.ndarray] = {}
 
-def evaluation_splits(config, data: prepare_lib.LongTailData, model, mesh
-                      ) -> tuple[predict.Predictor, dict[str, predict.DeviceSplit]]:
-  """The predictor of `model` and the test (and validation) split on the device."""
-  predictor = predict.Predictor(model, data.mean, data.std, data.num_classes,
-                                batch_size=config.train.eval_batch_size, mesh=mesh)
-  splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
-  return predictor, {name: predictor.put(split.images, split.labels)
-                     for name, split in splits.items()}
-
-
-def make_evaluator(config, data: prepare_lib.LongTailData, model, mesh):
-  """state -> {split: summary} over the test (and validation) split, each in one jitted call."""
-  predictor, splits = evaluation_splits(config, data, model, mesh)
-
-  def evaluate(state) -> dict[str, dict]:
+  def __call__(self, state) -> dict[str, dict]:
     variables = predict.variables_of(state)
-    return {name: lt_metrics.summarize(**predictor.counts(variables, split),
-                                       train_counts=data.report_counts)
-            for name, split in splits.items()}
-  return evaluate
+    out = {}
+    for name, split in self.splits.items():
+      counts = self.predictor.counts(variables, split)
+      out[name] = lt_metrics.summarize(counts["confusion"], counts["top5_correct"],
+                                       self.report_counts, with_confusion=self.with_confusion)
+      self.confusion[name] = np.asarray(counts["confusion"], np.int32)
+    return out
+
+  def write_confusion(self, path: str) -> None:
+    """The last evaluation's confusion matrices ([true, predicted] counts per split)."""
+    io_utils.atomic_write(path, lambda tmp: np.savez_compressed(tmp, **self.confusion))
 
 
-def make_sampler(config, data: prepare_lib.LongTailData) -> samplers.Sampler:
-  tr = config.train
-  labeled = labeled_per_batch(config, data)
-  if labeled is not None:
-    return samplers.make_mixed_sampler(data.num_labeled, len(data.train.labels) -
-                                       data.num_labeled, tr.batch_size, labeled)
-  return samplers.make_sampler(objective_lib.sampler_for(tr.rule, tr.sampler), data.train.labels,
-                               data.num_classes, tr.batch_size, num_epochs=tr.num_epochs,
-                               beta=tr.cb_beta, samples_per_class=tr.samples_per_class)
-
-
-def labeled_per_batch(config, data: prepare_lib.LongTailData) -> int | None:
-  """Labeled examples per batch when batches mix a fixed proportion of pseudo-labeled ones."""
-  fraction = config.semi.unlabeled_batch_fraction
-  if data.num_labeled is None or not fraction:
-    return None
-  return int(round(config.train.batch_size * (1.0 - fraction)))
-
-
-def put_split(images, labels, sharding) -> step_lib.DeviceData:
-  return step_lib.DeviceData(parallel.put(images, sharding),
-                             parallel.put(np.asarray(labels).astype(np.int32), sharding))
-
-
-def print_counts(facts: DatasetFacts) -> None:
+def print_counts(facts: inputs.DatasetFacts) -> None:
   counts = facts.class_counts
   print(f"{facts.name}: {facts.train_size} training images in {facts.num_classes} classes "
         f"(imbalance {max(counts) / max(min(counts), 1):.1f}); test {facts.test_size}"
@@ -263,7 +212,8 @@ def _fmt(value) -> str:
   return "-" if value is None else f"{value:.1f}"
 
 
-def results_json(config, facts: DatasetFacts, trained: driver.Trained, selection: str) -> dict:
+def results_json(config, facts: inputs.DatasetFacts, trained: driver.Trained,
+                 selection: str) -> dict:
   """The results.json content of a trained classifier stage."""
   meta, final = trained.meta, trained.final.keep
   best = meta["best"] or {"test": final["test"], "val": final.get("val")}

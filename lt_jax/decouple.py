@@ -38,12 +38,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lt_jax import checkpoint, classify_lists, io_utils, losses, predict, results  # noqa: E402
+from lt_jax import checkpoint, inputs, io_utils, losses, predict, results  # noqa: E402
 from lt_jax import metrics as lt_metrics  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
 from lt_jax.config import override  # noqa: E402
-from lt_jax.data import datasets  # noqa: E402
-from lt_jax.data import prepare as prepare_lib  # noqa: E402
 from lt_jax.errors import DataError  # noqa: E402
 
 TRAINED = ("crt", "lws")
@@ -170,42 +168,20 @@ class Stage1Outputs:
 
 
 def stage1_outputs(config: ml_collections.ConfigDict, start: Stage1Checkpoint) -> Stage1Outputs:
-  """Stage 1's logits and features of each evaluation split, computed once: from the
-  device-resident arrays, or from the host-fed evaluation batches of a list dataset."""
+  """Stage 1's logits and features of each evaluation split of the labeled set, computed
+  once, whichever input (device-resident arrays, host-decoded lists) it lives in."""
   frozen = predict.load_frozen(start.folder)
-  if datasets.get(config.dataset.name).host_fed:
-    return _list_outputs(config, frozen)
-  return _device_outputs(config, frozen)
-
-
-def _device_outputs(config: ml_collections.ConfigDict, frozen: predict.FrozenModel
-                    ) -> Stage1Outputs:
-  data = prepare_lib.prepare(config.dataset)
-  splits = {"test": data.test} | ({"val": data.val} if data.val is not None else {})
-  predictor = predict.Predictor.of(frozen, data.mean, data.std,
+  inp = inputs.labeled(config)
+  predictor = predict.Predictor.of(frozen, inp.mean, inp.std,
                                    batch_size=config.train.eval_batch_size)
+  outs = {name: predictor.outputs(frozen.variables, split,
+                                  log=lambda line: print(line, flush=True))
+          for name, split in inp.eval_splits(config, predictor).items()}
   return Stage1Outputs(
-      outputs={name: predictor.outputs(frozen.variables, predict.HostImages(split.images),
-                                       log=lambda line: print(line, flush=True))
-               for name, split in splits.items()},
-      labels={name: np.asarray(split.labels) for name, split in splits.items()},
-      kernel=_kernel(frozen), class_counts=[int(c) for c in data.class_counts],
-      report_counts=[int(c) for c in data.report_counts], title=f"{data.name}-LT")
-
-
-def _list_outputs(config: ml_collections.ConfigDict, frozen: predict.FrozenModel
-                  ) -> Stage1Outputs:
-  """Many / Medium / Few by the training list's counts, as stage 1 reports them."""
-  ds = config.dataset
-  splits = classify_lists.read_splits(ds)
-  counts = [int(c) for c in splits["train"].class_counts(
-      datasets.get(ds.name).num_classes)]
-  evaluated = classify_lists.evaluation_splits(splits)
-  return Stage1Outputs(
-      outputs=classify_lists.split_outputs(config, frozen, splits),
-      labels={name: images.labels for name, images in evaluated.items()},
-      kernel=_kernel(frozen), class_counts=counts, report_counts=counts, title=ds.name,
-      confusion_file=classify_lists.CONFUSION_FILE)
+      outputs={name: (out.logits, out.features) for name, out in outs.items()},
+      labels={name: out.labels for name, out in outs.items()}, kernel=_kernel(frozen),
+      class_counts=list(inp.facts.class_counts), report_counts=list(inp.facts.report_counts),
+      title=inp.title, confusion_file=inp.confusion_file)
 
 
 def _kernel(frozen: predict.FrozenModel) -> np.ndarray:

@@ -31,12 +31,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lt_jax import classify, methods, models, parallel, predict, results, transfer
+from lt_jax import classify, inputs, methods, models, parallel, predict, results, transfer
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import get_base_config, override
-from lt_jax.data import samplers
 from lt_jax.train import driver, optim, writers
 from lt_jax.train import members as members_lib
 from lt_jax.train import step as step_lib
@@ -170,12 +169,13 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "",
   config = cohorts[0][0].config
   tr = config.train
   data = classify.training_data(config)
-  classify.print_counts(classify.DatasetFacts.of(data))
+  inp = inputs.DeviceInput(data)
+  classify.print_counts(inp.facts)
   mesh = parallel.make_mesh() if mesh is None else mesh
   split = parallel.model_groups(mesh) > 1
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  spe = samplers.steps_per_epoch(len(data.train.labels), tr.batch_size)
+  spe = inp.steps_per_epoch(tr.batch_size)
   sizes = [len(c) for c in cohorts]
   selection = results.resolve_selection(config)
   steps, evals, stacked = [], [], []
@@ -184,8 +184,8 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "",
     model = models.from_config(cfg.model, data.num_classes)
     tx = optim.make_optimizer(cfg.optim, tr.num_epochs, spe,
                               frozen=classify.frozen_parameters(cfg))
-    steps.append(classify.make_step(cfg, data, model, tx, batch_sharding))
-    evals.append(_cohort_evaluator(cfg, data, model, mesh, how, len(cohort), split))
+    steps.append(inp.make_step(cfg, model, tx, batch_sharding))
+    evals.append(_cohort_evaluator(cfg, inp, model, mesh, how, len(cohort), split))
     stacked.append(members_lib.stack([step_lib.create_state(
         model, tx, data.train.images.shape[1:], m.config.seed, replicated) for m in cohort]))
   plan = dataclasses.replace(classify.plan(config, spe),
@@ -193,7 +193,7 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "",
   state = members_lib.create(stacked, selection != "last", mesh)
   sharding = members_lib.shardings(state, mesh)
   return Program(cohorts, how, data, state, members_lib.make_step(steps, sizes, how, split),
-                 classify.put_split(data.train.images, data.train.labels, replicated),
+                 inp.train_data(config, mesh),
                  _Evaluator(evals, sizes, data, selection, sharding), plan, mesh, sharding)
 
 
@@ -225,9 +225,12 @@ def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label
   return _write_members(p, trained, program_dir)
 
 
-def _cohort_evaluator(config, data, model, mesh, how: str, n: int, split_models: bool):
+def _cohort_evaluator(config, inp: inputs.DeviceInput, model, mesh, how: str, n: int,
+                      split_models: bool):
   """stacked cohort state -> {split: counts stacked over the cohort's (padded) models}."""
-  predictor, splits = classify.evaluation_splits(config, data, model, mesh)
+  predictor = predict.Predictor(model, inp.mean, inp.std, inp.num_classes,
+                                batch_size=config.train.eval_batch_size, mesh=mesh)
+  splits = inp.eval_splits(config, predictor)
   count = jax.jit(members_lib.map_models(
       lambda state, split: predictor.split_counts(predict.variables_of(state), split),
       how, n, split_models))
@@ -303,7 +306,7 @@ def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dic
       member_meta |= {"best": evaluate.best[i], "best_epoch": int(best_epoch[i]),
                       "best_score": evaluate.best[i][evaluate.selection]["top1_acc"]}
     final = driver.EpochEval({}, "", keep=trained.final.keep[i])
-    res = classify.results_json(m.config, classify.DatasetFacts.of(data),
+    res = classify.results_json(m.config, inputs.DatasetFacts.of(data),
                                 driver.Trained(lasts[i], member_meta, final), evaluate.selection)
     res["grid"] = {"program": os.path.relpath(program_dir, os.path.dirname(m.workdir)),
                    "models_in_program": n, "member_map": how, "name": m.name,

@@ -31,7 +31,6 @@ import ml_collections
 
 from lt_jax import (
   classify,
-  classify_lists,
   compilation_cache,
   decouple,
   grid,
@@ -147,9 +146,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finished = _finished(workdir, config)
   if finished is not None:
     return finished
-  if datasets.get(config.dataset.name).host_fed:  # Streamed from the host.
-    return classify_lists.train_and_evaluate(config, workdir)
-  return classify.train_and_evaluate(config, workdir, classify.training_data(config))
+  return classify.train_and_evaluate(config, workdir, classify.training_input(config))
 
 
 def _finished(workdir: str, config: ml_collections.ConfigDict) -> dict | None:

@@ -17,7 +17,7 @@ any number of devices.
 
   predictor = Predictor(model, mean, std, num_classes, batch_size=1024)
   predictor.counts(variables, split)    # confusion [C, C] and top-5 hits [C], summed on device
-  predictor.outputs(variables, split)   # (logits [N, C], features [N, D]) as float32
+  predictor.outputs(variables, split)   # logits [N, C], features [N, D], labels [N]
   predictor.labels(variables, split)    # (argmax [N], max softmax probability [N])
 """
 
@@ -29,7 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -77,6 +77,14 @@ class HostBatches:
 
 
 Split = DeviceSplit | HostImages | HostBatches
+
+
+class Outputs(NamedTuple):
+  """Per image of a split, in its order: logits float32 [N, C], features float32 [N, D] and
+  the split's labels int32 [N] (zeros for images without labels)."""
+  logits: np.ndarray
+  features: np.ndarray
+  labels: np.ndarray
 
 
 def variables_of(state) -> dict:
@@ -135,7 +143,8 @@ def _rows(variables, batch, *, model, mean, std, kinds, scale, out_sharding):
   logits, features = _forward(variables, batch["image"], model=model, mean=mean, std=std)
   every = {"logits": lambda: logits, "features": lambda: features,
            "pred": lambda: jnp.argmax(logits, axis=-1).astype(jnp.int32),
-           "confidence": lambda: jnp.max(jax.nn.softmax(logits * scale, axis=-1), axis=-1)}
+           "confidence": lambda: jnp.max(jax.nn.softmax(logits * scale, axis=-1), axis=-1),
+           "label": lambda: batch["label"]}
   out = {k: every[k]() for k in kinds} | {"mask": batch["mask"]}
   return jax.lax.with_sharding_constraint(out, out_sharding)
 
@@ -196,11 +205,11 @@ class Predictor:
     return jax.device_get(counts)
 
   def outputs(self, variables, split: Split, *, log: Callable[[str], None] | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """(logits float32 [N, C], features float32 [N, D]) of every image in split order: what
-    the post-hoc classifiers re-score without running the model again."""
-    out = self._rows(variables, split, ("logits", "features"), 1.0, log)
-    return out["logits"], out["features"]
+              ) -> Outputs:
+    """Logits, features and labels of every image in split order: what the post-hoc
+    classifiers re-score without running the model again."""
+    out = self._rows(variables, split, ("logits", "features", "label"), 1.0, log)
+    return Outputs(out["logits"], out["features"], out["label"].astype(np.int32))
 
   def labels(self, variables, split: Split, *, scale: float = 1.0,
              log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import os
 import jax
 import ml_collections
 
-from lt_jax import classify_lists, parallel, pipeline
+from lt_jax import inputs, parallel, pipeline
 from lt_jax.data import datasets, image_source
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.validate import validate
@@ -67,7 +67,7 @@ def check_image_files(config: ml_collections.ConfigDict) -> str:
   meets them mid-training. Returns what was checked, '' when nothing was."""
   checked = []
   if datasets.get(config.dataset.name).host_fed:
-    splits = classify_lists.read_splits(config.dataset)  # Every listed file exists.
+    splits = inputs.read_splits(config.dataset)  # Every listed file exists.
     paths = [p for images in splits.values() if images is not None for p in images.paths]
     print(f"checking the {len(paths):,} listed images ...", flush=True)
     image_source.check_files(paths, "replace the file or remove its list line",

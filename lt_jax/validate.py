@@ -102,7 +102,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
 
 def _validate_list_dataset(config) -> None:
   """imagenet_lt / inat18 stream from the host (data/image_pipeline.py): its orders, its
-  transforms, and none of the pipelines that need the images on the device yet."""
+  transforms, and not yet the semi-supervised pipeline or grids."""
   ds, tr, name = config.dataset, config.train, config.dataset.name
   for field, fix in (("lists_dir", "the folder holding the split lists (ImageNet_LT_train.txt "
                                    "...; docs/DATA.md says where to get them)"),
@@ -127,14 +127,8 @@ def _validate_list_dataset(config) -> None:
                       f"dataset.image_size={ds.image_size} (evaluation resizes, then crops).")
   if ds.num_workers < 0:
     raise ConfigError(f"dataset.num_workers={ds.num_workers} must be >= 0 (0: in-process).")
-  if config.pretrain.method == "rotation":
-    raise ConfigError(f"pretrain.method='rotation' does not run on the host-fed "
-                      f"dataset.name={name!r}: its pretext task needs the device-resident "
-                      "pipeline; use pretrain.method='moco' (the paper's SSP for ImageNet-LT "
-                      "and iNaturalist 2018) or 'simclr'.")
   for field, value, off in (("semi.enabled", config.semi.enabled, False),
-                            ("grid.methods", tuple(config.grid.methods), ()),
-                            ("task", config.task, "classify")):
+                            ("grid.methods", tuple(config.grid.methods), ())):
     if value != off:
       raise ConfigError(f"{field}={value!r} does not run on the host-fed dataset.name={name!r} "
                         f"yet; set {field}={off!r} (docs/GUIDE.md: ImageNet-LT and iNaturalist "
@@ -151,24 +145,6 @@ def _check_lists_present(ds) -> None:
   if not os.path.isdir(root):
     raise DataError(f"dataset.data_dir={ds.data_dir!r} does not exist; it must be the image "
                     f"folder that the paths in the {ds.name} lists are relative to.")
-
-
-def check_training_data(config: ml_collections.ConfigDict, data) -> None:
-  """Checks that need a stage's training set, run once it is known and before training: a
-  batch drawn without replacement must fit in it (a larger one would repeat images)."""
-  tr, n = config.train, len(data.train.labels)
-  fraction = config.semi.unlabeled_batch_fraction
-  mixed = data.num_labeled is not None and fraction  # Its sampler checks its own sizes.
-  if not mixed and objective.sampler_for(tr.rule, tr.sampler) == "instance" and \
-      tr.batch_size > n:
-    # Rotation pre-training is a classifier stage whose batch the pipeline set from this field.
-    field = ("pretrain.batch_size" if config.task == "rotation" and config.pretrain.batch_size
-             else "train.batch_size")
-    raise ConfigError(
-        f"{field}={tr.batch_size} is larger than the training set ({n} images), so "
-        f"every batch would repeat images; set it to at most {n} (a semi-supervised base "
-        "model trains with semi.base_batch_size, rotation pre-training with "
-        "pretrain.batch_size).")
 
 
 def _check_drw(config) -> None:

@@ -846,13 +846,13 @@ def test_checkpoint_errors_leave_out_bound_method_reprs():
 
 
 def test_a_batch_larger_than_the_training_set_is_named_by_the_field_that_set_it():
+  from lt_jax.inputs import DeviceInput
   from lt_jax.pipeline import rotation_config
-  from lt_jax.validate import check_training_data
-  data = prepare.prepare(tiny_config().dataset)  # 403 digits.
+  digits = DeviceInput(prepare.prepare(tiny_config().dataset))  # 403 digits.
   with pytest.raises(ConfigError, match=r"^train.batch_size=5000 is larger than the training "
                      r"set \(403 images\)"):
-    check_training_data(tiny_config(train__batch_size=5000), data)
+    digits.check(tiny_config(train__batch_size=5000))
   pretraining = override(tiny_config(), **{"pretrain.method": "rotation",
                                            "pretrain.batch_size": 5000})
   with pytest.raises(ConfigError, match=r"^pretrain.batch_size=5000 is larger"):
-    check_training_data(rotation_config(pretraining), data)
+    digits.check(rotation_config(pretraining))

@@ -121,6 +121,28 @@ def test_ssp_pipeline_trains_every_stage_from_the_pretrained_query_encoder(ssp):
                             backbone["conv1"]["kernel"])
 
 
+def test_rotation_ssp_runs_on_a_list_dataset_from_the_rotation_backbone(tree, tmp_path):
+  """The paper's CIFAR pretext task on host-decoded images: rotated batches to train, every
+  evaluation image under all four rotations, then the classifier from that backbone."""
+  calls = []
+  with pytest.MonkeyPatch.context() as monkeypatch:
+    monkeypatch.setattr(classify, "backbone_initializer", _recorded_initializer(
+        classify.backbone_initializer, calls))
+    out = pipeline.run(ssp_config(tree, **{"pretrain.method": "rotation"}), str(tmp_path))
+  pre = out["stages"]["pretrain"]
+  n_train, n_test, n_val = sum(TRAIN_COUNTS), sum(EVAL_COUNTS["test"]), sum(EVAL_COUNTS["val"])
+  assert pre["dataset"] | {"name": None} == {
+      "name": None, "num_classes": 4, "train_size": n_train, "val_size": 4 * n_val,
+      "test_size": 4 * n_test}
+  assert pre["class_counts"] == [n_train] * 4
+  assert pre["final"]["per_class_count"] == [n_test] * 4  # Each test image once per rotation.
+  rotated, _ = saved(tmp_path / "pretrain")
+  assert rotated["params"]["head"]["kernel"].shape[-1] == 4
+  assert [(c["init_from"], c["step"]) for c in calls] == [(str(tmp_path / "pretrain"), 0)]
+  assert_trees_equal(calls[0]["params"], rotated["params"]["backbone"])
+  assert out["stages"]["final"]["final"]["per_class_count"][:4] == list(EVAL_COUNTS["test"])
+
+
 def test_a_pretraining_stopped_mid_epoch_resumes_to_the_same_encoders_and_queue(
     tree, ssp, tmp_path, monkeypatch):
   whole_dir, whole_out, _ = ssp
@@ -221,9 +243,6 @@ def test_the_host_fed_step_hands_the_update_the_recipes_views(monkeypatch):
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"pretrain.method": "rotation"},
-     r"pretrain.method='rotation' does not run on the host-fed dataset.name='imagenet_lt'.*"
-     r"use pretrain.method='moco'"),
     ({"pretrain.queue_size": 60},
      r"pretrain.queue_size=60 must be a positive multiple of the global batch size 8"),
     ({"pretrain.bn_groups": 3}, r"pretrain.bn_groups=3 must be a positive divisor"),

@@ -21,7 +21,7 @@ import pytest
 from jpeg_tree import write_tree
 from test_driver import assert_trees_equal
 
-from lt_jax import classify_lists, parallel, pipeline, preflight
+from lt_jax import inputs, parallel, pipeline, preflight
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import get_base_config
@@ -138,7 +138,7 @@ def test_results_json_counts_groups_and_confusion(tree, whole):
   assert [h["epoch"] for h in saved["history"]] == [1, 2]
   assert final["top1_acc"] == saved["history"][-1]["test/top1_acc"]
   assert "confusion" not in final  # 1,000 x 1,000: kept in confusion.npz instead.
-  confusion = np.load(workdir / classify_lists.CONFUSION_FILE)
+  confusion = np.load(workdir / inputs.CONFUSION_FILE)
   assert confusion["test"].shape == (1000, 1000) and confusion["test"].sum() == 7
   assert confusion["val"].sum() == 4
   np.testing.assert_allclose(100 * np.trace(confusion["test"]) / 7, final["top1_acc"])
@@ -318,7 +318,7 @@ def test_tau_norm_and_logit_adjustment_rescore_a_host_fed_stage_1(tree, whole, t
     assert res["final"]["medium_acc"] == pytest.approx(res["final"]["per_class_acc"][0])
     saved = json.loads((tmp_path / method / workdir_lib.RESULTS_FILE).read_text())
     assert saved["final"] == res["final"] and "confusion" not in saved["final"]
-    confusion = np.load(tmp_path / method / classify_lists.CONFUSION_FILE)
+    confusion = np.load(tmp_path / method / inputs.CONFUSION_FILE)
     assert confusion["test"].shape == (1000, 1000)
     np.testing.assert_allclose(100 * np.trace(confusion["test"]) / 7, res["final"]["top1_acc"])
     assert (tmp_path / method / "tau_curve.png").read_bytes().startswith(b"\x89PNG")

@@ -90,9 +90,10 @@ def test_every_split_kind_equals_one_direct_application(case, kind, batch_size):
   np.testing.assert_array_equal(counts["top5_correct"], top5)
   assert counts["confusion"].sum() == N  # The padding counts nowhere.
 
-  got_logits, got_features = predictor.outputs(variables, split)
-  np.testing.assert_allclose(got_logits, logits, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(got_features, features, rtol=1e-5, atol=1e-5)
+  got = predictor.outputs(variables, split)
+  np.testing.assert_allclose(got.logits, logits, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got.features, features, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(got.labels, labels)  # In the split's order.
 
   pred, confidence = predictor.labels(variables, split, scale=3.0)
   np.testing.assert_array_equal(pred, np.argmax(logits, axis=1))
@@ -122,9 +123,9 @@ def test_an_empty_split_gives_empty_outputs_of_the_right_width():
   model, variables = tiny_model()
   predictor = predict.Predictor(model, MEAN, STD, C, batch_size=8)
   empty = predict.HostImages(np.zeros((0, 8, 8, 1), np.uint8))
-  logits, features = predictor.outputs(variables, empty)
+  logits, features, labels = predictor.outputs(variables, empty)
   width = variables["params"]["head"]["kernel"].shape[0]
-  assert logits.shape == (0, C) and features.shape == (0, width)
+  assert logits.shape == (0, C) and features.shape == (0, width) and labels.shape == (0,)
   pred, confidence = predictor.labels(variables, empty)
   assert pred.shape == confidence.shape == (0,)
   assert predictor.counts(variables, empty)["confusion"].sum() == 0
@@ -153,7 +154,7 @@ EIGHT_DEVICES = textwrap.dedent("""
   out = {{}}
   for kind, split in t.splits(predictor, images, labels).items():
     out[kind + "_confusion"] = predictor.counts(variables, split)["confusion"]
-    out[kind + "_logits"] = predictor.outputs(variables, split)[0]
+    out[kind + "_logits"] = predictor.outputs(variables, split).logits
   np.savez({out!r}, **out)
 """)
 

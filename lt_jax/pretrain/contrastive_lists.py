@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from lt_jax import classify_lists, parallel
+from lt_jax import inputs, parallel
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
 from lt_jax.data import datasets, image_pipeline
@@ -48,7 +48,7 @@ def pretrain_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
     return finished
   ds = config.dataset
   spec = datasets.get(ds.name)
-  images = classify_lists.read_splits(ds)["train"]
+  images = inputs.read_splits(ds)["train"]
   _, batch = contrastive_stage.epochs_and_batch(config)
   if batch > len(images):
     raise ConfigError(f"pretrain.batch_size={batch} is larger than the training list "
@@ -61,8 +61,8 @@ def pretrain_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> di
       config, len(images), (size, size, 3), mesh, image_pipeline.steps_per_epoch)
   step = contrastive_stage.make_batch_step(config, model, tx, schedule, spec.mean, spec.std,
                                            batch_sharding)
-  feed = classify_lists.train_feed(feed_config(config), images, batch_sharding,
-                                   transform=host_crops(config))
+  feed = inputs.train_feed(feed_config(config), images, batch_sharding,
+                           transform=host_crops(config))
   trained = driver.train(workdir, state, step, feed, contrastive_stage.plan(config, spe),
                          state_sharding=replicated, log=lambda line: print(line, flush=True))
   return contrastive_stage.write_results(config, workdir, trained)

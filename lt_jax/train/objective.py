@@ -24,7 +24,21 @@ RULES = ("none", "reweight", "resample", "drw")
 # probability proportional to their class-balanced weight (data/samplers.py).
 RULE_SAMPLERS = {"resample": "resample"}
 
+# Rules and losses that weigh, shift or set margins by each class's training count.
+COUNT_RULES = ("reweight", "drw")
+COUNT_LOSSES = ("ldam", "balanced_softmax", "logit_adjust")
+
 Objective = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def uses_class_counts(rule: str, loss: str) -> str | None:
+  """The setting that needs every class's training count (so no class may be empty), or
+  None when neither the rule nor the loss reads the counts."""
+  if rule in COUNT_RULES:
+    return f"train.rule={rule!r}"
+  if loss in COUNT_LOSSES:
+    return f"loss.name={loss!r}"
+  return None
 
 
 def sampler_for(rule: str, sampler: str) -> str:

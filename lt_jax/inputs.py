@@ -1,0 +1,352 @@
+"""What a classifier stage trains and evaluates on, whichever way its images reach the device.
+
+  DeviceInput   uint8 arrays kept on the device (CIFAR, SVHN, digits, an npz...): the sampler
+                draws indices and the augmentation runs inside the jitted step.
+  HostInput     split lists of image files (ImageNet-LT, iNaturalist 2018): the host draws
+                the order, decodes and augments (grain) and feeds one global batch a step.
+
+A stage asks either for the same things: the facts it reports, its pure train step and the
+data the driver hands that step, and the evaluation splits that `predict.Predictor` runs over.
+Either input also serves the rotation pretext task (`config.task='rotation'`): the step
+rotates each batch, and the evaluation splits are seen under all four rotations.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from lt_jax import io_utils, parallel, predict
+from lt_jax.data import augment as augment_lib
+from lt_jax.data import datasets, image_lists, image_pipeline, samplers
+from lt_jax.data import prepare as prepare_lib
+from lt_jax.data.image_lists import ImageList
+from lt_jax.errors import ConfigError, DataError
+from lt_jax.pretrain import rotation
+from lt_jax.train import driver, optim
+from lt_jax.train import feed as feed_lib
+from lt_jax.train import objective as objective_lib
+from lt_jax.train import step as step_lib
+
+CONFUSION_FILE = "confusion.npz"  # A host-fed run's confusion matrices (1,000+ classes square).
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFacts:
+  """What the start-of-run summary and results.json say about a stage's training data."""
+  name: str
+  num_classes: int
+  train_size: int
+  val_size: int  # 0: no validation split.
+  test_size: int
+  class_counts: list[int]  # Training images per class id.
+  report_counts: list[int]  # The counts that define Many / Medium / Few.
+  num_labeled: int | None = None  # Labeled examples before a pseudo-labeled pool.
+
+  @classmethod
+  def of(cls, data: prepare_lib.LongTailData) -> DatasetFacts:
+    return cls(name=data.name, num_classes=data.num_classes,
+               train_size=int(len(data.train.labels)),
+               val_size=0 if data.val is None else int(len(data.val.labels)),
+               test_size=int(len(data.test.labels)),
+               class_counts=[int(c) for c in data.class_counts],
+               report_counts=[int(c) for c in data.report_counts],
+               num_labeled=data.num_labeled)
+
+
+class Input(abc.ABC):
+  """A stage's training and evaluation data, as the classifier stage consumes it."""
+
+  facts: DatasetFacts
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  image_shape: tuple[int, ...]  # One example's [H, W, C].
+  title: str  # The data, for plot titles.
+  # None: the summaries carry the confusion matrices into results.json; else the file beside
+  # it that keeps them instead.
+  confusion_file: str | None = None
+
+  @property
+  def num_classes(self) -> int:
+    return self.facts.num_classes
+
+  @abc.abstractmethod
+  def steps_per_epoch(self, batch_size: int) -> int:
+    """Steps of one epoch at `batch_size`."""
+
+  @abc.abstractmethod
+  def check(self, config: ml_collections.ConfigDict) -> None:
+    """What can only be checked once the training set is known; before any training."""
+
+  @abc.abstractmethod
+  def make_step(self, config: ml_collections.ConfigDict, model, tx,
+                batch_sharding) -> driver.StepFn:
+    """The pure train step (not jitted: the driver jits it)."""
+
+  @abc.abstractmethod
+  def train_data(self, config: ml_collections.ConfigDict, mesh):
+    """What the step takes besides the state: device arrays, or a feed of batches."""
+
+  @abc.abstractmethod
+  def eval_splits(self, config: ml_collections.ConfigDict, predictor: predict.Predictor
+                  ) -> dict[str, predict.Split]:
+    """The test split, and the validation split where there is one, for the predictor."""
+
+
+# --- arrays on the device -------------------------------------------------------------------
+
+
+class DeviceInput(Input):
+  """uint8 arrays on the device: sampled and augmented inside the step."""
+
+  def __init__(self, data: prepare_lib.LongTailData, title: str | None = None):
+    self.data = data
+    self.facts = DatasetFacts.of(data)
+    self.mean, self.std = tuple(data.mean), tuple(data.std)
+    self.image_shape = tuple(data.train.images.shape[1:])
+    self.title = title or f"{data.name}-LT"
+
+  def steps_per_epoch(self, batch_size: int) -> int:
+    return samplers.steps_per_epoch(len(self.data.train.labels), batch_size)
+
+  def check(self, config: ml_collections.ConfigDict) -> None:
+    """A batch drawn without replacement must fit in the training set (a larger one would
+    repeat images)."""
+    tr, n = config.train, len(self.data.train.labels)
+    mixed = self.data.num_labeled is not None and config.semi.unlabeled_batch_fraction
+    if not mixed and objective_lib.sampler_for(tr.rule, tr.sampler) == "instance" and \
+        tr.batch_size > n:  # A mixed sampler checks its own sizes.
+      raise ConfigError(
+          f"{_batch_field(config)}={tr.batch_size} is larger than the training set ({n} "
+          f"images), so every batch would repeat images; set it to at most {n} (a "
+          "semi-supervised base model trains with semi.base_batch_size, rotation "
+          "pre-training with pretrain.batch_size).")
+
+  def make_step(self, config, model, tx, batch_sharding) -> driver.StepFn:
+    tr, data = config.train, self.data
+    spe = self.steps_per_epoch(tr.batch_size)
+    return functools.partial(
+        step_lib.train_step, model=model, tx=tx,
+        objective=objective_lib.make_objective(config, data.class_counts),
+        sampler=self._sampler(config),
+        augment=augment_lib.make_augment(config.augment.name, config.augment.crop_padding),
+        mean=self.mean, std=self.std, steps_per_epoch=spe,
+        schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
+        batch_sharding=batch_sharding, task_transform=_task_transform(config),
+        labeled_per_batch=self.labeled_per_batch(config),
+        unlabeled_weight=config.semi.unlabeled_weight)
+
+  def train_data(self, config, mesh) -> step_lib.DeviceData:
+    return put_split(self.data.train.images, self.data.train.labels,
+                     parallel.replicated(mesh))
+
+  def eval_splits(self, config, predictor) -> dict[str, predict.DeviceSplit]:
+    splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val else {})
+    return {name: predictor.put(split.images, split.labels) for name, split in splits.items()}
+
+  def labeled_per_batch(self, config) -> int | None:
+    """Labeled examples per batch when batches mix a fixed proportion of pseudo-labeled
+    ones."""
+    fraction = config.semi.unlabeled_batch_fraction
+    if self.data.num_labeled is None or not fraction:
+      return None
+    return int(round(config.train.batch_size * (1.0 - fraction)))
+
+  def _sampler(self, config) -> samplers.Sampler:
+    tr, data = config.train, self.data
+    labeled = self.labeled_per_batch(config)
+    if labeled is not None:
+      return samplers.make_mixed_sampler(data.num_labeled, len(data.train.labels) -
+                                         data.num_labeled, tr.batch_size, labeled)
+    return samplers.make_sampler(
+        objective_lib.sampler_for(tr.rule, tr.sampler), data.train.labels, data.num_classes,
+        tr.batch_size, num_epochs=tr.num_epochs, beta=tr.cb_beta,
+        samples_per_class=tr.samples_per_class)
+
+
+def put_split(images, labels, sharding) -> step_lib.DeviceData:
+  return step_lib.DeviceData(parallel.put(images, sharding),
+                             parallel.put(np.asarray(labels).astype(np.int32), sharding))
+
+
+def _batch_field(config) -> str:
+  """The field that set train.batch_size: rotation pre-training takes pretrain.batch_size."""
+  return ("pretrain.batch_size" if config.task == "rotation" and config.pretrain.batch_size
+          else "train.batch_size")
+
+
+def _task_transform(config) -> Callable | None:
+  return rotation.rotate_batch if config.task == "rotation" else None
+
+
+# --- image lists decoded on the host --------------------------------------------------------
+
+
+class HostInput(Input):
+  """A list dataset's splits, decoded on the host and fed a global batch a step. Many /
+  Medium / Few group by the training list's counts."""
+
+  confusion_file = CONFUSION_FILE
+
+  def __init__(self, config: ml_collections.ConfigDict, splits: dict[str, ImageList | None]):
+    ds = config.dataset
+    spec = datasets.get(ds.name)
+    self.splits = splits
+    self.rotation = config.task == "rotation"
+    counts = [int(c) for c in splits["train"].class_counts(spec.num_classes)]
+    times = rotation.NUM_ROTATIONS if self.rotation else 1
+    train_size = len(splits["train"])
+    if self.rotation:  # Every rotation is equally likely for every image.
+      counts = [train_size] * rotation.NUM_ROTATIONS
+    self.facts = DatasetFacts(
+        name=ds.name, num_classes=len(counts), train_size=train_size,
+        val_size=0 if splits["val"] is None else times * len(splits["val"]),
+        test_size=times * len(splits["test"]), class_counts=counts, report_counts=counts)
+    self.mean, self.std = tuple(spec.mean), tuple(spec.std)
+    self.image_shape = (ds.image_size, ds.image_size, 3)
+    self.title = ds.name
+
+  @classmethod
+  def of(cls, config: ml_collections.ConfigDict) -> HostInput:
+    return cls(config, read_splits(config.dataset))
+
+  def steps_per_epoch(self, batch_size: int) -> int:
+    return image_pipeline.steps_per_epoch(self.facts.train_size, batch_size)
+
+  def check(self, config) -> None:
+    tr = config.train
+    if not self.rotation:
+      check_counts_for_objective(config, np.asarray(self.facts.class_counts),
+                                 self.splits["train"].list_path)
+    if tr.batch_size > self.facts.train_size:
+      raise ConfigError(f"{_batch_field(config)}={tr.batch_size} is larger than the training "
+                        f"list ({self.facts.train_size} images), so an epoch of int(N / B) "
+                        f"steps would be empty; set it to at most {self.facts.train_size}.")
+
+  def make_step(self, config, model, tx, batch_sharding) -> driver.StepFn:
+    tr = config.train
+    spe = self.steps_per_epoch(tr.batch_size)
+    return functools.partial(
+        step_lib.train_step_on_batch, model=model, tx=tx,
+        objective=objective_lib.make_objective(config, self.facts.class_counts),
+        mean=self.mean, std=self.std, steps_per_epoch=spe,
+        schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
+        batch_sharding=batch_sharding, task_transform=_task_transform(config))
+
+  def train_data(self, config, mesh) -> feed_lib.HostFeed:
+    return train_feed(config, self.splits["train"], parallel.batch_sharded(mesh))
+
+  def eval_splits(self, config, predictor) -> dict[str, predict.HostBatches]:
+    out = {name: fed_split(config, images, predictor.mesh)
+           for name, images in evaluation_splits(self.splits).items()}
+    return {name: rotated(split) for name, split in out.items()} if self.rotation else out
+
+
+
+
+def labeled(config: ml_collections.ConfigDict) -> Input:
+  """The labeled long-tailed set alone: no pseudo-labeled pool, no pretext task (what the
+  decoupled classifiers re-score stage 1's outputs on)."""
+  if datasets.get(config.dataset.name).host_fed:
+    return HostInput.of(config)
+  return DeviceInput(prepare_lib.prepare(config.dataset))
+
+
+def rotated(split: predict.HostBatches) -> predict.HostBatches:
+  """Every batch of `split` under the four rotations, labelled by the rotation."""
+
+  def batches():
+    for batch in split.make():
+      for k in range(rotation.NUM_ROTATIONS):
+        yield {"image": np.ascontiguousarray(np.rot90(batch["image"], k, axes=(1, 2))),
+               "label": np.full_like(batch["label"], k), "mask": batch["mask"]}
+  n = split.num_examples
+  return predict.HostBatches(batches, None if n is None else rotation.NUM_ROTATIONS * n)
+
+
+def read_splits(ds: ml_collections.ConfigDict) -> dict[str, ImageList | None]:
+  """{'train', 'val', 'test'} image lists (val None for iNaturalist 2018, whose validation
+  list is its test set); every listed image must exist."""
+  spec = datasets.get(ds.name)
+  lists = {split: image_lists.read_list(image_lists.list_path(ds.lists_dir, spec, split),
+                                        ds.data_dir, spec.num_classes)
+           for split in spec.splits}
+  if "test" in lists:
+    return {"train": lists["train"], "val": lists["val"], "test": lists["test"]}
+  return {"train": lists["train"], "val": None, "test": lists["val"]}
+
+
+def evaluation_splits(splits: dict[str, ImageList | None]) -> dict[str, ImageList]:
+  """The splits every evaluation reports: test, and val where the dataset has one."""
+  return {name: splits[name] for name in ("test", "val") if splits[name] is not None}
+
+
+def check_counts_for_objective(config: ml_collections.ConfigDict, counts: np.ndarray,
+                               list_path: str) -> None:
+  """A class without training images has no class-balanced weight, margin or prior."""
+  tr, loss = config.train, config.loss
+  empty = np.flatnonzero(counts == 0)
+  uses_counts = objective_lib.uses_class_counts(tr.rule, loss.name)
+  if not empty.size or uses_counts is None:
+    return
+  raise DataError(f"{list_path} lists no training image for {empty.size} of the "
+                  f"{len(counts)} classes (e.g. {', '.join(map(str, empty[:5]))}), but "
+                  f"{uses_counts} needs every class's count; use the complete training list, "
+                  "or train.rule='none' with loss.name='ce' or 'focal'.")
+
+
+def train_transform(config: ml_collections.ConfigDict):
+  """augment.name on the host: crop_flip is the reference's ImageNet transform
+  (RandomResizedCrop + flip, + colour jitter for ImageNet-LT); none is the evaluation view."""
+  ds = config.dataset
+  if config.augment.name == "none":
+    return image_pipeline.CenterView(size=ds.image_size, resize=ds.resize_size)
+  return image_pipeline.Augment(
+      size=ds.image_size, color_jitter=datasets.get(ds.name).color_jitter)
+
+
+def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_sharding,
+               transform=None) -> feed_lib.HostFeed:
+  """The training stream: this host's rows of every global batch, from any step on, in
+  train.sampler's order with train.batch_size and train.num_epochs; `transform` (default
+  `train_transform(config)`) makes each example's images (its `fields`)."""
+  ds, tr = config.dataset, config.train
+  transform = transform or train_transform(config)
+
+  def batches_from(step: int):
+    return image_pipeline.train_batches(
+        images, batch_size=tr.batch_size, num_epochs=tr.num_epochs, seed=config.seed,
+        order=tr.sampler, samples_per_class=tr.samples_per_class, augment=transform,
+        num_workers=ds.num_workers, process_index=jax.process_index(),
+        process_count=jax.process_count(), start_step=step)
+
+  size, batch = ds.image_size, tr.batch_size
+  spec = {name: jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8,
+                                     sharding=batch_sharding) for name in transform.fields}
+  spec["label"] = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_sharding)
+  stream = {"list": images.list_path, "list_sha256": io_utils.sha256_file(images.list_path),
+            "images": len(images), "seed": config.seed, "order": tr.sampler,
+            "samples_per_class": tr.samples_per_class, "batch_size": batch,
+            "transform": repr(transform)}
+  return feed_lib.HostFeed(batches_from, batch_sharding, spec=spec, stream=stream)
+
+
+def fed_split(config: ml_collections.ConfigDict, images: ImageList, mesh
+              ) -> predict.HostBatches:
+  """A list split as the predictor reads it: this host's rows of padded, masked batches of
+  centre views (dataset.resize_size, then dataset.image_size), train.eval_batch_size per
+  global batch rounded up to a multiple of the mesh's devices."""
+  ds = config.dataset
+  make = functools.partial(
+      image_pipeline.eval_batches, images,
+      batch_size=parallel.padded_batch_size(config.train.eval_batch_size, mesh),
+      resize=ds.resize_size, crop=ds.image_size, num_workers=ds.num_workers,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  return predict.HostBatches(make, num_examples=len(images))
