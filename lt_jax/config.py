@@ -33,14 +33,19 @@ def get_base_config() -> ml_collections.ConfigDict:
   # imagenet_lt / inat18: the folder holding the split lists (ImageNet_LT_train.txt, _val.txt,
   # _test.txt; iNaturalist18_train.txt, _val.txt), one 'relative/path label' per line.
   c.dataset.lists_dir = config_dict.placeholder(str)
-  c.dataset.image_size = 224  # imagenet_lt / inat18: the training crop and evaluation crop.
+  # imagenet_lt / inat18: the training crop and evaluation crop. image_folder: the square
+  # size its images are read at when they differ in size (else their own size).
+  c.dataset.image_size = 224
   c.dataset.resize_size = 256  # imagenet_lt / inat18: evaluation resizes the shorter side to it.
   # imagenet_lt / inat18: grain worker processes decoding and augmenting (0: in-process).
   c.dataset.num_workers = 0
   c.dataset.npz_path = config_dict.placeholder(str)  # For name='npz'.
+  # image_folder without a test/ folder: the share of each class held out of train/ to test
+  # on (a stratified draw with RandomState(0)).
+  c.dataset.test_fraction = 0.2
   # rho = n_max / n_min; the reference's imb_factor is 1 / rho (rho 100 <-> imb_factor 0.01).
   c.dataset.imbalance_ratio = 100.0
-  c.dataset.imb_type = "exp"  # exp | step | none
+  c.dataset.imb_type = "exp"  # exp | step | none | keep (every image: the data's own balance)
   # Images of the largest class. None: |train| / C as the reference (5000 for CIFAR-10, 500
   # for CIFAR-100); SVHN's default is 1000 as in the reference.
   c.dataset.img_max = config_dict.placeholder(int)

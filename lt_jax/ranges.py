@@ -77,6 +77,7 @@ RANGES: dict[str, Range] = {
     "dataset.img_max": Range(1, integer=True, why="the largest class of the subset"),
     "dataset.val_per_class": NONNEGATIVE_COUNT,
     "dataset.image_size": COUNT,
+    "dataset.test_fraction": Range(0, 1, high_open=True, why="the share of each class held out"),
     "dataset.resize_size": COUNT,
     "dataset.num_workers": NONNEGATIVE_COUNT,
     "augment.crop_padding": Range(0, integer=True, usual=(0, 8), why="the reference pads 4"),

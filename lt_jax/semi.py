@@ -19,6 +19,7 @@ import numpy as np
 
 from lt_jax import predict, pseudo_label
 from lt_jax import workdir as workdir_lib
+from lt_jax.config import get_base_config
 from lt_jax.data import datasets, image_source, longtail, unlabeled
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data.sources import Split
@@ -184,7 +185,7 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
 
 # The fields that decide which images and labels a run's labeled set D_L holds.
 LABELED_SET_FIELDS = ("name", "source", "npz_path", "imb_type", "imbalance_ratio", "img_max",
-                      "lt_seed", "val_per_class")
+                      "lt_seed", "val_per_class", "test_fraction", "image_size")
 
 
 def check_base(config: ml_collections.ConfigDict, base_dir: str, base: dict,
@@ -192,8 +193,10 @@ def check_base(config: ml_collections.ConfigDict, base_dir: str, base: dict,
   """A base model given by semi.base_workdir must have trained on this run's labeled set: its
   pseudo-labels and its "base" row would otherwise belong to another one."""
   theirs = workdir_lib.read_config(base_dir).get("dataset", {})
-  differ = [f"dataset.{k} ({theirs.get(k)!r} there, {config.dataset[k]!r} here)"
-            for k in LABELED_SET_FIELDS if theirs.get(k) != config.dataset[k]]
+  # A field the base's version did not have yet (absent there) held its default then.
+  defaults = get_base_config().dataset
+  differ = [f"dataset.{k} ({theirs.get(k, defaults[k])!r} there, {config.dataset[k]!r} here)"
+            for k in LABELED_SET_FIELDS if theirs.get(k, defaults[k]) != config.dataset[k]]
   counts = base.get("class_counts")
   if not differ and counts is not None and list(counts) != list(labeled.class_counts):
     differ = [f"its class counts ({counts} there, {list(labeled.class_counts)} here)"]

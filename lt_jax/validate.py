@@ -46,7 +46,7 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   ranges.check(config, warn=_warn if check_data else None)
   _choice("dataset.name", ds.name, tuple(datasets.DATASETS))
   _choice("dataset.source", ds.source, datasets.SOURCE_KINDS)
-  _choice("dataset.imb_type", ds.imb_type, longtail.IMB_TYPES)
+  _choice("dataset.imb_type", ds.imb_type, longtail.SUBSET_TYPES)
   if ds.img_max is not None:
     prepare.check_smallest_class(ds, ds.img_max)
   if ds.name == "npz" and not ds.npz_path:

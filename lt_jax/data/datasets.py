@@ -42,6 +42,9 @@ class DatasetSpec:
   options: tuple[str, ...] = ()  # Keyword options `load` accepts for it.
   list_prefix: str | None = None  # Host-fed: split lists named <prefix>_<split>.txt.
   color_jitter: bool = False  # Host-fed: the reference's training adds ColorJitter(0.4, 0.4, 0.4).
+  # Where channels is None: location (what `find` returned) -> the images' channels, read
+  # without loading the images.
+  channels_from: Callable[[Any], int] | None = None
 
   @property
   def host_fed(self) -> bool:
@@ -121,7 +124,13 @@ _SPECS = (
                 read=sources.read_digits),
     # A user's arrays; classes, channels and statistics come from the file.
     DatasetSpec("npz", "device", None, None, None, None, find=sources.find_npz,
-                read=sources.read_npz, options=("path", "num_classes")),
+                read=sources.read_npz, options=("path", "num_classes"),
+                channels_from=sources.npz_channels),
+    # A user's folder of PNG / JPEG files, one sub-folder per class (sorted names: class ids);
+    # classes, channels and statistics come from the images.
+    DatasetSpec("image_folder", "device", None, None, None, None,
+                find=sources.find_image_folder, read=sources.read_image_folder,
+                options=("image_size", "test_fraction"), channels_from=sources.folder_channels),
     # Liu et al. 2019: 115,846 training images in 1,000 classes; 20 validation and 50 test
     # images per class. Images decode to RGB.
     DatasetSpec("imagenet_lt", "host", 1000, 3, _IMAGENET_MEAN, _IMAGENET_STD,
@@ -175,7 +184,7 @@ def image_channels(name: str, data_dir: str | None = None, **options: Any) -> in
   spec = get(name)
   if spec.channels is not None:
     return spec.channels
-  return sources.npz_channels(spec.find(spec, data_dir, options))
+  return spec.channels_from(spec.find(spec, data_dir, options))
 
 
 def _checked(name: str, source: str, options: Mapping[str, Any]) -> DatasetSpec:

@@ -33,6 +33,7 @@ _EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGB
 _PIL_MODES = {1: "L", 3: "RGB"}
 # Decoding PNG / JPEG releases the GIL: a few threads read a batch several times faster.
 _READ_THREADS = min(8, os.cpu_count() or 1)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # Lower case; file names match in any case.
 
 
 class ImageSource(abc.ABC):
@@ -278,7 +279,7 @@ def list_images(folder: str, accept: Callable[[str], bool] | None = None) -> lis
   for root, dirs, files in os.walk(folder):
     dirs[:] = sorted(d for d in dirs if not d.startswith("."))
     for name in files:
-      if name.startswith(".") or not name.lower().endswith((".png", ".jpg", ".jpeg")):
+      if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES):
         continue
       if accept is None or accept(name):
         found.append(os.path.join(root, name))

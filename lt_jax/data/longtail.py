@@ -16,6 +16,9 @@ import numpy as np
 from lt_jax.errors import ConfigError
 
 IMB_TYPES = ("exp", "step", "none")
+# dataset.imb_type also takes "keep": every training image, as imbalanced as the data is (a
+# user's own folder); the subset is then not drawn by a profile, so it is not one of these.
+SUBSET_TYPES = IMB_TYPES + ("keep",)
 
 
 def class_counts(img_max: float, num_classes: int, imb_type: str = "exp",

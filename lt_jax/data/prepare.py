@@ -38,7 +38,8 @@ def source_options(ds: ml_collections.ConfigDict, with_extra: bool = False) -> d
   """The options of `datasets.load` / `datasets.check_available` that this config sets among
   those its dataset accepts: an .npz's path, and an extra split (SVHN's 531k images) only when
   a pool needs it."""
-  values = {"path": ds.npz_path, "extra": with_extra}
+  values = {"path": ds.npz_path, "extra": with_extra, "image_size": ds.image_size,
+            "test_fraction": ds.test_fraction}
   return {key: values[key] for key in datasets.get(ds.name).options if key in values}
 
 
@@ -59,7 +60,7 @@ def requested_counts(ds: ml_collections.ConfigDict, num_train: int,
 def check_smallest_class(ds: ml_collections.ConfigDict, img_max: float) -> None:
   """Raises when the imbalance leaves the smallest class no image: it gets int(img_max / rho)
   (exp and step alike), and a class with no training image cannot be learned or weighted."""
-  if ds.imb_type == "none":
+  if ds.imb_type in ("none", "keep"):
     return
   smallest = longtail.class_counts(img_max, 2, ds.imb_type, 1.0 / ds.imbalance_ratio)[-1]
   if smallest < 1:
@@ -90,7 +91,10 @@ def draw(ds: ml_collections.ConfigDict, data: sources.Dataset | None = None, *,
   if ds.val_per_class == 0:
     rest = np.arange(len(labels))
   order = datasets.get(ds.name).order(c)
-  counts = requested_counts(ds, len(rest), c)
+  if ds.imb_type == "keep":  # Every training image: the data's own class balance.
+    counts = [int(np.sum(labels[rest] == k)) for k in order]
+  else:
+    counts = requested_counts(ds, len(rest), c)
   rng = np.random.RandomState(ds.lt_seed)
   picked = rest[longtail.longtail_indices(labels[rest], counts, class_order=order, rng=rng)]
   train = Split(data.train.images[picked], labels[picked])

@@ -12,6 +12,7 @@ Formats, each a `find_*` (cheap: are the files there?) and a `read_*` pair:
   IDX files, gzipped or plain (Fashion-MNIST; Debian: apt-get install dataset-fashion-mnist)
   scikit-learn's bundled 8x8 digits (no download), split 70/30 stratified
   user arrays in an .npz: x_train, y_train, x_test, y_test
+  a user's image folder: train/<class>/*.png|jpg, optionally test/<class>/
   TFDS datasets through `tfds.data_source`, which needs no TensorFlow but a dataset prepared in
   array_record format.
 
@@ -568,3 +569,139 @@ def read_tfds(spec: Any, data_dir: str | None, options: Mapping[str, Any]) -> Sp
   read = lambda split: _read_tfds_split(spec.tfds_name, split, data_dir)  # noqa: E731
   with_extra = "extra" in spec.options and bool(options.get("extra", True))
   return Splits(read("train"), read("test"), read("extra") if with_extra else None)
+
+
+# --- a user's image folder --------------------------------------------------------------
+
+FOLDER_HOW = ("lay the images out as <dataset.data_dir>/train/<class>/*.png (or .jpg), one "
+              "folder per class, and optionally <dataset.data_dir>/test/<class>/ the same way "
+              "(without it, dataset.test_fraction of each class is held out)")
+_GREY_MODES = ("1", "L", "LA", "La")
+
+
+def find_image_folder(spec: Any, data_dir: str | None, options: Mapping[str, Any]) -> str:
+  """The folder holding train/<class>/ (checked from the folder names alone)."""
+  del spec, options
+  if not data_dir:
+    raise DataError(f"dataset 'image_folder' needs dataset.data_dir; {FOLDER_HOW}.")
+  root = os.path.abspath(os.path.expanduser(data_dir))
+  train = os.path.join(root, "train")
+  if not os.path.isdir(train):
+    raise DataError(f"{train} is not a folder; {FOLDER_HOW}.")
+  if not _class_folders(train):
+    raise DataError(f"{train} holds no class folders; {FOLDER_HOW}.")
+  if os.path.isdir(os.path.join(root, "val")):
+    raise DataError(f"{os.path.join(root, 'val')} is not read: validation images are drawn "
+                    "from train/ (dataset.val_per_class per class); move its images into "
+                    "train/ or test/, or rename the folder.")
+  return root
+
+
+def _class_folders(folder: str) -> list[str]:
+  return sorted(d for d in os.listdir(folder)
+                if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
+
+
+def folder_files(root: str) -> tuple[list[str], dict[str, tuple[list[str], np.ndarray]]]:
+  """(class names, {split: (image paths, int64 labels)}) of an image folder. The classes are
+  train/'s folders sorted by name (class id = position), so they never depend on the order
+  the file system lists them in; `test` is present when test/ is. Images sit in their class
+  folder or below it; stray images, test classes without training images and classes
+  without images are named."""
+  from lt_jax.data import image_source
+
+  classes = _class_folders(os.path.join(root, "train"))
+  out = {}
+  for split in ("train", "test"):
+    folder = os.path.join(root, split)
+    if not os.path.isdir(folder):
+      continue
+    stray = sorted(n for n in os.listdir(folder) if not n.startswith(".")
+                   and n.lower().endswith(image_source.IMAGE_SUFFIXES))
+    if stray:
+      raise DataError(f"{folder} holds {len(stray)} images outside any class folder (e.g. "
+                      f"{stray[0]}); {FOLDER_HOW}.")
+    unknown = sorted(set(_class_folders(folder)) - set(classes))
+    if unknown:
+      raise DataError(f"{folder} has class folders that train/ lacks ({', '.join(unknown[:5])})"
+                      "; every class needs training images.")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+      sub = os.path.join(folder, name)
+      found = image_source.list_images(sub) if os.path.isdir(sub) else []
+      if split == "train" and not found:
+        raise DataError(f"{sub} holds no .png or .jpg image; every class needs training "
+                        "images (remove the folder to drop the class).")
+      paths += found
+      labels += [label] * len(found)
+    out[split] = (paths, np.asarray(labels, np.int64))
+  return classes, out
+
+
+def _headers(paths: Sequence[str]) -> tuple[set[tuple[int, int]], bool]:
+  """The (width, height) sizes of the images, and whether every one is greyscale; reads each
+  file's header only."""
+  from PIL import Image, UnidentifiedImageError
+
+  sizes, grey = set(), True
+  for path in paths:
+    try:
+      with Image.open(path) as image:
+        sizes.add(image.size)
+        grey = grey and image.mode in _GREY_MODES
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+      raise DataError(f"{path} is not a readable PNG or JPEG image ({type(e).__name__}: {e}); "
+                      "replace or remove it.") from e
+  return sizes, grey
+
+
+def folder_image_shape(paths: Sequence[str], image_size: int | None) -> tuple[int, int, int]:
+  """(H, W, C) the images are read at: their own size when they all share one, else
+  image_size x image_size (each resized, not cropped); one channel when every image is
+  greyscale, else three (RGB)."""
+  sizes, grey = _headers(paths)
+  channels = 1 if grey else 3
+  if len(sizes) == 1:
+    width, height = sizes.pop()
+    return height, width, channels
+  if not image_size:
+    raise DataError(f"the images come in {len(sizes)} sizes (e.g. {sorted(sizes)[:3]} as "
+                    "width x height); set dataset.image_size to read them all at one square "
+                    "size.")
+  return int(image_size), int(image_size), channels
+
+
+def read_image_folder(spec: Any, root: str, options: Mapping[str, Any]) -> Splits:
+  """Every image of train/ (and test/, else a stratified dataset.test_fraction of train/,
+  drawn with RandomState(0)) decoded into uint8 arrays; every file is checked first, and all
+  broken ones are named at once."""
+  from lt_jax.data import image_source
+
+  del spec
+  classes, found = folder_files(root)
+  paths, labels = found["train"]
+  if "test" in found:
+    test_paths, test_labels = found["test"]
+  else:
+    fraction = float(options.get("test_fraction") or 0.0)
+    train_idx, test_idx = _stratified_split(labels, fraction, seed=0)
+    test_paths, test_labels = [paths[i] for i in test_idx], labels[test_idx]
+    paths, labels = [paths[i] for i in train_idx], labels[train_idx]
+  if not len(test_labels):
+    raise DataError(f"{root} gives no test image: add test/<class>/ folders, or raise "
+                    "dataset.test_fraction (the share of each class held out of train/).")
+  every = list(paths) + list(test_paths)
+  image_source.check_files(every, FOLDER_HOW)
+  shape = folder_image_shape(every, options.get("image_size"))
+
+  def decoded(files):
+    return image_source.to_array(image_source.FileImages(files, shape, root=root,
+                                                         how=FOLDER_HOW))
+  return Splits(_make_split(decoded(paths), labels), _make_split(decoded(test_paths), test_labels),
+                num_classes=len(classes))
+
+
+def folder_channels(root: str) -> int:
+  """Channels of an image folder's images, from the file headers."""
+  _, found = folder_files(root)
+  return 1 if _headers([p for paths, _ in found.values() for p in paths])[1] else 3

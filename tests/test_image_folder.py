@@ -1,0 +1,180 @@
+"""A folder of one's own images (dataset.name=image_folder): read back exactly as written, in
+the classes' sorted order; its own imbalance kept; every bad layout named with its fix; and a
+run on it equal to a run on the same arrays, with pseudo-labels from an unlabeled folder and
+rotation SSP on top."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+from PIL import Image
+
+from lt_jax import pipeline
+from lt_jax.config import override
+from lt_jax.data import datasets, example_folder, longtail, prepare, sources
+from lt_jax.errors import DataError
+
+LT_COUNTS = longtail.class_counts(100, 10, "exp", 0.1)  # The example's training folder.
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  root = tmp_path_factory.mktemp("image_folder") / "digits"
+  written = example_folder.write_digits_folder(str(root))
+  assert written == {"train": sum(LT_COUNTS), "test": 539, "unlabeled": 1258 - sum(LT_COUNTS)}
+  return root
+
+
+def by_class_then_index(labels, indices):
+  return np.concatenate([np.sort(indices[labels[indices] == c]) for c in range(10)])
+
+
+def test_the_folder_reads_back_the_images_written_class_by_class(folder):
+  data = datasets.load("image_folder", str(folder))
+  digits = sources.read_digits(None, None, {})
+  picked = longtail.longtail_indices(digits.train.labels, LT_COUNTS, seed=0)
+  order = by_class_then_index(digits.train.labels, picked)  # Folder names, then file names.
+  np.testing.assert_array_equal(data.train.images, digits.train.images[order])  # PNG: lossless.
+  np.testing.assert_array_equal(data.train.labels, digits.train.labels[order])
+  test_order = by_class_then_index(digits.test.labels, np.arange(539))
+  np.testing.assert_array_equal(data.test.images, digits.test.images[test_order])
+  assert data.num_classes == 10 and data.train.images.shape[1:] == (8, 8, 1)
+  assert (data.mean, data.std) == sources.channel_stats(data.train.images)  # Its own.
+  assert datasets.image_channels("image_folder", str(folder)) == 1
+
+
+def test_class_ids_are_the_sorted_folder_names_and_the_imbalance_is_kept(folder, tmp_path):
+  root = tmp_path / "named"
+  shutil.copytree(folder / "train", root / "train")
+  for digit, name in ((0, "zebra"), (9, "aardvark")):
+    os.rename(root / "train" / str(digit), root / "train" / name)
+  data = datasets.load("image_folder", str(root), test_fraction=0.25)
+  # By name "1" < ... < "8" < "aardvark" (digit 9, 10 images) < "zebra" (digit 0, 100).
+  n = np.bincount(data.train.labels, minlength=10) + np.bincount(data.test.labels, minlength=10)
+  assert n.tolist() == [*LT_COUNTS[1:9], LT_COUNTS[9], LT_COUNTS[0]]
+  # No test/ folder: round(0.25 n) of each class held out, the rest trained on.
+  assert np.bincount(data.test.labels).tolist() == [int(round(0.25 * k)) for k in n]
+  prepared = prepare.prepare(tiny_config(
+      dataset__name="image_folder", dataset__data_dir=str(root), dataset__imb_type="keep",
+      dataset__test_fraction=0.25).dataset)
+  assert prepared.class_counts == np.bincount(data.train.labels).tolist()
+
+
+def _rgb(path, size, value):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.new("RGB", size, value).save(path)
+
+
+def test_photos_of_several_sizes_are_read_at_image_size_in_rgb(tmp_path):
+  _rgb(tmp_path / "train" / "cat" / "a.png", (12, 10), (200, 10, 10))
+  _rgb(tmp_path / "train" / "cat" / "b.jpg", (16, 16), (190, 20, 20))
+  _rgb(tmp_path / "train" / "dog" / "c.png", (9, 9), (10, 10, 200))
+  _rgb(tmp_path / "test" / "dog" / "d.png", (9, 9), (10, 10, 200))
+  data = datasets.load("image_folder", str(tmp_path), image_size=6)
+  assert data.train.images.shape == (3, 6, 6, 3) and data.train.labels.tolist() == [0, 0, 1]
+  np.testing.assert_array_equal(data.test.images[0], np.full((6, 6, 3), (10, 10, 200)))
+  with pytest.raises(DataError, match=r"come in 3 sizes .* set dataset.image_size"):
+    datasets.load("image_folder", str(tmp_path), image_size=None)
+
+
+def _png(path):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.new("L", (8, 8), 7).save(path)
+
+
+def no_train(root):
+  _png(root / "test" / "a" / "x.png")
+
+
+def stray(root):
+  _png(root / "train" / "a" / "x.png")
+  _png(root / "train" / "loose.png")
+
+
+def unknown_test_class(root):
+  _png(root / "train" / "a" / "x.png")
+  _png(root / "test" / "b" / "y.png")
+
+
+def empty_class(root):
+  _png(root / "train" / "a" / "x.png")
+  os.makedirs(root / "train" / "b")
+
+
+def val_folder(root):
+  _png(root / "train" / "a" / "x.png")
+  _png(root / "val" / "a" / "y.png")
+
+
+def broken(root):
+  _png(root / "train" / "a" / "x.png")
+  _png(root / "test" / "a" / "y.png")
+  (root / "train" / "a" / "bad.png").write_bytes(b"not a png")
+
+
+def no_test_images(root):
+  _png(root / "train" / "a" / "x.png")
+
+
+@pytest.mark.parametrize("make, fragments", [
+    (no_train, ["train is not a folder", "<dataset.data_dir>/train/<class>/*.png"]),
+    (stray, ["holds 1 images outside any class folder (e.g. loose.png)"]),
+    (unknown_test_class, ["has class folders that train/ lacks (b)"]),
+    (empty_class, ["train/b holds no .png or .jpg image", "remove the folder"]),
+    (val_folder, ["val is not read", "dataset.val_per_class"]),
+    (broken, ["1 of the 3 image files cannot be used", "bad.png"]),
+    (no_test_images, ["gives no test image", "dataset.test_fraction"]),
+], ids=lambda x: getattr(x, "__name__", ""))
+def test_a_bad_folder_is_named_with_its_fix(tmp_path, make, fragments):
+  make(tmp_path)
+  with pytest.raises(DataError) as info:
+    datasets.load("image_folder", str(tmp_path), test_fraction=0.2)
+  for fragment in fragments:
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_image_folder_needs_its_folder_before_any_work(tmp_path):
+  config = tiny_config(dataset__name="image_folder")
+  with pytest.raises(DataError, match="needs dataset.data_dir"):
+    pipeline.run(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def folder_config(folder, **fields):
+  return override(tiny_config(train__num_epochs=1), **{
+      "dataset.name": "image_folder", "dataset.data_dir": str(folder),
+      "dataset.imb_type": "keep", **fields})
+
+
+def test_a_run_on_the_folder_equals_a_run_on_the_same_arrays(folder, tmp_path):
+  data = datasets.load("image_folder", str(folder))
+  npz = tmp_path / "same.npz"
+  np.savez(npz, x_train=data.train.images, y_train=data.train.labels,
+           x_test=data.test.images, y_test=data.test.labels)
+  on_folder = pipeline.run(folder_config(folder), str(tmp_path / "folder"))
+  on_arrays = pipeline.run(folder_config(folder, **{"dataset.name": "npz",
+                                                    "dataset.npz_path": str(npz)}),
+                           str(tmp_path / "arrays"))
+  assert on_folder["class_counts"] == LT_COUNTS  # Every training image: the folder's balance.
+  assert on_folder["final"] == on_arrays["final"]
+  assert on_folder["history"] == on_arrays["history"]
+
+
+def test_pseudo_labels_from_an_unlabeled_folder_and_rotation_ssp_run_on_a_folder(
+    folder, tmp_path):
+  semi = pipeline.run(folder_config(folder, **{
+      "semi.enabled": True, "semi.pool_source": "image_folder",
+      "semi.image_folder": str(folder / "unlabeled"), "semi.unlabeled_factor": 1,
+      "semi.short_class_policy": "take_available", "semi.base_batch_size": 32}),
+      str(tmp_path / "semi"))
+  labels = semi["stages"]["pseudo_labels"]
+  assert labels["num_pool"] <= sum(LT_COUNTS) and labels["num_kept"] == labels["num_pool"]
+  assert semi["stages"]["final"]["dataset"]["train_size"] == sum(LT_COUNTS) + labels["num_kept"]
+  ssp = pipeline.run(folder_config(folder, **{"pretrain.method": "rotation",
+                                              "pretrain.num_epochs": 1,
+                                              "pretrain.probe_epochs": 0}),
+                     str(tmp_path / "ssp"))
+  assert ssp["stages"]["pretrain"]["final"]["per_class_count"] == [539] * 4
+  assert ssp["stages"]["final"]["class_counts"] == LT_COUNTS
