@@ -19,8 +19,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # --- data -------------------------------------------------------------------------------
   c.dataset = ml_collections.ConfigDict()
-  # cifar10 | cifar100 | svhn | fashion_mnist | digits | npz (held on the device) |
-  # imagenet_lt | inat18 (image folders with split lists, decoded on the host: docs/DATA.md).
+  # cifar10 | cifar100 | svhn | fashion_mnist | digits | npz | image_folder (held on the
+  # device) | imagenet_lt | inat18 | image_lists (image folders with split lists, decoded on
+  # the host: docs/DATA.md).
   c.dataset.name = "cifar10"
   # files (archive folders / .mat / IDX / npz) | tfds. TFDS stores images shuffled: CIFAR's
   # are put back in the archive's order (by their `id`), SVHN's and Fashion-MNIST's carry no

@@ -200,7 +200,7 @@ class HostInput(Input):
     spec = datasets.get(ds.name)
     self.splits = splits
     self.rotation = config.task == "rotation"
-    counts = [int(c) for c in splits["train"].class_counts(spec.num_classes)]
+    counts = [int(c) for c in splits["train"].class_counts(list_classes(ds.name, splits))]
     times = rotation.NUM_ROTATIONS if self.rotation else 1
     train_size = len(splits["train"])
     if self.rotation:  # Every rotation is equally likely for every image.
@@ -277,10 +277,16 @@ def read_splits(ds: ml_collections.ConfigDict) -> dict[str, ImageList | None]:
   spec = datasets.get(ds.name)
   lists = {split: image_lists.read_list(image_lists.list_path(ds.lists_dir, spec, split),
                                         ds.data_dir, spec.num_classes)
-           for split in spec.splits}
-  if "test" in lists:
-    return {"train": lists["train"], "val": lists["val"], "test": lists["test"]}
+           for split in image_lists.present_splits(ds.lists_dir, spec)}
+  if "test" in spec.splits:
+    return {"train": lists["train"], "val": lists.get("val"), "test": lists["test"]}
   return {"train": lists["train"], "val": None, "test": lists["val"]}
+
+
+def list_classes(name: str, splits: dict[str, ImageList | None]) -> int:
+  """The dataset's classes: its registry entry's, else 1 + the largest label listed."""
+  return datasets.get(name).num_classes or 1 + max(
+      int(images.labels.max()) for images in splits.values() if images is not None)
 
 
 def evaluation_splits(splits: dict[str, ImageList | None]) -> dict[str, ImageList]:

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lt_jax import io_utils  # noqa: E402
-from lt_jax.data import datasets  # noqa: E402
+from lt_jax.data import datasets, image_lists  # noqa: E402
 
 PLOT_FILE = "per_class_accuracy.png"
 # Config field train.select_on: which epoch the `best` block reports. auto: val when a
@@ -27,7 +27,8 @@ def has_list_val(config) -> bool:
   """Whether the dataset's split lists hold a validation split apart from the test split
   (ImageNet-LT's do; iNaturalist 2018's validation list is its test set)."""
   spec = datasets.get(config.dataset.name)
-  return spec.host_fed and {"val", "test"} <= set(spec.splits)
+  return spec.host_fed and {"val", "test"} <= set(
+      image_lists.present_splits(config.dataset.lists_dir, spec))
 
 
 def plot_per_class_accuracy(path: str, class_counts, blocks: dict[str, dict],

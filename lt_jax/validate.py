@@ -139,7 +139,7 @@ def _check_lists_present(ds) -> None:
   """The split lists and the image root exist (their lines and images are checked when the
   stage reads them, before training)."""
   spec = datasets.get(ds.name)
-  for split in spec.splits:
+  for split in image_lists.present_splits(ds.lists_dir, spec):
     image_lists.list_path(ds.lists_dir, spec, split)
   root = os.path.expanduser(ds.data_dir)
   if not os.path.isdir(root):
@@ -308,10 +308,11 @@ def _check_validation_split(ds) -> None:
   validation list (iNaturalist 2018 has none: its val list is the test set), or the
   dataset.val_per_class images per class held out of a device-resident training set."""
   flagged = "decouple.tune_on='test' (optimistic, flagged in results.json)"
-  if datasets.get(ds.name).host_fed:
-    if "test" not in datasets.get(ds.name).splits:
+  spec = datasets.get(ds.name)
+  if spec.host_fed:
+    if not {"val", "test"} <= set(image_lists.present_splits(ds.lists_dir, spec)):
       raise ConfigError(f"decouple.tune_on='val' needs a validation split to choose tau, but "
-                        f"dataset.name={ds.name!r} has none (its val list is the test set); "
+                        f"dataset.name={ds.name!r} has none apart from its test split; "
                         f"set {flagged}.")
   elif ds.val_per_class == 0:
     raise ConfigError("decouple.tune_on='val' needs a validation split to choose tau: set "

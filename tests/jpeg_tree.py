@@ -13,7 +13,8 @@ from lt_jax.data.sources import digits_arrays
 
 def write_tree(root: pathlib.Path, counts: dict[str, tuple[int, ...]],
                prefix: str = "ImageNet_LT", size: tuple[int, int] = (48, 40)) -> pathlib.Path:
-  """Writes `<root>/<split>/c<label>/<i>.JPEG` and `<root>/<prefix>_<split>.txt` for each
+  """Writes `<root>/<split>/c<label>/<i>.JPEG` and `<root>/<prefix>_<split>.txt` (`<split>.txt`
+  with an empty prefix) for each
   split, `counts[split][c]` images of digit c (different digits in every split); returns
   root, which is both the image root and the lists' folder."""
   images_0_16, targets = digits_arrays()  # scikit-learn's digits, 0..16
@@ -30,5 +31,6 @@ def write_tree(root: pathlib.Path, counts: dict[str, tuple[int, ...]],
         pixels = (images_0_16[i] * 255 / 16).astype(np.uint8)
         Image.fromarray(pixels).resize(size).convert("RGB").save(path)
         rows.append(f"{split}/c{label}/{i}.JPEG {label}")
-    (root / f"{prefix}_{split}.txt").write_text("\n".join(rows) + "\n")
+    name = f"{prefix}_{split}.txt" if prefix else f"{split}.txt"  # A user's own: train.txt.
+    (root / name).write_text("\n".join(rows) + "\n")
   return root

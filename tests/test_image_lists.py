@@ -64,7 +64,8 @@ def test_a_broken_list_names_its_line(tree, text, message):
 def test_missing_lists_and_folders_are_named(tree, tmp_path):
   root, lists, _ = tree
   with pytest.raises(DataError, match=r"ImageNet_LT_val.txt is missing: put ImageNet_LT_"
-                                      r"\{train,val,test\}.txt"):
+                                      r"train.txt, ImageNet_LT_val.txt, ImageNet_LT_test.txt in "
+                                      r"that folder"):
     image_lists.list_path(str(lists), datasets.get("imagenet_lt"), "val")
   with pytest.raises(DataError, match="inat18 has no 'test' split; its lists are "
                                       "iNaturalist18_train.txt, iNaturalist18_val.txt"):

@@ -40,7 +40,9 @@ class DatasetSpec:
   default_dir: str | None = None  # Where the files are when dataset.data_dir is empty.
   tfds_name: str | None = None  # Its name in TFDS, for dataset.source='tfds'.
   options: tuple[str, ...] = ()  # Keyword options `load` accepts for it.
-  list_prefix: str | None = None  # Host-fed: split lists named <prefix>_<split>.txt.
+  list_prefix: str | None = None  # Host-fed: split lists named <prefix>_<split>.txt
+  # ("": <split>.txt).
+  optional_splits: tuple[str, ...] = ()  # Host-fed: splits whose list may be absent.
   color_jitter: bool = False  # Host-fed: the reference's training adds ColorJitter(0.4, 0.4, 0.4).
   # Where channels is None: location (what `find` returned) -> the images' channels, read
   # without loading the images.
@@ -139,6 +141,10 @@ _SPECS = (
     # list serves as the test set. The reference trains it without colour jitter.
     DatasetSpec("inat18", "host", 8142, 3, _INAT_MEAN, _INAT_STD, splits=("train", "val"),
                 list_prefix="iNaturalist18"),
+    # A user's own lists in the same format: train.txt, test.txt and, when there is one,
+    # val.txt; the classes are 1 + the largest label listed; photos: ImageNet's statistics.
+    DatasetSpec("image_lists", "host", None, 3, _IMAGENET_MEAN, _IMAGENET_STD,
+                splits=("train", "val", "test"), optional_splits=("val",), list_prefix=""),
 )
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
 

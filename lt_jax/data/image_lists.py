@@ -41,27 +41,45 @@ class ImageList:
     return np.bincount(self.labels, minlength=num_classes)
 
 
+def list_file(spec, split: str) -> str:
+  """The file name of a host-fed dataset's `split` list: <prefix>_<split>.txt, or
+  <split>.txt for a user's own lists."""
+  return f"{spec.list_prefix}_{split}.txt" if spec.list_prefix else f"{split}.txt"
+
+
+def present_splits(lists_dir: str | None, spec) -> tuple[str, ...]:
+  """The dataset's splits, less the optional ones whose list is absent."""
+  return tuple(s for s in spec.splits if s not in spec.optional_splits or (
+      lists_dir and os.path.isfile(os.path.join(os.path.expanduser(lists_dir),
+                                                list_file(spec, s)))))
+
+
 def list_path(lists_dir: str, spec, split: str) -> str:
   """Where the `split` list of a host-fed dataset (a `datasets.DatasetSpec`) lives; fails
   naming the expected files when it is absent."""
   if spec.list_prefix is None:
     raise DataError(f"dataset {spec.name!r} has no split lists; it is read as arrays.")
-  prefix = spec.list_prefix
+  names = ", ".join(list_file(spec, s) for s in spec.splits)
   if split not in spec.splits:
-    raise DataError(f"{spec.name} has no {split!r} split; its lists are "
-                    f"{', '.join(f'{prefix}_{s}.txt' for s in spec.splits)}.")
-  path = os.path.join(os.path.expanduser(lists_dir), f"{prefix}_{split}.txt")
+    raise DataError(f"{spec.name} has no {split!r} split; its lists are {names}.")
+  path = os.path.join(os.path.expanduser(lists_dir), list_file(spec, split))
   if not os.path.isfile(path):
-    raise DataError(f"split list {path} is missing: put {prefix}_"
-                    f"{{{','.join(spec.splits)}}}.txt (one 'relative/path label' per line, "
-                    "the lists of the reference code) in that folder.")
+    required = ", ".join(list_file(spec, s) for s in spec.splits
+                         if s not in spec.optional_splits)
+    optional = ", ".join(list_file(spec, s) for s in spec.optional_splits)
+    raise DataError(f"split list {path} is missing: put {required}"
+                    + (f" (and {optional}, optional)" if optional else "")
+                    + " in that folder, one 'relative/path label' per line"
+                    + ("" if spec.optional_splits else " (the lists of the reference code)")
+                    + ".")
   return path
 
 
-def read_list(path: str, image_root: str, num_classes: int, check_files: bool = True
+def read_list(path: str, image_root: str, num_classes: int | None, check_files: bool = True
               ) -> ImageList:
   """Parses one split list; every image must exist under `image_root` (checked unless
-  `check_files` is False) and every label lie in [0, num_classes)."""
+  `check_files` is False) and every label lie in [0, num_classes) (num_classes None: the
+  labels define the classes, so any label >= 0)."""
   root = os.path.expanduser(image_root)
   if check_files and not os.path.isdir(root):
     raise DataError(f"image folder {root} does not exist; it must be the folder that the "
@@ -79,7 +97,9 @@ def read_list(path: str, image_root: str, num_classes: int, check_files: bool = 
         label = int(fields[1])
       except ValueError:
         raise DataError(f"{path}:{number}: the label {fields[1]!r} is not an integer.") from None
-      if not 0 <= label < num_classes:
+      if num_classes is None and label < 0:
+        raise DataError(f"{path}:{number}: label {label} is negative; class ids run 0, 1, ...")
+      if num_classes is not None and not 0 <= label < num_classes:
         raise DataError(f"{path}:{number}: label {label} is outside [0, {num_classes}) "
                         f"for a dataset of {num_classes} classes.")
       paths.append(os.path.join(root, fields[0]))
