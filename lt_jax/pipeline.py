@@ -14,7 +14,9 @@
   what the settings need (workdir/pretrain/<method>/seed_<s>, workdir/semi_base/seed_<s>,
   workdir/pseudo_labels/seed_<s>); workdir/summary.md, .csv and plots compare them.
 
-Each stage lives in its own folder with its own config.json: a finished stage is skipped (its
+These are the entries of `PIPELINES` (the end of this module), tried in that order; a new
+way through the stages is one entry there (docs/EXTENDING.md). Each stage lives in its own
+folder with its own config.json: a finished stage is skipped (its
 results are read back), a stage that was cut off resumes from its last checkpoint, and the
 root results.json gathers `stages.<name>` once the last stage is done.
 """
@@ -26,6 +28,7 @@ import functools
 import json
 import os
 import time
+from collections.abc import Callable
 
 import ml_collections
 
@@ -56,33 +59,34 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   compilation_cache.enable()
   # One run at a time in a workdir: a second one would interleave its files with ours.
   with workdir_lib.lock(workdir, primary=parallel.is_main_process()):
-    if config.decouple.methods:
-      return run_decouple(config, workdir)
-    if config.grid.methods:
-      return run_grid(config, workdir)
-    if config.semi.enabled:
-      return run_semi(config, workdir)
-    if config.pretrain.method != "none":
-      return run_ssp(config, workdir)
-    return train(config, workdir)
+    return pipeline_for(config).run(config, workdir)
+
+
+def pipeline_for(config: ml_collections.ConfigDict) -> Pipeline:
+  """The first entry of `PIPELINES` that the config asks for."""
+  return next(p for p in PIPELINES.values() if p.applies(config))
 
 
 def describe(config: ml_collections.ConfigDict) -> str:
   """The stages `run(config, ...)` goes through, in words (run.py --check prints it)."""
-  if config.decouple.methods:
-    stage1 = ("decouple.stage1_workdir" if config.decouple.stage1_workdir
-              else describe(override(config, **{"decouple.methods": ()})))
-    return f"decoupled: stage 1 ({stage1}) -> {', '.join(config.decouple.methods)}"
-  if config.grid.methods:
-    g = config.grid
-    return (f"grid: {len(g.methods)} methods x {len(g.seeds)} seeds x settings "
-            f"{', '.join(g.settings)}")
-  if config.semi.enabled:
-    return "semi-supervised: base -> pseudo_labels -> final"
-  if config.pretrain.method != "none":
-    probe = " -> probe" if config.pretrain.probe_epochs else ""
-    return f"SSP: pretrain ({config.pretrain.method}){probe} -> final"
-  return "supervised: one classifier"
+  return pipeline_for(config).describe(config)
+
+
+def _describe_decouple(config) -> str:
+  stage1 = ("decouple.stage1_workdir" if config.decouple.stage1_workdir
+            else describe(override(config, **{"decouple.methods": ()})))
+  return f"decoupled: stage 1 ({stage1}) -> {', '.join(config.decouple.methods)}"
+
+
+def _describe_grid(config) -> str:
+  g = config.grid
+  return (f"grid: {len(g.methods)} methods x {len(g.seeds)} seeds x settings "
+          f"{', '.join(g.settings)}")
+
+
+def _describe_ssp(config) -> str:
+  probe = " -> probe" if config.pretrain.probe_epochs else ""
+  return f"SSP: pretrain ({config.pretrain.method}){probe} -> final"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,26 +101,29 @@ class TrainingBatch:
 def training_batches(config: ml_collections.ConfigDict) -> list[TrainingBatch]:
   """The training batch of every stage that `run(config, ...)` trains, in order, from the
   same stage configs the pipeline builds."""
-  tr = config.train
-  if config.decouple.methods:
-    d = config.decouple
-    stage1 = [] if d.stage1_workdir else [
-        dataclasses.replace(b, stage=f"stage1/{b.stage}")
-        for b in training_batches(override(config, **{"decouple.methods": ()}))]
-    return stage1 + [TrainingBatch(m, "decouple.batch_size", d.batch_size)
-                     for m in d.methods if m in decouple.TRAINED]
-  if config.grid.methods:
-    return _grid_batches(config)
-  if config.semi.enabled:
-    base = [] if config.semi.base_workdir else [
-        TrainingBatch("base", "semi.base_batch_size", config.semi.base_batch_size)]
-    return base + [TrainingBatch("final", "train.batch_size", tr.batch_size)]
-  if config.pretrain.method != "none":
-    out = [_pretrain_batch(config, "pretrain")]
-    if config.pretrain.probe_epochs:
-      out.append(TrainingBatch("probe", "train.batch_size", tr.batch_size))
-    return out + [TrainingBatch("final", "train.batch_size", tr.batch_size)]
-  return [TrainingBatch("train", "train.batch_size", tr.batch_size)]
+  return pipeline_for(config).batches(config)
+
+
+def _decouple_batches(config) -> list[TrainingBatch]:
+  d = config.decouple
+  stage1 = [] if d.stage1_workdir else [
+      dataclasses.replace(b, stage=f"stage1/{b.stage}")
+      for b in training_batches(override(config, **{"decouple.methods": ()}))]
+  return stage1 + [TrainingBatch(m, "decouple.batch_size", d.batch_size)
+                   for m in d.methods if m in decouple.TRAINED]
+
+
+def _semi_batches(config) -> list[TrainingBatch]:
+  base = [] if config.semi.base_workdir else [
+      TrainingBatch("base", "semi.base_batch_size", config.semi.base_batch_size)]
+  return base + [TrainingBatch("final", "train.batch_size", config.train.batch_size)]
+
+
+def _ssp_batches(config) -> list[TrainingBatch]:
+  out = [_pretrain_batch(config, "pretrain")]
+  if config.pretrain.probe_epochs:
+    out.append(TrainingBatch("probe", "train.batch_size", config.train.batch_size))
+  return out + [TrainingBatch("final", "train.batch_size", config.train.batch_size)]
 
 
 def _pretrain_batch(config, stage: str, per_model_group: bool = False) -> TrainingBatch:
@@ -461,3 +468,31 @@ def _grid_pseudo_labels(config, workdir: str, seeds, results: dict, train_all, p
     print(f"== pseudo-labels, seed {s}: base {base_dirs[s]} -> {labels_dir}", flush=True)
     labels[s], _ = generate_pseudo_labels(bases[s], base_dirs[s], labels_dir, pool, labeled)
   return labels
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+  """One way through the stages. `run` takes the first entry of `PIPELINES` whose `applies`
+  holds for the config; `describe` and `batches` say, before any work, what it will do and
+  which training batches its stages use (run.py --check, the device-count check)."""
+  applies: Callable[[ml_collections.ConfigDict], bool]
+  run: Callable[[ml_collections.ConfigDict, str], dict]
+  describe: Callable[[ml_collections.ConfigDict], str]
+  batches: Callable[[ml_collections.ConfigDict], list[TrainingBatch]]
+
+
+PIPELINES: dict[str, Pipeline] = {
+    "decouple": Pipeline(lambda c: bool(c.decouple.methods), run_decouple, _describe_decouple,
+                         _decouple_batches),
+    "grid": Pipeline(lambda c: bool(c.grid.methods), run_grid, _describe_grid, _grid_batches),
+    "semi": Pipeline(lambda c: bool(c.semi.enabled), run_semi,
+                     lambda c: "semi-supervised: base -> pseudo_labels -> final", _semi_batches),
+    "ssp": Pipeline(lambda c: c.pretrain.method != "none", run_ssp, _describe_ssp,
+                    _ssp_batches),
+    "supervised": Pipeline(
+        lambda c: True, train, lambda c: "supervised: one classifier",
+        lambda c: [TrainingBatch("train", "train.batch_size", c.train.batch_size)]),
+}

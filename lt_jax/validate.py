@@ -13,7 +13,6 @@ from lt_jax.data import (
     augment,
     datasets,
     image_lists,
-    image_pipeline,
     longtail,
     open_pools,
     prepare,
@@ -61,11 +60,11 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
   _choice("loss.name", config.loss.name, objective.LOSSES)
 
   _choice("train.rule", tr.rule, objective.RULES)
-  _choice("train.sampler", tr.sampler, samplers.CONFIG_SAMPLERS)
+  _choice("train.sampler", tr.sampler, samplers.config_samplers())
   if config.model.head == "lws" and not (config.model.init_from and config.model.init_head):
     raise ConfigError("model.head='lws' scales a trained classifier: it needs model.init_from "
                       "and model.init_head=True (decouple.methods=('lws',) sets both).")
-  if tr.rule in objective.RULE_SAMPLERS and tr.sampler != "instance":
+  if objective.RULES[tr.rule].sampler and tr.sampler != "instance":
     raise ConfigError(f"train.rule={tr.rule!r} brings its own sampler but train.sampler="
                       f"{tr.sampler!r}; set train.sampler='instance' or train.rule='none'.")
   _choice("train.select_on", tr.select_on, results.SELECT_ON)
@@ -112,13 +111,13 @@ def _validate_list_dataset(config) -> None:
   if ds.source != "files":
     raise ConfigError(f"dataset.source={ds.source!r}: dataset.name={name!r} reads image "
                       "files through its split lists; set dataset.source='files'.")
-  if tr.rule in objective.RULE_SAMPLERS:
+  if objective.RULES[tr.rule].sampler:
     raise ConfigError(f"train.rule={tr.rule!r} draws its own sampler, which "
                       f"dataset.name={name!r} has no host pipeline for; choose train.rule from "
                       "('none', 'reweight', 'drw'), or train.sampler='class_aware'.")
-  if tr.sampler not in image_pipeline.ORDERS:
+  if samplers.SAMPLERS[tr.sampler].host is None:
     raise ConfigError(f"train.sampler={tr.sampler!r} has no host pipeline for "
-                      f"dataset.name={name!r}; choose one of {image_pipeline.ORDERS}.")
+                      f"dataset.name={name!r}; choose one of {samplers.host_samplers()}.")
   if ds.val_per_class:
     raise ConfigError(f"dataset.val_per_class={ds.val_per_class}: dataset.name={name!r} has "
                       "its own validation list; set dataset.val_per_class=0.")
@@ -176,10 +175,11 @@ def _warn_if_unusual(config) -> None:
   if op.warmup_epochs > tr.num_epochs:
     _warn(f"optim.warmup_epochs={op.warmup_epochs} is longer than train.num_epochs="
           f"{tr.num_epochs}: the run ends before its learning rate reaches optim.lr.")
-  if loss.name == "ldam" and config.model.head != "cosine":
-    _warn(f"loss.name='ldam' with model.head={config.model.head!r}: LDAM's margins are set for "
-          "the cosine head's logits, which the reference pairs with it; set "
-          "model.head='cosine' (the ldam and ldam_drw methods do).")
+  head = objective.LOSSES[loss.name].head
+  if head and config.model.head != head:
+    _warn(f"loss.name={loss.name!r} with model.head={config.model.head!r}: the reference pairs "
+          f"this loss with the {head} head, whose logits its settings are made for; set "
+          f"model.head={head!r} (the methods of lt_jax/methods.py that use it do).")
 
 
 def _warn(message: str) -> None:
@@ -332,16 +332,12 @@ def _with_semi_enabled(config):
 def divergence_suspects(config: ml_collections.ConfigDict) -> str:
   """The settings that most often make a run diverge, each with the value it had: what the
   one-line report of a divergence names besides the step and the last good checkpoint."""
-  loss, tr, op = config.loss, config.train, config.optim
+  op = config.optim
   out = [f"optim.lr={op.lr:g}", f"optim.warmup_epochs={op.warmup_epochs}"]
-  if loss.name == "focal":
-    out.append(f"loss.focal_gamma={loss.focal_gamma:g}")
-  if loss.name == "ldam":
-    out += [f"loss.ldam_max_m={loss.ldam_max_m:g}", f"loss.ldam_s={loss.ldam_s:g}"]
-  if loss.name == "logit_adjust":
-    out.append(f"loss.la_tau={loss.la_tau:g}")
-  if tr.rule in ("reweight", "drw"):
-    out.append(f"train.cb_beta={tr.cb_beta:g}")
+  for field in (objective.LOSSES[config.loss.name].knobs
+                + objective.RULES[config.train.rule].knobs):
+    section, name = field.split(".")
+    out.append(f"{field}={config[section][name]:g}")
   if config.model.dtype != "float32":
     out.append(f"model.dtype={config.model.dtype!r}")
   if config.pretrain.method != "none":

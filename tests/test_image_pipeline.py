@@ -6,7 +6,7 @@ import pytest
 from conftest import assert_class_aware_cycles
 from PIL import Image
 
-from lt_jax.data import image_lists, image_pipeline
+from lt_jax.data import image_lists, image_pipeline, samplers
 from lt_jax.data.sources import digits_arrays
 
 SIZES = (7, 4, 2, 1)  # Images per class: a small long tail.
@@ -35,16 +35,16 @@ def _all(iterable):
 
 def test_instance_order_is_a_fresh_permutation_per_epoch():
   labels = np.repeat(np.arange(4), SIZES)
-  a = image_pipeline.epoch_order(labels, "instance", seed=0, epoch=0)
+  a = samplers.epoch_order(labels, "instance", seed=0, epoch=0)
   assert sorted(a) == list(range(len(labels)))
-  assert np.array_equal(a, image_pipeline.epoch_order(labels, "instance", seed=0, epoch=0))
-  assert not np.array_equal(a, image_pipeline.epoch_order(labels, "instance", seed=0, epoch=1))
+  assert np.array_equal(a, samplers.epoch_order(labels, "instance", seed=0, epoch=0))
+  assert not np.array_equal(a, samplers.epoch_order(labels, "instance", seed=0, epoch=1))
 
 
 def test_class_aware_order_follows_the_reference_cycles():
   labels = np.repeat(np.arange(4), SIZES)
   k = 2
-  stream = np.concatenate([image_pipeline.epoch_order(labels, "class_aware", 0, e, k)
+  stream = np.concatenate([samplers.epoch_order(labels, "class_aware", 0, e, k)
                            for e in range(4)])  # 56 positions: 7 rounds of 4 visits.
   assert_class_aware_cycles(labels, stream, k)
 
@@ -56,7 +56,7 @@ def test_train_batches_hold_the_listed_images_with_their_labels(images):
   # order; the 2 left over are skipped and the next epoch starts a fresh order.
   assert len(batches) == 2 * 3
   assert batches[0]["image"].shape == (4, 32, 32, 3) and batches[0]["image"].dtype == np.uint8
-  order = np.concatenate([image_pipeline.epoch_order(images.labels, "instance", 0, e)[:12]
+  order = np.concatenate([samplers.epoch_order(images.labels, "instance", 0, e)[:12]
                           for e in range(2)])
   labels = np.concatenate([b["label"] for b in batches])
   assert np.array_equal(labels, images.labels[order])

@@ -24,7 +24,7 @@ from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import get_base_config, override
 from lt_jax.data import augment as augment_lib
-from lt_jax.data import image_lists, image_pipeline
+from lt_jax.data import image_lists, image_pipeline, samplers
 from lt_jax.errors import ConfigError
 from lt_jax.pretrain import augment as views_lib
 from lt_jax.pretrain import contrastive, contrastive_lists, contrastive_stage
@@ -176,7 +176,7 @@ def test_host_crops_are_a_pure_function_of_seed_and_position(tree):
                               num_epochs=1, seed=3, augment=crops)
   whole, late = list(batches()), list(batches(start_step=2))
   assert len(whole) == 3 and len(late) == 1  # int(30 / 8) steps an epoch.
-  stream = image_pipeline.epoch_order(train.labels, "instance", 3, 0)
+  stream = samplers.epoch_order(train.labels, "instance", 3, 0)
   for step, batch in enumerate(whole):
     assert set(batch) == {"view_a", "view_b", "label"}
     assert batch["view_a"].shape == (BATCH, 32, 32, 3) and batch["view_a"].dtype == np.uint8

@@ -26,7 +26,7 @@ from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import get_base_config
 from lt_jax.data import augment as augment_lib
-from lt_jax.data import datasets, image_lists, image_pipeline
+from lt_jax.data import datasets, image_lists, image_pipeline, samplers
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.models import create_model
 from lt_jax.train import feed as feed_lib
@@ -147,7 +147,7 @@ def test_results_json_counts_groups_and_confusion(tree, whole):
   assert [p for p, _ in seen] == list(range(EPOCHS * STEPS_PER_EPOCH))
   train = image_lists.read_list(str(tree / "ImageNet_LT_train.txt"), str(tree), 1000)
   # Each epoch the first int(30 / 8) * 8 = 24 images of its own order.
-  order = np.concatenate([image_pipeline.epoch_order(train.labels, "instance", 0, e)[:24]
+  order = np.concatenate([samplers.epoch_order(train.labels, "instance", 0, e)[:24]
                           for e in range(EPOCHS)])
   labels = np.concatenate([b for _, b in seen])
   assert np.array_equal(labels, train.labels[order])

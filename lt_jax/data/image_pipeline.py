@@ -30,52 +30,12 @@ import numpy as np
 from absl import flags
 from PIL import Image, ImageEnhance
 
+from lt_jax.data import samplers
 from lt_jax.data.image_lists import ImageList, read_image
 from lt_jax.errors import ConfigError
 
 if TYPE_CHECKING:
   import grain
-
-ORDERS = ("instance", "class_aware")
-
-
-def epoch_order(labels: np.ndarray, order: str, seed: int, epoch: int,
-                samples_per_class: int = 4) -> np.ndarray:
-  """Image indices of one epoch (N of them) for `order`, a pure function of (seed, epoch)."""
-  n = len(labels)
-  if order == "instance":
-    return np.random.default_rng([seed, epoch]).permutation(n)
-  if order != "class_aware":
-    raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of {ORDERS}.")
-  return _class_aware(labels, seed, samples_per_class, epoch * n, n)
-
-
-def _class_aware(labels, seed: int, k: int, start: int, count: int) -> np.ndarray:
-  """Positions [start, start + count) of the class-aware stream: position p is visit
-  slot = p // k of class order_r[slot mod C] (r = slot // C, order_r the r-th shuffled class
-  order), whose r-th visit reads items r k + j of that class's stream of shuffled orders.
-
-  The same law as `samplers.make_class_aware_sampler`, computed a whole epoch at a time: the
-  jitted sampler draws a class order and an image order per position, which for iNaturalist
-  (8,142 classes, 437,513 positions an epoch) would be billions of draws on the host.
-  The two streams differ (NumPy and JAX generators); tests check both against one law."""
-  present = np.flatnonzero(np.bincount(labels))
-  members = [np.flatnonzero(labels == c) for c in present]
-  slot, j = np.divmod(np.arange(start, start + count), k)
-  r, within = np.divmod(slot, len(present))
-  rows = np.empty(count, np.int64)
-  for rr in np.unique(r):
-    here = r == rr
-    rows[here] = np.random.default_rng([seed, 1, int(rr)]).permutation(len(present))[within[here]]
-  sizes = np.asarray([len(m) for m in members])
-  rnd, offset = np.divmod(r * k + j, sizes[rows])
-  out = np.empty(count, np.int64)
-  for row, rn in set(zip(rows.tolist(), rnd.tolist())):
-    here = (rows == row) & (rnd == rn)
-    order = np.random.default_rng([seed, 2, int(present[row]), rn]).permutation(sizes[row])
-    out[here] = members[row][order[offset[here]]]
-  return out
-
 
 class _Stream:
   """Position -> image index over `num_epochs` epochs, one epoch computed at a time."""
@@ -91,7 +51,8 @@ class _Stream:
   def __getitem__(self, position: int) -> int:
     epoch, within = divmod(int(position), len(self._labels))
     if self._cached is None or self._cached[0] != epoch:
-      self._cached = (epoch, epoch_order(self._labels, self._order, self._seed, epoch, self._k))
+      self._cached = (epoch, samplers.epoch_order(self._labels, self._order, self._seed, epoch,
+                                                  self._k))
     return int(self._cached[1][within])
 
 
@@ -232,8 +193,9 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
   batch `start_step` on (a resumed run's first step). Each image's augmentation draws from a
   generator keyed by (seed, its position in the stream), so it does not depend on the number
   of hosts or workers, nor on where the stream was started."""
-  if order not in ORDERS:
-    raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of {ORDERS}.")
+  if order not in samplers.host_samplers():
+    raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of "
+                      f"{samplers.host_samplers()}.")
   rows = _host_rows(batch_size, process_index, process_count)
   per_host = rows.stop - rows.start
   spe = steps_per_epoch(len(images), batch_size)

@@ -1,7 +1,10 @@
-"""Index samplers that run inside the jitted train step.
+"""How training batches are drawn: one rule per name (`SAMPLERS`), with an implementation for
+each input where it has one.
 
-A sampler is a pure function `(key, step) -> indices [batch]` into the device-resident training
-set. It depends on nothing but the run's key and the global step, so a resumed run draws the same
+On the device a sampler is a pure function `(key, step) -> indices [batch]` into the
+device-resident training set, called inside the jitted step. On the host (`epoch_order`, for
+image lists decoded by grain) it is a whole epoch's order, a pure function of (seed, epoch).
+Either depends on nothing but the run's seed and position, so a resumed run draws the same
 batches as an uninterrupted one.
 
 - instance: a fresh permutation per epoch; the epoch is ceil(N / B) steps and its last batch is
@@ -23,6 +26,7 @@ batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -30,10 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from lt_jax.errors import ConfigError
-
-SAMPLERS = ("instance", "resample", "class_balanced", "sqrt", "progressive", "class_aware")
-# Choices of train.sampler; "resample" is chosen by train.rule='resample' instead.
-CONFIG_SAMPLERS = tuple(s for s in SAMPLERS if s != "resample")
 
 Sampler = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -67,40 +67,68 @@ def class_probabilities(name: str, counts: np.ndarray, epoch=0, num_epochs: int 
             + t * jnp.asarray(balanced, jnp.float32))
   else:
     raise ConfigError(f"train.sampler={name!r} has no class probabilities; "
-                      f"choose one of {SAMPLERS}.")
+                      f"choose one of {tuple(SAMPLERS)}.")
   return jnp.asarray(q / q.sum(), jnp.float32)
 
 
 def make_sampler(name: str, labels: np.ndarray, num_classes: int, batch_size: int, *,
                  num_epochs: int = 1, beta: float = 0.9999, samples_per_class: int = 4
                  ) -> Sampler:
-  """Builds the sampler `name` over a training set with these (host) labels."""
+  """Builds the device implementation of sampler `name` over a training set with these (host)
+  labels."""
   if name not in SAMPLERS:
-    raise ConfigError(f"train.sampler={name!r} is unknown; choose one of {SAMPLERS}.")
-  labels = np.asarray(labels, np.int64)
-  if name == "class_aware":
-    return make_class_aware_sampler(labels, batch_size, samples_per_class)
+    raise ConfigError(f"train.sampler={name!r} is unknown; choose one of {tuple(SAMPLERS)}.")
+  return SAMPLERS[name].device(np.asarray(labels, np.int64), num_classes, batch_size,
+                               num_epochs=num_epochs, beta=beta,
+                               samples_per_class=samples_per_class)
+
+
+def epoch_order(labels: np.ndarray, order: str, seed: int, epoch: int,
+                samples_per_class: int = 4) -> np.ndarray:
+  """The host implementation of sampler `order`: image indices of one epoch (N of them), a
+  pure function of (seed, epoch)."""
+  rule = SAMPLERS.get(order)
+  if rule is None or rule.host is None:
+    raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of "
+                      f"{host_samplers()}.")
+  return rule.host(np.asarray(labels), seed, epoch, samples_per_class)
+
+
+def _instance(labels, num_classes, batch_size, **_) -> Sampler:
   n = len(labels)
   spe = steps_per_epoch(n, batch_size)
 
-  if name == "instance":
-    def instance(key, step):
-      epoch, pos = step // spe, step % spe
-      perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-      return perm[(pos * batch_size + jnp.arange(batch_size)) % n]
-    return instance
+  def instance(key, step):
+    epoch, pos = step // spe, step % spe
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    return perm[(pos * batch_size + jnp.arange(batch_size)) % n]
+  return instance
 
-  counts = np.bincount(labels, minlength=num_classes)
-  labels_dev = jnp.asarray(labels, jnp.int32)
-  counts_dev = jnp.asarray(np.maximum(counts, 1), jnp.float32)
 
-  def with_replacement(key, step):
-    q = class_probabilities(name, counts, epoch=step // spe, num_epochs=num_epochs, beta=beta)
-    per_image = (q / counts_dev)[labels_dev]
-    cdf = jnp.cumsum(per_image)
-    u = jax.random.uniform(jax.random.fold_in(key, step), (batch_size,)) * cdf[-1]
-    return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
-  return with_replacement
+def _instance_order(labels, seed: int, epoch: int, samples_per_class: int) -> np.ndarray:
+  del samples_per_class
+  return np.random.default_rng([seed, epoch]).permutation(len(labels))
+
+
+def _with_replacement(name: str):
+  """The device sampler of a with-replacement rule: class probabilities `class_probabilities`
+  (per epoch), images uniform within a class, N draws an epoch."""
+
+  def build(labels, num_classes, batch_size, *, num_epochs, beta, **_) -> Sampler:
+    n = len(labels)
+    spe = steps_per_epoch(n, batch_size)
+    counts = np.bincount(labels, minlength=num_classes)
+    labels_dev = jnp.asarray(labels, jnp.int32)
+    counts_dev = jnp.asarray(np.maximum(counts, 1), jnp.float32)
+
+    def with_replacement(key, step):
+      q = class_probabilities(name, counts, epoch=step // spe, num_epochs=num_epochs, beta=beta)
+      per_image = (q / counts_dev)[labels_dev]
+      cdf = jnp.cumsum(per_image)
+      u = jax.random.uniform(jax.random.fold_in(key, step), (batch_size,)) * cdf[-1]
+      return jnp.minimum(jnp.searchsorted(cdf, u, side="right"), n - 1)
+    return with_replacement
+  return build
 
 
 def make_class_aware_sampler(labels: np.ndarray, batch_size: int, samples_per_class: int
@@ -179,3 +207,74 @@ def make_mixed_sampler(num_labeled: int, num_unlabeled: int, batch_size: int,
     return jnp.concatenate([lab, num_labeled + unl])
   return mixed
 
+
+# --- the host's class-aware order ---------------------------------------------------------
+
+
+def _class_aware_order(labels, seed: int, epoch: int, samples_per_class: int) -> np.ndarray:
+  n = len(labels)
+  return _class_aware_stream(labels, seed, samples_per_class, epoch * n, n)
+
+
+def _class_aware_stream(labels, seed: int, k: int, start: int, count: int) -> np.ndarray:
+  """Positions [start, start + count) of the class-aware stream: position p is visit
+  slot = p // k of class order_r[slot mod C] (r = slot // C, order_r the r-th shuffled class
+  order), whose r-th visit reads items r k + j of that class's stream of shuffled orders.
+
+  The same law as `make_class_aware_sampler`, computed a whole epoch at a time: the
+  jitted sampler draws a class order and an image order per position, which for iNaturalist
+  (8,142 classes, 437,513 positions an epoch) would be billions of draws on the host.
+  The two streams differ (NumPy and JAX generators); tests check both against one law."""
+  present = np.flatnonzero(np.bincount(labels))
+  members = [np.flatnonzero(labels == c) for c in present]
+  slot, j = np.divmod(np.arange(start, start + count), k)
+  r, within = np.divmod(slot, len(present))
+  rows = np.empty(count, np.int64)
+  for rr in np.unique(r):
+    here = r == rr
+    rows[here] = np.random.default_rng([seed, 1, int(rr)]).permutation(len(present))[within[here]]
+  sizes = np.asarray([len(m) for m in members])
+  rnd, offset = np.divmod(r * k + j, sizes[rows])
+  out = np.empty(count, np.int64)
+  for row, rn in set(zip(rows.tolist(), rnd.tolist())):
+    here = (rows == row) & (rnd == rn)
+    order = np.random.default_rng([seed, 2, int(present[row]), rn]).permutation(sizes[row])
+    out[here] = members[row][order[offset[here]]]
+  return out
+
+
+# --- the table --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerRule:
+  """One way to draw the training stream, with an implementation per input: `device`, the
+  pure sampler the jitted step calls ((labels, num_classes, batch_size, options) -> (key, step)
+  -> indices); `host`, a whole epoch's order for the host pipeline ((labels, seed, epoch,
+  samples_per_class) -> indices), where there is one."""
+  device: Callable[..., Sampler]
+  host: Callable[..., np.ndarray] | None = None
+  by_config: bool = True  # A train.sampler choice (else a train rule's own: resample).
+
+
+SAMPLERS: dict[str, SamplerRule] = {
+    "instance": SamplerRule(_instance, host=_instance_order),
+    "resample": SamplerRule(_with_replacement("resample"), by_config=False),
+    "class_balanced": SamplerRule(_with_replacement("class_balanced")),
+    "sqrt": SamplerRule(_with_replacement("sqrt")),
+    "progressive": SamplerRule(_with_replacement("progressive")),
+    "class_aware": SamplerRule(
+        lambda labels, num_classes, batch_size, *, samples_per_class, **_:
+        make_class_aware_sampler(labels, batch_size, samples_per_class),
+        host=_class_aware_order),
+}
+
+
+def config_samplers() -> tuple[str, ...]:
+  """What train.sampler may name."""
+  return tuple(name for name, rule in SAMPLERS.items() if rule.by_config)
+
+
+def host_samplers() -> tuple[str, ...]:
+  """The samplers the host pipeline can draw."""
+  return tuple(name for name, rule in SAMPLERS.items() if rule.host is not None)
