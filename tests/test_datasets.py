@@ -25,12 +25,14 @@ def test_every_entry_holds_together(spec):
   if spec.mean is not None:
     assert len(spec.mean) == len(spec.std) == spec.channels
     assert all(0 < s for s in spec.std) and all(0 <= m <= 1 for m in spec.mean)
-  if spec.host_fed:  # Streamed through its split lists.
-    assert spec.list_prefix and spec.find is None and spec.read is None
-    assert spec.num_classes and spec.channels == 3
+  assert set(spec.optional_splits) <= set(spec.splits) - {"train"}
+  if spec.host_fed:  # Streamed through its split lists ("" prefix: train.txt ...).
+    assert spec.list_prefix is not None and spec.find is None and spec.read is None
+    assert spec.channels == 3  # Decoded to RGB; classes None: 1 + the largest label listed.
   else:  # Read into arrays.
     assert callable(spec.find) and callable(spec.read) and spec.list_prefix is None
     assert spec.layout is None or spec.default_dir is not None
+    assert spec.channels is not None or callable(spec.channels_from)
 
 
 def test_source_options_are_what_the_entry_accepts():
@@ -38,7 +40,9 @@ def test_source_options_are_what_the_entry_accepts():
   for name, with_extra, expected in (("npz", False, {"path": "/a.npz"}),
                                      ("svhn", True, {"extra": True}),
                                      ("svhn", False, {"extra": False}),
-                                     ("cifar10", True, {}), ("digits", False, {})):
+                                     ("cifar10", True, {}), ("digits", False, {}),
+                                     ("image_folder", False,
+                                      {"image_size": 224, "test_fraction": 0.2})):
     ds = override(config, **{"dataset.name": name, "dataset.npz_path": "/a.npz"}).dataset
     assert prepare.source_options(ds, with_extra) == expected
 
