@@ -6,7 +6,8 @@
                 the order, decodes and augments (grain) and feeds one global batch a step.
 
 A stage asks either for the same things: the facts it reports, its pure train step and the
-data the driver hands that step, and the evaluation splits that `predict.Predictor` runs over.
+data the driver hands that step, the evaluation splits that `predict.Predictor` runs over,
+and the unlabeled stream of contrastive pre-training.
 Either input also serves the rotation pretext task (`config.task='rotation'`): the step
 rotates each batch, and the evaluation splits are seen under all four rotations.
 """
@@ -24,6 +25,7 @@ import ml_collections
 import numpy as np
 
 from lt_jax import io_utils, parallel, predict
+from lt_jax.config import override
 from lt_jax.data import augment as augment_lib
 from lt_jax.data import datasets, image_lists, image_pipeline, samplers
 from lt_jax.data import prepare as prepare_lib
@@ -99,6 +101,11 @@ class Input(abc.ABC):
                   ) -> dict[str, predict.Split]:
     """The test split, and the validation split where there is one, for the predictor."""
 
+  @abc.abstractmethod
+  def pretrain_data(self, config: ml_collections.ConfigDict, mesh):
+    """What contrastive pre-training's step takes besides the state: the training images
+    alone (labels unused), at pretrain.batch_size for pretrain.num_epochs."""
+
 
 # --- arrays on the device -------------------------------------------------------------------
 
@@ -147,6 +154,10 @@ class DeviceInput(Input):
     return put_split(self.data.train.images, self.data.train.labels,
                      parallel.replicated(mesh))
 
+  def pretrain_data(self, config, mesh) -> jax.Array:
+    """The uint8 images on the device: the step samples them and draws both views."""
+    return parallel.put(self.data.train.images, parallel.replicated(mesh))
+
   def eval_splits(self, config, predictor) -> dict[str, predict.DeviceSplit]:
     splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val else {})
     return {name: predictor.put(split.images, split.labels) for name, split in splits.items()}
@@ -169,6 +180,12 @@ class DeviceInput(Input):
         objective_lib.sampler_for(tr.rule, tr.sampler), data.train.labels, data.num_classes,
         tr.batch_size, num_epochs=tr.num_epochs, beta=tr.cb_beta,
         samples_per_class=tr.samples_per_class)
+
+
+def pretrain_epochs_and_batch(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """Pre-training's epochs and global batch: pretrain.*, else the train.* values."""
+  pre = config.pretrain
+  return (pre.num_epochs or config.train.num_epochs), (pre.batch_size or config.train.batch_size)
 
 
 def put_split(images, labels, sharding) -> step_lib.DeviceData:
@@ -242,6 +259,22 @@ class HostInput(Input):
 
   def train_data(self, config, mesh) -> feed_lib.HostFeed:
     return train_feed(config, self.splits["train"], parallel.batch_sharded(mesh))
+
+  def pretrain_data(self, config, mesh) -> feed_lib.HostFeed:
+    """The training list in instance order, each image decoded once and cropped twice on the
+    host (`TwoCrops`: RandomResizedCrop(image_size, scale pretrain.crop_scale), keyed by
+    (seed, stream position)); the step draws the rest of both views."""
+    epochs, batch = pretrain_epochs_and_batch(config)
+    if batch > self.facts.train_size:
+      raise ConfigError(f"pretrain.batch_size={batch} is larger than the training list "
+                        f"({self.facts.train_size} images), so every batch would repeat "
+                        f"images; set it to at most {self.facts.train_size}.")
+    stream = override(config, **{"train.sampler": "instance", "train.batch_size": batch,
+                                 "train.num_epochs": epochs})
+    crops = image_pipeline.TwoCrops(size=config.dataset.image_size,
+                                    scale=tuple(config.pretrain.crop_scale))
+    return train_feed(stream, self.splits["train"], parallel.batch_sharded(mesh),
+                      transform=crops)
 
   def eval_splits(self, config, predictor) -> dict[str, predict.HostBatches]:
     out = {name: fed_split(config, images, predictor.mesh)

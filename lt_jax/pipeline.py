@@ -37,6 +37,7 @@ from lt_jax import (
   compilation_cache,
   decouple,
   grid,
+  inputs,
   io_utils,
   parallel,
   pseudo_label,
@@ -46,10 +47,10 @@ from lt_jax import (
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
-from lt_jax.data import datasets, unlabeled
 from lt_jax.data import prepare as prepare_lib
+from lt_jax.data import unlabeled
 from lt_jax.errors import ConfigError
-from lt_jax.pretrain import contrastive_lists, contrastive_stage
+from lt_jax.pretrain import contrastive_stage
 from lt_jax.validate import validate
 
 
@@ -127,7 +128,7 @@ def _ssp_batches(config) -> list[TrainingBatch]:
 
 
 def _pretrain_batch(config, stage: str, per_model_group: bool = False) -> TrainingBatch:
-  _, batch = contrastive_stage.epochs_and_batch(config)
+  _, batch = inputs.pretrain_epochs_and_batch(config)
   field = "pretrain.batch_size" if config.pretrain.batch_size else "train.batch_size"
   return TrainingBatch(stage, field, batch, per_model_group)
 
@@ -310,12 +311,9 @@ def run_ssp(config: ml_collections.ConfigDict, workdir: str) -> dict:
         flush=True)
   if method == "rotation":
     pretrain = train(rotation_config(config), pre_dir)
-  elif datasets.get(config.dataset.name).host_fed:  # Streamed from the host.
-    pretrain = _finished(pre_dir, config) or contrastive_lists.pretrain_and_evaluate(
-        config, pre_dir)
   else:
     pretrain = _finished(pre_dir, config) or contrastive_stage.pretrain_and_evaluate(
-        config, pre_dir, prepare_lib.prepare(config.dataset))
+        config, pre_dir, inputs.labeled(config))
 
   stages = {"pretrain": pretrain}
   rows = {}
@@ -339,7 +337,7 @@ def run_ssp(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def rotation_config(config) -> ml_collections.ConfigDict:
   """Rotation pre-training: 4-way rotation prediction on the same images, plain CE, the
   pretrain stage's epochs and batch."""
-  epochs, batch = contrastive_stage.epochs_and_batch(config)
+  epochs, batch = inputs.pretrain_epochs_and_batch(config)
   return override(config, **{
       "pretrain.method": "none", "task": "rotation", "model.head": "linear",
       "loss.name": "ce", "train.rule": "none", "train.sampler": "instance",
@@ -441,7 +439,7 @@ def _grid_pretraining(config, workdir: str, seeds, train_all) -> dict[int, str]:
     cfg = override(grid.member_config(config, "ce", s), **{"pretrain.method": method})
     if _finished(dirs[s], cfg) is None:
       print(f"== {method} pre-training, seed {s} -> {dirs[s]}", flush=True)
-      contrastive_stage.pretrain_and_evaluate(cfg, dirs[s], prepare_lib.prepare(cfg.dataset))
+      contrastive_stage.pretrain_and_evaluate(cfg, dirs[s], inputs.labeled(cfg))
   return dirs
 
 

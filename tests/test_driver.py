@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import killed_at_epoch, read_jsonl, tiny_config
 
-from lt_jax import parallel, pipeline
+from lt_jax import inputs, parallel, pipeline
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.data import prepare
@@ -149,7 +149,7 @@ def moco_config(**overrides):
 
 def test_contrastive_stage_resumes_to_identical_parameters(tmp_path):
   config = moco_config()
-  data = prepare.prepare(config.dataset)
+  data = inputs.DeviceInput(prepare.prepare(config.dataset))
   whole = contrastive_stage.pretrain_and_evaluate(config, str(tmp_path / "whole"), data)
 
   killed_at_epoch(

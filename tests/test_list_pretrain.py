@@ -19,7 +19,7 @@ from jpeg_tree import write_tree
 from test_driver import assert_trees_equal
 from test_list_training import BATCH, EVAL_COUNTS, TRAIN_COUNTS, list_config, once_per_session
 
-from lt_jax import classify, parallel, pipeline
+from lt_jax import classify, inputs, parallel, pipeline
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import get_base_config, override
@@ -27,7 +27,7 @@ from lt_jax.data import augment as augment_lib
 from lt_jax.data import image_lists, image_pipeline, samplers
 from lt_jax.errors import ConfigError
 from lt_jax.pretrain import augment as views_lib
-from lt_jax.pretrain import contrastive, contrastive_lists, contrastive_stage
+from lt_jax.pretrain import contrastive, contrastive_stage
 from lt_jax.train import preemption
 
 QUEUE = 64  # A multiple of the batch (8).
@@ -155,12 +155,13 @@ def test_a_pretraining_stopped_mid_epoch_resumes_to_the_same_encoders_and_queue(
   monkeypatch.setattr(preemption, "agreed", agreed)
   config = ssp_config(tree)
   with pytest.raises(preemption.Stopped) as stopped:
-    contrastive_lists.pretrain_and_evaluate(config, str(tmp_path))
+    contrastive_stage.pretrain_and_evaluate(config, str(tmp_path), inputs.HostInput.of(config))
   assert stopped.value.step == 2  # Mid-epoch: the epoch has 3 steps.
   cut, meta = saved(tmp_path)
   assert meta["feed"]["position"] == 2 and int(cut["queue_ptr"]) == 16
   assert "TwoCrops" in meta["feed"]["stream"]["transform"]
-  resumed = contrastive_lists.pretrain_and_evaluate(config, str(tmp_path))
+  resumed = contrastive_stage.pretrain_and_evaluate(config, str(tmp_path),
+                                                    inputs.HostInput.of(config))
   whole, _ = saved(whole_dir / "pretrain")
   resumed_state, _ = saved(tmp_path)
   assert set(whole) == set(resumed_state)

@@ -1,14 +1,16 @@
-"""The contrastive pre-training stage (MoCo v2 or SimCLR) of an SSP run.
+"""The contrastive pre-training stage (MoCo v2 or SimCLR) of an SSP run, on either input.
 
-The imbalanced training images live on the device as uint8; the stage's pure step samples a
-batch (a permutation per epoch, labels unused), draws two augmented views per image, normalises
-them and takes a MoCo or SimCLR step, with the same key scheme and normalisation as the
-supervised step (`train.step.step_keys`, `data.augment.standardize`). List datasets
-(ImageNet-LT, iNaturalist) take the host-fed step of `make_batch_step` instead
-(pretrain/contrastive_lists.py): the host crops, the device draws the rest of each view, and
-both steps share everything after the views (`make_views_step`). The driver runs it:
-checkpoints hold the whole state (encoders, queue, step, key), so a cut-off stage resumes where
-it stopped; the query encoder's backbone is what the next stage loads.
+On a `DeviceInput` the imbalanced training images live on the device as uint8; the stage's pure
+step samples a batch (a permutation per epoch, labels unused), draws two augmented views per
+image, normalises them and takes a MoCo or SimCLR step, with the same key scheme and
+normalisation as the supervised step (`train.step.step_keys`, `data.augment.standardize`). On a
+`HostInput` (ImageNet-LT, iNaturalist, a user's lists) the host decodes each image once and
+crops it twice (`inputs.HostInput.pretrain_data`), and `make_batch_step` draws the rest of each
+view on the device, with the keys the device-resident step gives its views; both steps share
+everything after the views (`make_views_step`). The driver runs it: checkpoints hold the whole
+state (encoders, queue, step, key) and the feed's position, so a cut-off stage resumes to the
+same parameters and queue; the query encoder's backbone is what the next stage loads (for the
+ImageNet-style ResNet-10 / 50 too).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from lt_jax import parallel
+from lt_jax import inputs, parallel
 from lt_jax import workdir as workdir_lib
 from lt_jax.data import augment as augment_lib
 from lt_jax.data import prepare as prepare_lib
@@ -54,17 +56,12 @@ def backbone_fn(model_config: ml_collections.ConfigDict):
 
 def view_fn(config: ml_collections.ConfigDict, crop: bool = True):
   """pretrain.method's view recipe; `crop=False` leaves the random resized crop to the host
-  (list datasets: see data/image_pipeline.TwoCrops)."""
+  (host-fed inputs: see data/image_pipeline.TwoCrops)."""
   pre = config.pretrain
   if pre.method == "moco":
     return functools.partial(views_lib.moco_v2_view, crop_scale=tuple(pre.crop_scale),
                              blur_p=0.5 if pre.blur else 0.0, crop=crop)
   return functools.partial(views_lib.simclr_view, crop_scale=tuple(pre.crop_scale), crop=crop)
-
-
-def epochs_and_batch(config: ml_collections.ConfigDict) -> tuple[int, int]:
-  pre = config.pretrain
-  return (pre.num_epochs or config.train.num_epochs), (pre.batch_size or config.train.batch_size)
 
 
 def step_keys(state) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -80,7 +77,7 @@ def make_views_step(config: ml_collections.ConfigDict, model, tx, schedule, mean
   step does once its two views exist (floats in [0, 1], [B, H, W, C]): normalise, then one
   MoCo or SimCLR update. Metrics: loss, accuracy (instance discrimination), lr."""
   pre = config.pretrain
-  _, batch = epochs_and_batch(config)
+  _, batch = inputs.pretrain_epochs_and_batch(config)
   if pre.method == "moco":
     update = functools.partial(
         contrastive.moco_train_step, model=model, tx=tx, temperature=pre.temperature,
@@ -104,7 +101,7 @@ def make_step(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData,
               schedule, batch_sharding) -> driver.StepFn:
   """The pure device-resident step `(state, images) -> (state, metrics)`: sample a batch of
   the uint8 training images, draw both views on the device (the driver jits it)."""
-  _, batch = epochs_and_batch(config)
+  _, batch = inputs.pretrain_epochs_and_batch(config)
   sampler = samplers.make_sampler("instance", data.train.labels, data.num_classes, batch)
   make_views = view_fn(config)
   on_views = make_views_step(config, model, tx, schedule, data.mean, data.std, batch_sharding)
@@ -143,7 +140,7 @@ def create_parts(config: ml_collections.ConfigDict, num_images: int, input_shape
   training images of `input_shape`: the encoder(s) and, for MoCo, the queue. An epoch is
   `epoch_length(images, batch)` steps."""
   pre = config.pretrain
-  epochs, batch = epochs_and_batch(config)
+  epochs, batch = inputs.pretrain_epochs_and_batch(config)
   parallel.check_batch_divides(batch, mesh, "pretrain.batch_size")
   spe = epoch_length(num_images, batch)
   schedule = optim.cosine_schedule(pre.lr, epochs, spe)  # MoCo's adjust_learning_rate.
@@ -161,16 +158,9 @@ def create_parts(config: ml_collections.ConfigDict, num_images: int, input_shape
   return state, model, tx, schedule, spe
 
 
-def create(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData, mesh):
-  """(state, pure step) of the device-resident contrastive stage for this config and data."""
-  state, model, tx, schedule, _ = create_parts(config, len(data.train.labels),
-                                               data.train.images.shape[1:], mesh)
-  return state, make_step(config, data, model, tx, schedule, parallel.batch_sharded(mesh))
-
-
 def plan(config: ml_collections.ConfigDict, steps_per_epoch: int) -> driver.Plan:
   """The driver's plan of a pre-training: pretrain.num_epochs x pretrain.batch_size."""
-  epochs, batch = epochs_and_batch(config)
+  epochs, batch = inputs.pretrain_epochs_and_batch(config)
   tr = config.train
   return driver.Plan(num_epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch,
                      steps_per_call=driver.steps_per_call(tr.steps_per_call),
@@ -181,7 +171,7 @@ def plan(config: ml_collections.ConfigDict, steps_per_epoch: int) -> driver.Plan
 def write_results(config: ml_collections.ConfigDict, workdir: str, trained: driver.Trained
                   ) -> dict:
   """The stage's results.json: the last epoch's loss and instance accuracy, speed, history."""
-  epochs, batch = epochs_and_batch(config)
+  epochs, batch = inputs.pretrain_epochs_and_batch(config)
   meta = trained.meta
   last = meta["history"][-1] if meta["history"] else {}
   out = {"method": config.pretrain.method, "epochs": epochs, "batch_size": batch,
@@ -195,16 +185,22 @@ def write_results(config: ml_collections.ConfigDict, workdir: str, trained: driv
 
 
 def pretrain_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                          data: prepare_lib.LongTailData) -> dict:
-  """Runs (or resumes, or reads back) the contrastive stage; returns its results.json."""
+                          inp: inputs.Input) -> dict:
+  """Runs (or resumes, or reads back) the contrastive stage on `inp`'s training images;
+  returns its results.json."""
   finished = workdir_lib.guard(workdir, config)
   if finished is not None:
     return finished
   mesh = parallel.make_mesh()
-  state, step = create(config, data, mesh)
-  replicated = parallel.replicated(mesh)
-  trained = driver.train(workdir, state, step, parallel.put(data.train.images, replicated),
-                         plan(config, samplers.steps_per_epoch(len(data.train.labels),
-                                                               epochs_and_batch(config)[1])),
+  replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  data = inp.pretrain_data(config, mesh)
+  state, model, tx, schedule, spe = create_parts(
+      config, inp.facts.train_size, inp.image_shape, mesh,
+      lambda images, batch: inp.steps_per_epoch(batch))
+  if isinstance(inp, inputs.DeviceInput):
+    step = make_step(config, inp.data, model, tx, schedule, batch_sharding)
+  else:
+    step = make_batch_step(config, model, tx, schedule, inp.mean, inp.std, batch_sharding)
+  trained = driver.train(workdir, state, step, data, plan(config, spe),
                          state_sharding=replicated, log=lambda line: print(line, flush=True))
   return write_results(config, workdir, trained)
