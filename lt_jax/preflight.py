@@ -14,7 +14,7 @@ import jax
 import ml_collections
 
 from lt_jax import inputs, parallel, pipeline
-from lt_jax.data import datasets, image_source
+from lt_jax.data import datasets, image_source, prepare
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.validate import validate
 
@@ -63,8 +63,8 @@ def check(config: ml_collections.ConfigDict, devices=None) -> Report:
 
 def check_image_files(config: ml_collections.ConfigDict) -> str:
   """Reads the header of every image file a run will decode (a host-fed dataset's listed
-  images, an image-folder pool), so that one report names all the broken ones before a run
-  meets them mid-training. Returns what was checked, '' when nothing was."""
+  images, an image-folder dataset or pool), so that one report names all the broken ones
+  before a run meets them mid-training. Returns what was checked, '' when nothing was."""
   checked = []
   if datasets.get(config.dataset.name).host_fed:
     splits = inputs.read_splits(config.dataset)  # Every listed file exists.
@@ -73,6 +73,10 @@ def check_image_files(config: ml_collections.ConfigDict) -> str:
     image_source.check_files(paths, "replace the file or remove its list line",
                              log=lambda line: print(line, flush=True))
     checked.append(f"{len(paths):,} listed images readable")
+  spec, ds = datasets.get(config.dataset.name), config.dataset
+  if spec.check_files is not None:  # A dataset of image files read into arrays.
+    location = spec.find(spec, ds.data_dir, prepare.source_options(ds))
+    checked.append(spec.check_files(location, lambda line: print(line, flush=True)))
   semi = config.semi
   if _draws_a_pool(config) and semi.pool_source == "image_folder":
     if not semi.image_folder or not os.path.isdir(os.path.expanduser(semi.image_folder)):

@@ -11,7 +11,7 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
-from lt_jax import pipeline
+from lt_jax import pipeline, preflight
 from lt_jax.config import override
 from lt_jax.data import datasets, example_folder, longtail, prepare, sources
 from lt_jax.errors import DataError
@@ -178,3 +178,16 @@ def test_pseudo_labels_from_an_unlabeled_folder_and_rotation_ssp_run_on_a_folder
                      str(tmp_path / "ssp"))
   assert ssp["stages"]["pretrain"]["final"]["per_class_count"] == [539] * 4
   assert ssp["stages"]["final"]["class_counts"] == LT_COUNTS
+
+
+def test_check_reads_every_file_and_counts_the_folder(folder, tmp_path):
+  report = preflight.check(folder_config(folder))
+  assert report.status == preflight.READY
+  assert (f"data: image_folder found; {sum(LT_COUNTS) + 539:,} images in 10 classes readable "
+          f"(train {sum(LT_COUNTS)}, test 539)") in report.lines
+  broken = tmp_path / "broken"
+  shutil.copytree(folder / "train", broken / "train")
+  (broken / "train" / "3" / "bad.png").write_bytes(b"\x89PNG not really")
+  report = preflight.check(folder_config(broken))
+  assert report.status == preflight.DATA_ABSENT
+  assert "1 of the" in report.lines[-1] and "bad.png" in report.lines[-1]

@@ -47,6 +47,8 @@ class DatasetSpec:
   # Where channels is None: location (what `find` returned) -> the images' channels, read
   # without loading the images.
   channels_from: Callable[[Any], int] | None = None
+  # Image files read into arrays: (location, log) -> what was checked, for run.py --check.
+  check_files: Callable[[Any, Callable[[str], None]], str] | None = None
 
   @property
   def host_fed(self) -> bool:
@@ -132,7 +134,8 @@ _SPECS = (
     # classes, channels and statistics come from the images.
     DatasetSpec("image_folder", "device", None, None, None, None,
                 find=sources.find_image_folder, read=sources.read_image_folder,
-                options=("image_size", "test_fraction"), channels_from=sources.folder_channels),
+                options=("image_size", "test_fraction"), channels_from=sources.folder_channels,
+                check_files=sources.check_folder_files),
     # Liu et al. 2019: 115,846 training images in 1,000 classes; 20 validation and 50 test
     # images per class. Images decode to RGB.
     DatasetSpec("imagenet_lt", "host", 1000, 3, _IMAGENET_MEAN, _IMAGENET_STD,

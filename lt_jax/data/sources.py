@@ -31,7 +31,7 @@ import pickle
 import struct
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -699,6 +699,18 @@ def read_image_folder(spec: Any, root: str, options: Mapping[str, Any]) -> Split
                                                          how=FOLDER_HOW))
   return Splits(_make_split(decoded(paths), labels), _make_split(decoded(test_paths), test_labels),
                 num_classes=len(classes))
+
+
+def check_folder_files(root: str, log: Callable[[str], None] | None = None) -> str:
+  """Reads every image file's header (see `image_source.check_files`) and says what the
+  folder holds, for run.py --check."""
+  from lt_jax.data import image_source
+
+  classes, found = folder_files(root)
+  paths = [p for files, _ in found.values() for p in files]
+  image_source.check_files(paths, FOLDER_HOW, log)
+  return (f"{len(paths):,} images in {len(classes)} classes readable ("
+          + ", ".join(f"{split} {len(files):,}" for split, (files, _) in found.items()) + ")")
 
 
 def folder_channels(root: str) -> int:
