@@ -159,7 +159,8 @@ class DeviceInput(Input):
     return parallel.put(self.data.train.images, parallel.replicated(mesh))
 
   def eval_splits(self, config, predictor) -> dict[str, predict.DeviceSplit]:
-    splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val else {})
+    splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val is not None
+                                         else {})
     return {name: predictor.put(split.images, split.labels) for name, split in splits.items()}
 
   def labeled_per_batch(self, config) -> int | None:
