@@ -3,6 +3,7 @@ the classes' sorted order; its own imbalance kept; every bad layout named with i
 run on it equal to a run on the same arrays, with pseudo-labels from an unlabeled folder and
 rotation SSP on top."""
 
+import json
 import os
 import shutil
 
@@ -191,3 +192,28 @@ def test_check_reads_every_file_and_counts_the_folder(folder, tmp_path):
   report = preflight.check(folder_config(broken))
   assert report.status == preflight.DATA_ABSENT
   assert "1 of the" in report.lines[-1] and "bad.png" in report.lines[-1]
+
+
+@pytest.mark.parametrize("fields, stages", [
+    ({"pretrain.method": "moco", "pretrain.queue_size": 64, "pretrain.proj_hidden": 16,
+      "pretrain.proj_dim": 8, "pretrain.num_epochs": 1, "pretrain.probe_epochs": 0},
+     {"pretrain", "final"}),
+    ({"decouple.methods": ("crt", "tau_norm"), "decouple.num_epochs": 1,
+      "decouple.batch_size": 32, "decouple.tune_on": "test"}, {"stage1", "crt", "tau_norm"}),
+], ids=["moco", "decouple"])
+def test_moco_and_decoupled_classifiers_run_on_a_folder(folder, tmp_path, fields, stages):
+  out = pipeline.run(folder_config(folder, **fields), str(tmp_path))
+  assert set(out["stages"]) == stages
+  test_counts = np.bincount(sources.read_digits(None, None, {}).test.labels).tolist()
+  assert out["final"]["per_class_count"] == test_counts  # Every test digit, once.
+
+
+def test_a_grid_of_two_methods_and_two_seeds_runs_on_a_folder(folder, tmp_path):
+  out = pipeline.run(folder_config(folder, **{"grid.methods": ("ce", "drw"),
+                                              "grid.seeds": (0, 1)}), str(tmp_path))
+  members = [tmp_path / "scratch" / m / f"seed_{s}" / "results.json"
+             for m in ("ce", "drw") for s in (0, 1)]
+  assert all(path.exists() for path in members)
+  for path in members:  # Each member trained on the folder as it is.
+    assert json.loads(path.read_text())["class_counts"] == LT_COUNTS
+  assert [(row["method"], row["seeds"]) for row in out["summary"]] == [("ce", 2), ("drw", 2)]
