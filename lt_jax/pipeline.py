@@ -196,7 +196,7 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
   base_dir = config.semi.base_workdir or workdir_lib.stage_dir(workdir, "base")
   if config.semi.base_workdir:
     base = workdir_lib.finished_results(base_dir, "semi.base_workdir")
-    semi.check_base(config, base_dir, base, labeled)
+    pseudo_label.check_base(config, base_dir, base, labeled)
   else:
     base_cfg = override(config, **{"semi.enabled": False,
                                    "train.batch_size": config.semi.base_batch_size})
@@ -235,16 +235,16 @@ def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
       return path, json.load(f)
   started = time.time()
   if not labeled_already:
-    semi.pseudo_label_pool(config, base_dir, pool, labeled, path)
+    pseudo_label.pseudo_label_pool(config, base_dir, pool, labeled, path)
     parallel.barrier(f"pseudo-labels written to {path}")  # Process 0 wrote; all read it now.
-  saved = pseudo_label.read_pseudo_labels(path, labeled.num_classes)
+  saved = semi.read_pseudo_labels(path, labeled.num_classes)
   report = pseudo_label.report(saved["pseudo_labels"], saved["keep"], saved.get("true_labels"),
                                labeled.num_classes)
   report["pool_source"] = config.semi.pool_source
   report["pool_draw_on"] = str(saved.get("pool_draw_on", "labels"))
   report["requested_counts"] = pool.requested_counts
   if isinstance(pool, unlabeled.PoolRequest):  # Drawn on predictions: what fell short.
-    short = report["shortfall"] = semi.shortfall(pool, saved["pseudo_labels"])
+    short = report["shortfall"] = pseudo_label.shortfall(pool, saved["pseudo_labels"])
     if any(short):
       print(f"warning: the base model predicts {sum(1 for s in short if s)} classes for fewer "
             f"images than asked; semi.short_class_policy='take_available' took what there is, "

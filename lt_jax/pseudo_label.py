@@ -6,7 +6,11 @@ the pool, then train again on D_L plus the pseudo-labeled pool. This module is t
   frozen = predict_lib.load_frozen(base_workdir)        # config.json + checkpoints/last
   pred, conf = predict(frozen, pool_images, mean, std)  # argmax and max softmax probability
   keep = select(pred, conf, frozen.num_classes)        # the reference keeps everything
-  write_pseudo_labels(path, indices=..., pred=pred, confidence=conf, keep=keep)
+  semi.write_pseudo_labels(path, indices=..., pred=pred, confidence=conf, keep=keep)
+
+`pseudo_label_pool` does these for a config's pool (drawing it on the predictions where the
+config asks), `check_base` refuses a reused base model of another labeled set, and `report`
+summarises the labels.
 
 `predict` runs `predict_lib.Predictor` over the pool: fixed-size batches (the last one
 zero-padded, the padding dropped) sharded over the mesh's data axis, so every pool image is
@@ -17,26 +21,22 @@ pseudo-label; `select` adds the usual confidence threshold and a per-class cap a
 
 from __future__ import annotations
 
-import json
-import os
-import zipfile
 from collections.abc import Callable, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lt_jax import io_utils, parallel  # noqa: E402
+from lt_jax import io_utils, semi  # noqa: E402
 from lt_jax import predict as predict_lib  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
-from lt_jax.errors import ConfigError, DataError  # noqa: E402
-
-REQUIRED_KEYS = ("indices", "pseudo_labels", "confidences", "keep")
-# Where the pool came from, stored as 0-d strings beside the per-image arrays.
-PROVENANCE_KEYS = ("pool_source", "pool_draw_on", "pool_fingerprint")
-
+from lt_jax.config import get_base_config  # noqa: E402
+from lt_jax.data import prepare as prepare_lib  # noqa: E402
+from lt_jax.data import unlabeled  # noqa: E402
+from lt_jax.errors import ConfigError  # noqa: E402
 
 # --- labeling -------------------------------------------------------------------------------
 
@@ -109,101 +109,79 @@ def select(pred: np.ndarray, confidence: np.ndarray, num_classes: int, *,
   return keep
 
 
-# --- files ----------------------------------------------------------------------------------
+# --- the pool and the base model ----------------------------------------------------
 
 
-def write_pseudo_labels(path: str, *, indices, pred, confidence, keep, true_labels=None,
-                        provenance: dict[str, str] | None = None,
-                        overwrite: bool = False) -> str:
-  """Writes the .npz atomically; refuses to replace an existing file unless overwrite=True.
+def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
+                      pool: unlabeled.Pool | unlabeled.PoolRequest,
+                      labeled: prepare_lib.LongTailData, path: str) -> None:
+  """Labels `pool` with the frozen base model in `base_dir` and writes the .npz at `path`.
 
-  `provenance` (keys of PROVENANCE_KEYS) is stored as 0-d strings so that a later stage can
-  check the file was made for its pool.
+  A PoolRequest is drawn here: every candidate is labeled (streamed in batches), the rho_U
+  counts are drawn per predicted class, and only the drawn images are recorded. A predicted
+  class too rare for its count stops the run here, before the final stage trains.
   """
-  arrays = {"indices": np.asarray(indices, np.int64),
-            "pseudo_labels": np.asarray(pred, np.int64),
-            "confidences": np.asarray(confidence, np.float32),
-            "keep": np.asarray(keep, bool)}
-  if true_labels is not None:
-    arrays["true_labels"] = np.asarray(true_labels, np.int64)
-  lengths = {k: v.shape for k, v in arrays.items()}
-  if len(set(lengths.values())) != 1 or arrays["indices"].ndim != 1:
-    raise ValueError(f"pseudo-label arrays must be 1-D of one length, got {lengths}.")
-  unknown = sorted(set(provenance or {}) - set(PROVENANCE_KEYS))
-  if unknown:
-    raise ValueError(f"unknown provenance keys {unknown}; use {PROVENANCE_KEYS}.")
-  arrays.update({k: np.asarray(str(v)) for k, v in (provenance or {}).items()})
-  # Process 0 alone writes; another process would find its file here when it is done first.
-  if parallel.is_main_process() and os.path.exists(path) and not overwrite:
-    raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or "
-                          "write to another path.")
-
-  def write(tmp: str) -> None:
-    with open(tmp, "wb") as f:  # A file object: np.savez would add .npz to a bare name.
-      np.savez(f, **arrays)
-
-  io_utils.atomic_write(path, write)
-  return path
-
-
-def read_pseudo_labels(path: str, num_classes: int | None = None) -> dict[str, np.ndarray]:
-  """The arrays written by write_pseudo_labels, checked for the required keys and, given
-  `num_classes`, every pseudo-label (and true label) for the range 0..num_classes-1: a file
-  changed by hand or made for another dataset must not train a model of other classes."""
-  if not os.path.isfile(path):
-    raise DataError(f"no pseudo-label file at {path}; run the pseudo-label stage first.")
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      out = {k: f[k] for k in f.files}
-  except (OSError, ValueError, zipfile.BadZipFile) as e:
-    raise DataError(f"{path} is not a readable .npz ({e}); delete it and rerun the "
-                    "pseudo-label stage.") from e
-  for key in REQUIRED_KEYS:
-    if key not in out:
-      raise DataError(f"{path} lacks the array {key!r}; it was not written by "
-                      "write_pseudo_labels: delete it and rerun the pseudo-label stage.")
-  lengths = {k: v.shape for k, v in out.items() if k not in PROVENANCE_KEYS}
-  if len(set(lengths.values())) != 1:
-    raise DataError(f"{path} holds arrays of different lengths {lengths}; rerun the "
-                    "pseudo-label stage.")
-  if num_classes is not None:
-    for key in ("pseudo_labels", "true_labels"):
-      if key in out:
-        _check_label_range(path, key, out[key], num_classes)
-  _check_unchanged(path)
-  return out
+  options = config.semi
+  frozen = predict_lib.load_frozen(base_dir, which=options.base_checkpoint)
+  label = lambda images: predict(
+      frozen, images, labeled.mean, labeled.std, batch_size=options.label_batch_size,
+      log=lambda line: print(line, flush=True))
+  if isinstance(pool, unlabeled.PoolRequest):
+    candidates = pool.candidates
+    print(f"labeling all {len(candidates.images)} candidates of {options.pool_source} to draw "
+          "the pool on their predicted classes", flush=True)
+    pred, confidence = label(candidates.images)
+    try:
+      picked = unlabeled.draw_by_predictions(
+          pool, pred, take_available=options.short_class_policy == "take_available")
+    except ConfigError as e:
+      raise ConfigError(f"{e} The base model is trained: in a new workdir, "
+                        f"--config.semi.base_workdir={base_dir} skips its training.") from e
+    indices, pred, confidence = candidates.source_indices[picked], pred[picked], confidence[picked]
+    true_labels = None if candidates.labels is None else candidates.labels[picked]
+    draw_on, fingerprint = "predictions", semi.fingerprint(candidates.images)
+  else:
+    pred, confidence = label(pool.images)
+    indices, true_labels = pool.source_indices, pool.true_labels
+    draw_on, fingerprint = "labels", semi.fingerprint(pool.images)
+  keep = select(pred, confidence, labeled.num_classes,
+                             threshold=options.confidence_threshold,
+                             per_class_max=options.per_class_max)
+  semi.write_pseudo_labels(
+      path, indices=indices, pred=pred, confidence=confidence, keep=keep,
+      true_labels=true_labels,
+      provenance={"pool_source": options.pool_source, "pool_draw_on": draw_on,
+                  "pool_fingerprint": fingerprint})
 
 
-def _rebuilt_by_deleting(path: str) -> str:
-  """The end of every message about a damaged pseudo-label file: its stage folder (the file
-  and its report.json) gone, the same command writes both again."""
-  return (f"{os.path.dirname(os.path.abspath(path))} and run the same command again: the "
-          "pseudo-label stage rebuilds it.")
+def shortfall(request: unlabeled.PoolRequest, drawn_classes: np.ndarray) -> list[int]:
+  """Per class id, how many images fewer than asked a draw on predictions holds."""
+  asked = np.asarray(request.requested_counts)
+  got = np.bincount(np.asarray(drawn_classes, np.int64), minlength=len(asked))[:len(asked)]
+  return np.maximum(asked - got, 0).tolist()
 
 
-def _check_label_range(path: str, key: str, labels: np.ndarray, num_classes: int) -> None:
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise DataError(f"{path}: {key!r} is {labels.dtype}, not integer class ids; delete "
-                    + _rebuilt_by_deleting(path))
-  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
-  if bad.size:
-    raise DataError(f"{path}: {key!r} holds {bad.size} labels outside 0..{num_classes - 1} (row "
-                    f"{bad[0]}: {labels[bad[0]]}); the file was changed or made for another "
-                    "dataset. Delete " + _rebuilt_by_deleting(path))
+# The fields that decide which images and labels a run's labeled set D_L holds.
+LABELED_SET_FIELDS = ("name", "source", "npz_path", "imb_type", "imbalance_ratio", "img_max",
+                      "lt_seed", "val_per_class", "test_fraction", "image_size")
 
 
-def _check_unchanged(path: str) -> None:
-  """A file that its stage's report.json describes must still have the checksum recorded
-  there: labels edited in range (all shifted by one, say) pass every other check. The stage
-  itself reads its file before it writes the report, so there is nothing to compare yet."""
-  report_path = os.path.join(os.path.dirname(path), workdir_lib.PSEUDO_LABEL_REPORT_FILE)
-  if not os.path.isfile(report_path):
-    return  # Not yet reported, or a file of the user's own.
-  with open(report_path) as f:
-    recorded = json.load(f).get("sha256")
-  if recorded is not None and recorded != io_utils.sha256_file(path):
-    raise DataError(f"{path} changed after the pseudo-label stage wrote it (its SHA-256 is not "
-                    f"the one in {report_path}); delete " + _rebuilt_by_deleting(path))
+def check_base(config: ml_collections.ConfigDict, base_dir: str, base: dict,
+               labeled: prepare_lib.LongTailData) -> None:
+  """A base model given by semi.base_workdir must have trained on this run's labeled set: its
+  pseudo-labels and its "base" row would otherwise belong to another one."""
+  theirs = workdir_lib.read_config(base_dir).get("dataset", {})
+  # A field the base's version did not have yet (absent there) held its default then.
+  defaults = get_base_config().dataset
+  differ = [f"dataset.{k} ({theirs.get(k, defaults[k])!r} there, {config.dataset[k]!r} here)"
+            for k in LABELED_SET_FIELDS if theirs.get(k, defaults[k]) != config.dataset[k]]
+  counts = base.get("class_counts")
+  if not differ and counts is not None and list(counts) != list(labeled.class_counts):
+    differ = [f"its class counts ({counts} there, {list(labeled.class_counts)} here)"]
+  if differ:
+    raise ConfigError(f"semi.base_workdir={base_dir!r} trained on another labeled set: "
+                      f"{'; '.join(differ)}. Leave semi.base_workdir empty to train the base "
+                      "here, or point it at a base trained with these dataset.* fields.")
 
 
 # --- report ---------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Semi-supervised data: the unlabeled pool a config describes, and D_L plus its pseudo-labels.
+"""Semi-supervised data: the unlabeled pool a config describes, the pseudo-label file, and D_L
+plus its pseudo-labels. A library module: the pseudo-labeling stage (pseudo_label.py) labels
+the pool and writes the file; the final stage's input reads it back here.
 
 A pool drawn on its own labels is drawn right after the labeled subset from the same seeded
 generator (as the reference does), so it is a pure function of the config: the final stage
@@ -13,17 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import os
+import zipfile
 
 import ml_collections
 import numpy as np
 
-from lt_jax import predict, pseudo_label
+from lt_jax import io_utils, parallel
 from lt_jax import workdir as workdir_lib
-from lt_jax.config import get_base_config
 from lt_jax.data import datasets, image_source, longtail, unlabeled
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data.sources import Split
-from lt_jax.errors import ConfigError, DataError
+from lt_jax.errors import DataError
 
 
 def draw_labeled(config: ml_collections.ConfigDict) -> prepare_lib.Draw:
@@ -54,55 +58,13 @@ def draw_pool(config: ml_collections.ConfigDict, drawn: prepare_lib.Draw
   return unlabeled.request_pool(candidates, counts, order, drawn.rng, **context)
 
 
-def _fingerprint(images) -> str:
+def fingerprint(images) -> str:
   """Names the pool's images and their order: an image source's own listing, or an array's
   shape and the SHA-256 of its bytes (another array of the same shape is another pool)."""
   if isinstance(images, image_source.ImageSource):
     return images.fingerprint
   digest = hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:16]
   return f"array:{tuple(images.shape)}:sha256:{digest}"
-
-
-def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
-                      pool: unlabeled.Pool | unlabeled.PoolRequest,
-                      labeled: prepare_lib.LongTailData, path: str) -> None:
-  """Labels `pool` with the frozen base model in `base_dir` and writes the .npz at `path`.
-
-  A PoolRequest is drawn here: every candidate is labeled (streamed in batches), the rho_U
-  counts are drawn per predicted class, and only the drawn images are recorded. A predicted
-  class too rare for its count stops the run here, before the final stage trains.
-  """
-  semi = config.semi
-  frozen = predict.load_frozen(base_dir, which=semi.base_checkpoint)
-  label = lambda images: pseudo_label.predict(
-      frozen, images, labeled.mean, labeled.std, batch_size=semi.label_batch_size,
-      log=lambda line: print(line, flush=True))
-  if isinstance(pool, unlabeled.PoolRequest):
-    candidates = pool.candidates
-    print(f"labeling all {len(candidates.images)} candidates of {semi.pool_source} to draw "
-          "the pool on their predicted classes", flush=True)
-    pred, confidence = label(candidates.images)
-    try:
-      picked = unlabeled.draw_by_predictions(
-          pool, pred, take_available=semi.short_class_policy == "take_available")
-    except ConfigError as e:
-      raise ConfigError(f"{e} The base model is trained: in a new workdir, "
-                        f"--config.semi.base_workdir={base_dir} skips its training.") from e
-    indices, pred, confidence = candidates.source_indices[picked], pred[picked], confidence[picked]
-    true_labels = None if candidates.labels is None else candidates.labels[picked]
-    draw_on, fingerprint = "predictions", _fingerprint(candidates.images)
-  else:
-    pred, confidence = label(pool.images)
-    indices, true_labels = pool.source_indices, pool.true_labels
-    draw_on, fingerprint = "labels", _fingerprint(pool.images)
-  keep = pseudo_label.select(pred, confidence, labeled.num_classes,
-                             threshold=semi.confidence_threshold,
-                             per_class_max=semi.per_class_max)
-  pseudo_label.write_pseudo_labels(
-      path, indices=indices, pred=pred, confidence=confidence, keep=keep,
-      true_labels=true_labels,
-      provenance={"pool_source": semi.pool_source, "pool_draw_on": draw_on,
-                  "pool_fingerprint": fingerprint})
 
 
 def _different_pool(path: str, why: str) -> DataError:
@@ -114,20 +76,13 @@ def _check_provenance(path: str, saved: dict, expected: dict[str, str]) -> None:
   """The file's pool source, draw rule and source listing must be this config's. Files
   written before these were recorded hold none; only a draw on labels can be checked then
   (by its indices), so they pass here as 'labels'."""
-  recorded = {k: str(saved[k]) for k in pseudo_label.PROVENANCE_KEYS if k in saved}
+  recorded = {k: str(saved[k]) for k in PROVENANCE_KEYS if k in saved}
   recorded.setdefault("pool_draw_on", "labels")
   for key, want in expected.items():
     legacy = key == "pool_fingerprint" and recorded.get(key) == want.split(":sha256:")[0]
     if key in recorded and recorded[key] != want and not legacy:  # Legacy: the shape alone.
       raise _different_pool(path, f"{key}: the file says {recorded[key]!r}, the config "
                                   f"gives {want!r}")
-
-
-def shortfall(request: unlabeled.PoolRequest, drawn_classes: np.ndarray) -> list[int]:
-  """Per class id, how many images fewer than asked a draw on predictions holds."""
-  asked = np.asarray(request.requested_counts)
-  got = np.bincount(np.asarray(drawn_classes, np.int64), minlength=len(asked))[:len(asked)]
-  return np.maximum(asked - got, 0).tolist()
 
 
 def _drawn_on_predictions(path: str, saved: dict, request: unlabeled.PoolRequest,
@@ -157,17 +112,17 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
   drawn = draw_labeled(config)
   pool = draw_pool(config, drawn)
   path = config.semi.pseudo_labels
-  labels_file = pseudo_label.read_pseudo_labels(path, drawn.data.num_classes)
+  labels_file = read_pseudo_labels(path, drawn.data.num_classes)
   if isinstance(pool, unlabeled.PoolRequest):
     _check_provenance(path, labels_file, {
         "pool_source": pool.source, "pool_draw_on": "predictions",
-        "pool_fingerprint": _fingerprint(pool.candidates.images)})
+        "pool_fingerprint": fingerprint(pool.candidates.images)})
     pool_images = _drawn_on_predictions(
         path, labels_file, pool, config.semi.short_class_policy == "take_available")
   else:
     _check_provenance(path, labels_file, {
         "pool_source": pool.source, "pool_draw_on": "labels",
-        "pool_fingerprint": _fingerprint(pool.images)})
+        "pool_fingerprint": fingerprint(pool.images)})
     if not np.array_equal(labels_file["indices"], pool.source_indices):
       raise _different_pool(path, "dataset or semi settings changed")
     pool_images = pool.images
@@ -183,25 +138,103 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
                              group_counts=data.class_counts)
 
 
-# The fields that decide which images and labels a run's labeled set D_L holds.
-LABELED_SET_FIELDS = ("name", "source", "npz_path", "imb_type", "imbalance_ratio", "img_max",
-                      "lt_seed", "val_per_class", "test_fraction", "image_size")
+REQUIRED_KEYS = ("indices", "pseudo_labels", "confidences", "keep")
+# Where the pool came from, stored as 0-d strings beside the per-image arrays.
+PROVENANCE_KEYS = ("pool_source", "pool_draw_on", "pool_fingerprint")
 
 
-def check_base(config: ml_collections.ConfigDict, base_dir: str, base: dict,
-               labeled: prepare_lib.LongTailData) -> None:
-  """A base model given by semi.base_workdir must have trained on this run's labeled set: its
-  pseudo-labels and its "base" row would otherwise belong to another one."""
-  theirs = workdir_lib.read_config(base_dir).get("dataset", {})
-  # A field the base's version did not have yet (absent there) held its default then.
-  defaults = get_base_config().dataset
-  differ = [f"dataset.{k} ({theirs.get(k, defaults[k])!r} there, {config.dataset[k]!r} here)"
-            for k in LABELED_SET_FIELDS if theirs.get(k, defaults[k]) != config.dataset[k]]
-  counts = base.get("class_counts")
-  if not differ and counts is not None and list(counts) != list(labeled.class_counts):
-    differ = [f"its class counts ({counts} there, {list(labeled.class_counts)} here)"]
-  if differ:
-    raise ConfigError(f"semi.base_workdir={base_dir!r} trained on another labeled set: "
-                      f"{'; '.join(differ)}. Leave semi.base_workdir empty to train the base "
-                      "here, or point it at a base trained with these dataset.* fields.")
+# --- files ----------------------------------------------------------------------------------
 
+
+def write_pseudo_labels(path: str, *, indices, pred, confidence, keep, true_labels=None,
+                        provenance: dict[str, str] | None = None,
+                        overwrite: bool = False) -> str:
+  """Writes the .npz atomically; refuses to replace an existing file unless overwrite=True.
+
+  `provenance` (keys of PROVENANCE_KEYS) is stored as 0-d strings so that a later stage can
+  check the file was made for its pool.
+  """
+  arrays = {"indices": np.asarray(indices, np.int64),
+            "pseudo_labels": np.asarray(pred, np.int64),
+            "confidences": np.asarray(confidence, np.float32),
+            "keep": np.asarray(keep, bool)}
+  if true_labels is not None:
+    arrays["true_labels"] = np.asarray(true_labels, np.int64)
+  lengths = {k: v.shape for k, v in arrays.items()}
+  if len(set(lengths.values())) != 1 or arrays["indices"].ndim != 1:
+    raise ValueError(f"pseudo-label arrays must be 1-D of one length, got {lengths}.")
+  unknown = sorted(set(provenance or {}) - set(PROVENANCE_KEYS))
+  if unknown:
+    raise ValueError(f"unknown provenance keys {unknown}; use {PROVENANCE_KEYS}.")
+  arrays.update({k: np.asarray(str(v)) for k, v in (provenance or {}).items()})
+  # Process 0 alone writes; another process would find its file here when it is done first.
+  if parallel.is_main_process() and os.path.exists(path) and not overwrite:
+    raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it, or "
+                          "write to another path.")
+
+  def write(tmp: str) -> None:
+    with open(tmp, "wb") as f:  # A file object: np.savez would add .npz to a bare name.
+      np.savez(f, **arrays)
+
+  io_utils.atomic_write(path, write)
+  return path
+
+
+def read_pseudo_labels(path: str, num_classes: int | None = None) -> dict[str, np.ndarray]:
+  """The arrays written by write_pseudo_labels, checked for the required keys and, given
+  `num_classes`, every pseudo-label (and true label) for the range 0..num_classes-1: a file
+  changed by hand or made for another dataset must not train a model of other classes."""
+  if not os.path.isfile(path):
+    raise DataError(f"no pseudo-label file at {path}; run the pseudo-label stage first.")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      out = {k: f[k] for k in f.files}
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise DataError(f"{path} is not a readable .npz ({e}); delete it and rerun the "
+                    "pseudo-label stage.") from e
+  for key in REQUIRED_KEYS:
+    if key not in out:
+      raise DataError(f"{path} lacks the array {key!r}; it was not written by "
+                      "write_pseudo_labels: delete it and rerun the pseudo-label stage.")
+  lengths = {k: v.shape for k, v in out.items() if k not in PROVENANCE_KEYS}
+  if len(set(lengths.values())) != 1:
+    raise DataError(f"{path} holds arrays of different lengths {lengths}; rerun the "
+                    "pseudo-label stage.")
+  if num_classes is not None:
+    for key in ("pseudo_labels", "true_labels"):
+      if key in out:
+        _check_label_range(path, key, out[key], num_classes)
+  _check_unchanged(path)
+  return out
+
+
+def _rebuilt_by_deleting(path: str) -> str:
+  """The end of every message about a damaged pseudo-label file: its stage folder (the file
+  and its report.json) gone, the same command writes both again."""
+  return (f"{os.path.dirname(os.path.abspath(path))} and run the same command again: the "
+          "pseudo-label stage rebuilds it.")
+
+
+def _check_label_range(path: str, key: str, labels: np.ndarray, num_classes: int) -> None:
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"{path}: {key!r} is {labels.dtype}, not integer class ids; delete "
+                    + _rebuilt_by_deleting(path))
+  bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+  if bad.size:
+    raise DataError(f"{path}: {key!r} holds {bad.size} labels outside 0..{num_classes - 1} (row "
+                    f"{bad[0]}: {labels[bad[0]]}); the file was changed or made for another "
+                    "dataset. Delete " + _rebuilt_by_deleting(path))
+
+
+def _check_unchanged(path: str) -> None:
+  """A file that its stage's report.json describes must still have the checksum recorded
+  there: labels edited in range (all shifted by one, say) pass every other check. The stage
+  itself reads its file before it writes the report, so there is nothing to compare yet."""
+  report_path = os.path.join(os.path.dirname(path), workdir_lib.PSEUDO_LABEL_REPORT_FILE)
+  if not os.path.isfile(report_path):
+    return  # Not yet reported, or a file of the user's own.
+  with open(report_path) as f:
+    recorded = json.load(f).get("sha256")
+  if recorded is not None and recorded != io_utils.sha256_file(path):
+    raise DataError(f"{path} changed after the pseudo-label stage wrote it (its SHA-256 is not "
+                    f"the one in {report_path}); delete " + _rebuilt_by_deleting(path))

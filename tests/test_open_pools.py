@@ -337,7 +337,7 @@ def test_pool_drawn_on_predictions_end_to_end(tmp_path):
                                                  request, drawn.data)
   labels_file = labels_dir / workdir_lib.PSEUDO_LABELS_FILE
   assert path == str(labels_file)
-  saved = pseudo_label.read_pseudo_labels(path)
+  saved = semi.read_pseudo_labels(path)
   assert report["requested_counts"] == want and report["pool_draw_on"] == "predictions"
   assert report["num_pool"] == sum(want) and "accuracy" not in report
   assert str(saved["pool_draw_on"]) == "predictions" and "true_labels" not in saved

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import fake_devices_env, tiny_config
 
-from lt_jax import pipeline, predict
+from lt_jax import pipeline, predict, semi
 from lt_jax import pseudo_label as pl
 from lt_jax.data import augment, prepare
 from lt_jax.errors import ConfigError, DataError
@@ -263,8 +263,8 @@ def arrays(n=5, with_truth=True):
 def test_write_then_read_round_trip(tmp_path):
   path = str(tmp_path / "pseudo_labels.npz")
   a = arrays()
-  pl.write_pseudo_labels(path, **a)
-  got = pl.read_pseudo_labels(path)
+  semi.write_pseudo_labels(path, **a)
+  got = semi.read_pseudo_labels(path)
   assert set(got) == {"indices", "pseudo_labels", "confidences", "keep", "true_labels"}
   np.testing.assert_array_equal(got["indices"], a["indices"])
   np.testing.assert_array_equal(got["pseudo_labels"], a["pred"])
@@ -276,43 +276,43 @@ def test_write_then_read_round_trip(tmp_path):
 
 def test_write_without_npz_suffix_and_without_truth(tmp_path):
   path = str(tmp_path / "labels.bin")
-  pl.write_pseudo_labels(path, **arrays(with_truth=False))
-  assert "true_labels" not in pl.read_pseudo_labels(path)
+  semi.write_pseudo_labels(path, **arrays(with_truth=False))
+  assert "true_labels" not in semi.read_pseudo_labels(path)
   assert os.listdir(tmp_path) == ["labels.bin"]
 
 
 def test_refuses_to_overwrite_unless_asked(tmp_path):
   path = str(tmp_path / "p.npz")
-  pl.write_pseudo_labels(path, **arrays(4))
+  semi.write_pseudo_labels(path, **arrays(4))
   with pytest.raises(FileExistsError, match="overwrite=True"):
-    pl.write_pseudo_labels(path, **arrays(6))
-  assert len(pl.read_pseudo_labels(path)["indices"]) == 4
-  pl.write_pseudo_labels(path, overwrite=True, **arrays(6))
-  assert len(pl.read_pseudo_labels(path)["indices"]) == 6
+    semi.write_pseudo_labels(path, **arrays(6))
+  assert len(semi.read_pseudo_labels(path)["indices"]) == 4
+  semi.write_pseudo_labels(path, overwrite=True, **arrays(6))
+  assert len(semi.read_pseudo_labels(path)["indices"]) == 6
 
 
 def test_failed_write_leaves_no_file_behind(tmp_path, monkeypatch):
   path = str(tmp_path / "p.npz")
-  pl.write_pseudo_labels(path, **arrays(4))
+  semi.write_pseudo_labels(path, **arrays(4))
 
   def broken(*args, **kwargs):
     raise OSError("disk full")
 
   monkeypatch.setattr(np, "savez", broken)
   with pytest.raises(OSError, match="disk full"):
-    pl.write_pseudo_labels(str(tmp_path / "new.npz"), **arrays())
+    semi.write_pseudo_labels(str(tmp_path / "new.npz"), **arrays())
   with pytest.raises(OSError, match="disk full"):
-    pl.write_pseudo_labels(path, overwrite=True, **arrays())
+    semi.write_pseudo_labels(path, overwrite=True, **arrays())
   assert os.listdir(tmp_path) == ["p.npz"]
   monkeypatch.undo()
-  assert len(pl.read_pseudo_labels(path)["indices"]) == 4  # The old file is intact.
+  assert len(semi.read_pseudo_labels(path)["indices"]) == 4  # The old file is intact.
 
 
 def test_write_rejects_mismatched_lengths(tmp_path):
   a = arrays()
   a["keep"] = a["keep"][:3]
   with pytest.raises(ValueError, match="one length"):
-    pl.write_pseudo_labels(str(tmp_path / "p.npz"), **a)
+    semi.write_pseudo_labels(str(tmp_path / "p.npz"), **a)
   assert os.listdir(tmp_path) == []
 
 
@@ -320,12 +320,12 @@ def test_read_validates_keys_and_presence(tmp_path):
   path = tmp_path / "bad.npz"
   np.savez(path, indices=np.arange(3), pseudo_labels=np.arange(3), keep=np.ones(3, bool))
   with pytest.raises(DataError, match="'confidences'"):
-    pl.read_pseudo_labels(str(path))
+    semi.read_pseudo_labels(str(path))
   with pytest.raises(DataError, match="run the pseudo-label stage"):
-    pl.read_pseudo_labels(str(tmp_path / "missing.npz"))
+    semi.read_pseudo_labels(str(tmp_path / "missing.npz"))
   (tmp_path / "junk.npz").write_text("not a zip")
   with pytest.raises(DataError, match="not a readable .npz"):
-    pl.read_pseudo_labels(str(tmp_path / "junk.npz"))
+    semi.read_pseudo_labels(str(tmp_path / "junk.npz"))
 
 
 @pytest.mark.parametrize("label, key", [(10, "pseudo_labels"), (-1, "pseudo_labels"),
@@ -336,15 +336,15 @@ def test_read_refuses_labels_outside_the_classes(tmp_path, label, key):
   arrays = {"pseudo_labels": np.array([0, 3, 9, 2]), "true_labels": np.array([0, 3, 9, 1])}
   arrays[key] = arrays[key].copy()
   arrays[key][2] = label
-  pl.write_pseudo_labels(path, indices=np.arange(4), pred=arrays["pseudo_labels"],
+  semi.write_pseudo_labels(path, indices=np.arange(4), pred=arrays["pseudo_labels"],
                          confidence=np.full(4, 0.5), keep=np.ones(4, bool),
                          true_labels=arrays["true_labels"])
-  assert len(pl.read_pseudo_labels(path)["indices"]) == 4  # Without classes: not checked.
+  assert len(semi.read_pseudo_labels(path)["indices"]) == 4  # Without classes: not checked.
   with pytest.raises(DataError, match=rf"'{key}' holds 1 labels outside 0..9 \(row 2: {label}\)"
                      rf".*Delete {tmp_path} and run the same command again"):
-    pl.read_pseudo_labels(path, num_classes=10)
+    semi.read_pseudo_labels(path, num_classes=10)
   arrays[key][2] = 9
-  pl.write_pseudo_labels(path, indices=np.arange(4), pred=arrays["pseudo_labels"],
+  semi.write_pseudo_labels(path, indices=np.arange(4), pred=arrays["pseudo_labels"],
                          confidence=np.full(4, 0.5), keep=np.ones(4, bool),
                          true_labels=arrays["true_labels"], overwrite=True)
-  assert pl.read_pseudo_labels(path, num_classes=10)["pseudo_labels"].max() == 9
+  assert semi.read_pseudo_labels(path, num_classes=10)["pseudo_labels"].max() == 9
