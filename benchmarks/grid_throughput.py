@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 
-from lt_jax import classify, grid, inputs, io_utils, parallel  # noqa: E402
+from lt_jax import grid, inputs, io_utils, parallel, recipe  # noqa: E402
 from lt_jax.config import override  # noqa: E402
 from lt_jax.models import create_model  # noqa: E402
 from lt_jax.train import driver, optim  # noqa: E402
@@ -85,10 +85,10 @@ def members_for(config, size: int) -> list[grid.Member]:
 def alone(config):
   """The first method's run by itself, as classify.train_and_evaluate builds it."""
   cfg = members_for(config, 1)[0].config
-  inp = inputs.DeviceInput(classify.training_data(cfg))
+  inp = inputs.DeviceInput(recipe.training_data(cfg))
   mesh = parallel.make_mesh()
   replicated = parallel.replicated(mesh)
-  plan = classify.plan(cfg, inp.steps_per_epoch(cfg.train.batch_size))
+  plan = recipe.plan(cfg, inp.steps_per_epoch(cfg.train.batch_size))
   model = create_model(cfg.model.name, num_classes=inp.num_classes, head=cfg.model.head,
                        dtype=cfg.model.dtype, conv_impl=cfg.model.conv_impl)
   tx = optim.make_optimizer(cfg.optim, plan.num_epochs, plan.steps_per_epoch)

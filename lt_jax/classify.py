@@ -13,16 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-import jax
 import ml_collections
 import numpy as np
 
-from lt_jax import inputs, io_utils, models, parallel, predict, results, semi, transfer
+from lt_jax import inputs, io_utils, models, parallel, predict, recipe, results, transfer
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.data import datasets
-from lt_jax.data import prepare as prepare_lib
-from lt_jax.pretrain import rotation
 from lt_jax.train import driver, optim
 from lt_jax.train import objective as objective_lib
 from lt_jax.train import step as step_lib
@@ -39,11 +36,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = parallel.make_mesh()
   tr = config.train
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
-  print_counts(inp.facts)
+  recipe.print_counts(inp.facts)
   inp.check(config)
   spe = inp.steps_per_epoch(tr.batch_size)
   model = models.from_config(config.model, inp.num_classes)
-  tx = optim.make_optimizer(config.optim, tr.num_epochs, spe, frozen=frozen_parameters(config))
+  tx = optim.make_optimizer(config.optim, tr.num_epochs, spe,
+                            frozen=recipe.frozen_parameters(config))
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   state = step_lib.create_state(model, tx, inp.image_shape, config.seed, replicated)
   predictor = predict.Predictor(model, inp.mean, inp.std, inp.num_classes,
@@ -54,7 +52,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   print(workdir_lib.write_parameter_table(workdir, state.params), flush=True)
   trained = driver.train(
       workdir, state, inp.make_step(config, model, tx, batch_sharding),
-      inp.train_data(config, mesh), plan(config, spe), state_sharding=replicated,
+      inp.train_data(config, mesh), recipe.plan(config, spe), state_sharding=replicated,
       evaluate=epoch_eval_hook(evaluator, selection),
       initialize=backbone_initializer(config, replicated),
       keep_best=selection != "last", log=lambda line: print(line, flush=True))
@@ -70,7 +68,7 @@ def training_input(config: ml_collections.ConfigDict) -> inputs.Input:
   device-resident arrays (`training_data`)."""
   if datasets.get(config.dataset.name).host_fed:
     return inputs.HostInput.of(config)
-  data = training_data(config)
+  data = recipe.training_data(config)
   return inputs.DeviceInput(data, title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}")
 
 
@@ -124,7 +122,7 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: str, facts: inputs
                   trained: driver.Trained, selection: str, title: str) -> dict:
   """Writes results.json and the per-class plot of a trained classifier, prints the table;
   returns the results."""
-  out = results_json(config, facts, trained, selection)
+  out = recipe.results_json(config, facts, trained, selection)
   workdir_lib.write_results(workdir, out)
   results.plot_per_class_accuracy(
       os.path.join(workdir, results.PLOT_FILE), facts.report_counts,
@@ -132,38 +130,6 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: str, facts: inputs
   print(lt_metrics.format_table({"final": out["final"], "best": out["best"]}), flush=True)
   print(f"results: {os.path.join(workdir, workdir_lib.RESULTS_FILE)}", flush=True)
   return out
-
-
-def training_data(config: ml_collections.ConfigDict) -> prepare_lib.LongTailData:
-  """The data a classifier stage trains on: the labeled long-tailed set, plus the
-  pseudo-labeled pool for a semi-supervised final stage, or turned into rotation prediction
-  for the rotation pretext stage."""
-  if config.semi.pseudo_labels:
-    data = semi.training_data_with_pseudo_labels(config)
-  else:
-    data = prepare_lib.prepare(config.dataset)
-  if config.task == "rotation":
-    data = rotation.rotation_data(data)
-  return data
-
-
-def frozen_parameters(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Parameter paths the optimiser leaves untouched: the backbone of a frozen-backbone stage,
-  and an LWS head's classifier (only its per-class scales learn)."""
-  frozen = ("backbone",) if config.model.freeze_backbone else ()
-  if config.model.head == "lws":
-    frozen += ("head/kernel", "head/bias")
-  return frozen
-
-
-def plan(config: ml_collections.ConfigDict, steps_per_epoch: int,
-         prefix: str = "train") -> driver.Plan:
-  tr = config.train
-  return driver.Plan(num_epochs=tr.num_epochs, steps_per_epoch=steps_per_epoch,
-                     batch_size=tr.batch_size,
-                     steps_per_call=driver.steps_per_call(tr.steps_per_call),
-                     log_every_steps=tr.log_every_steps, eval_every_epochs=tr.eval_every_epochs,
-                     checkpoint_every_epochs=tr.checkpoint_every_epochs, prefix=prefix)
 
 
 class Evaluator:
@@ -192,51 +158,7 @@ class Evaluator:
     io_utils.atomic_write(path, lambda tmp: np.savez_compressed(tmp, **self.confusion))
 
 
-def print_counts(facts: inputs.DatasetFacts) -> None:
-  counts = facts.class_counts
-  print(f"{facts.name}: {facts.train_size} training images in {facts.num_classes} classes "
-        f"(imbalance {max(counts) / max(min(counts), 1):.1f}); test {facts.test_size}"
-        + (f", val {facts.val_size}" if facts.val_size else "")
-        + (f"; {facts.num_labeled} labeled + {facts.train_size - facts.num_labeled} "
-           "pseudo-labeled" if facts.num_labeled is not None else ""), flush=True)
-  if len(counts) <= 100:
-    print("class counts: " + ", ".join(str(c) for c in counts), flush=True)
-  else:  # ImageNet-LT's 1,000 or iNaturalist's 8,142: their spread, not every one.
-    print(f"class counts: largest {max(counts)}, median {int(np.median(counts))}, smallest "
-          f"{min(counts)}; Many (> 100) {sum(c > 100 for c in counts)} classes, Medium "
-          f"{sum(20 <= c <= 100 for c in counts)}, Few (< 20) {sum(c < 20 for c in counts)}",
-          flush=True)
-
-
 def _fmt(value) -> str:
   return "-" if value is None else f"{value:.1f}"
 
 
-def results_json(config, facts: inputs.DatasetFacts, trained: driver.Trained,
-                 selection: str) -> dict:
-  """The results.json content of a trained classifier stage."""
-  meta, final = trained.meta, trained.final.keep
-  best = meta["best"] or {"test": final["test"], "val": final.get("val")}
-  best_block = dict(best["test"], epoch=meta["best_epoch"])
-  if best.get("val") is not None:
-    best_block["val"] = {k: best["val"][k] for k in ("top1_acc", "balanced_acc")}
-  if selection == "last":
-    best_block = dict(final["test"], epoch=config.train.num_epochs)
-  return {
-      "config": workdir_lib.config_json(config),
-      "dataset": {"name": facts.name, "num_classes": facts.num_classes,
-                  "train_size": facts.train_size, "val_size": facts.val_size,
-                  "test_size": facts.test_size},
-      "class_counts": list(facts.class_counts),
-      "group_counts": list(facts.report_counts),
-      "final": dict(final["test"], epoch=config.train.num_epochs),
-      "best": best_block,
-      "selected_on": selection,
-      "selection_note": ("best epoch chosen by test accuracy, as the reference does; the "
-                         "best block is optimistic" if selection == "test" else None),
-      "wall_time_s": meta["wall_time_s"],
-      "train_images_per_s": driver.images_per_second(meta),
-      "eval_seconds": driver.seconds_per_evaluation(meta),
-      "history": meta["history"],
-      "devices": [str(d) for d in jax.devices()],
-  }

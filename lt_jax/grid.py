@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lt_jax import classify, inputs, methods, models, parallel, predict, results, transfer
+from lt_jax import inputs, methods, models, parallel, predict, recipe, results, transfer
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
@@ -168,9 +168,9 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "",
   every model on every device."""
   config = cohorts[0][0].config
   tr = config.train
-  data = classify.training_data(config)
+  data = recipe.training_data(config)
   inp = inputs.DeviceInput(data)
-  classify.print_counts(inp.facts)
+  recipe.print_counts(inp.facts)
   mesh = parallel.make_mesh() if mesh is None else mesh
   split = parallel.model_groups(mesh) > 1
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
@@ -183,12 +183,12 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "",
     cfg = cohort[0].config
     model = models.from_config(cfg.model, data.num_classes)
     tx = optim.make_optimizer(cfg.optim, tr.num_epochs, spe,
-                              frozen=classify.frozen_parameters(cfg))
+                              frozen=recipe.frozen_parameters(cfg))
     steps.append(inp.make_step(cfg, model, tx, batch_sharding))
     evals.append(_cohort_evaluator(cfg, inp, model, mesh, how, len(cohort), split))
     stacked.append(members_lib.stack([step_lib.create_state(
         model, tx, data.train.images.shape[1:], m.config.seed, replicated) for m in cohort]))
-  plan = dataclasses.replace(classify.plan(config, spe),
+  plan = dataclasses.replace(recipe.plan(config, spe),
                              batch_size=tr.batch_size * sum(sizes), label=label)
   state = members_lib.create(stacked, selection != "last", mesh)
   sharding = members_lib.shardings(state, mesh)
@@ -306,7 +306,7 @@ def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dic
       member_meta |= {"best": evaluate.best[i], "best_epoch": int(best_epoch[i]),
                       "best_score": evaluate.best[i][evaluate.selection]["top1_acc"]}
     final = driver.EpochEval({}, "", keep=trained.final.keep[i])
-    res = classify.results_json(m.config, inputs.DatasetFacts.of(data),
+    res = recipe.results_json(m.config, inputs.DatasetFacts.of(data),
                                 driver.Trained(lasts[i], member_meta, final), evaluate.selection)
     res["grid"] = {"program": os.path.relpath(program_dir, os.path.dirname(m.workdir)),
                    "models_in_program": n, "member_map": how, "name": m.name,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import killed_at_epoch, tiny_config
 
-from lt_jax import classify, pipeline, semi, transfer
+from lt_jax import pipeline, recipe, semi, transfer
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import override
@@ -78,17 +78,17 @@ def test_semi_pipeline_runs_skips_and_resumes(tmp_path):
                                 "semi.pseudo_labels": str(labels_file),
                                 "semi.unlabeled_factor": 4})
   with pytest.raises(DataError, match="different unlabeled pool"):
-    classify.training_data(changed)
+    recipe.training_data(changed)
 
   # Every label shifted by one stays in range and passes every other check; the checksum the
   # pseudo-label stage recorded in report.json does not.
   reread = override(config, **{"semi.enabled": False, "semi.pseudo_labels": str(labels_file)})
-  assert len(classify.training_data(reread).train.labels) == 159 + 790
+  assert len(recipe.training_data(reread).train.labels) == 159 + 790
   with open(labels_file, "wb") as f:
     np.savez(f, **(saved | {"pseudo_labels": (saved["pseudo_labels"] + 1) % 10}))
   with pytest.raises(DataError, match=r"changed after the pseudo-label stage wrote it .*"
                      r"delete .*pseudo_labels and run the same command again"):
-    classify.training_data(reread)
+    recipe.training_data(reread)
 
 
 def test_pseudo_label_report_is_rebuilt_from_an_existing_file(tmp_path):
