@@ -14,7 +14,6 @@ from lt_jax.data import (
     datasets,
     image_lists,
     longtail,
-    open_pools,
     prepare,
     samplers,
     unlabeled,
@@ -203,26 +202,21 @@ def _validate_semi(config) -> None:
   semi = config.semi
   if not (semi.enabled or semi.pseudo_labels):
     return
-  _choice("semi.pool_source", semi.pool_source, unlabeled.POOL_SOURCES)
+  _choice("semi.pool_source", semi.pool_source, unlabeled.POOLS)
   _choice("semi.pool_draw_on", semi.pool_draw_on, unlabeled.DRAW_RULES)
   _choice("semi.short_class_policy", semi.short_class_policy, unlabeled.SHORT_CLASS_POLICIES)
-  if semi.pool_draw_on == "labels" and semi.pool_source in unlabeled.UNLABELED_SOURCES:
-    raise ConfigError(f"semi.pool_draw_on='labels' but semi.pool_source={semi.pool_source!r} "
+  source, pool = semi.pool_source, unlabeled.POOLS[semi.pool_source]
+  if semi.pool_draw_on == "labels" and not pool.labeled:
+    raise ConfigError(f"semi.pool_draw_on='labels' but semi.pool_source={source!r} "
                       "has no labels; set semi.pool_draw_on='predictions' (or 'auto').")
-  if semi.pool_source == "cinic10":
-    if config.dataset.name != "cifar10":
-      raise ConfigError("semi.pool_source='cinic10' needs dataset.name='cifar10' (its class "
-                        "folders are CIFAR-10's classes); use 'image_folder' for other data.")
-    splits = tuple(semi.cinic10_splits)
-    if not splits or any(s not in open_pools.CINIC10_SPLITS for s in splits):
-      raise ConfigError(f"semi.cinic10_splits={splits} must be a non-empty subset of "
-                        f"{open_pools.CINIC10_SPLITS}.")
-  if semi.pool_source == "image_folder" and not semi.image_folder:
-    raise ConfigError("semi.pool_source='image_folder' needs semi.image_folder, a folder of "
-                      "PNG / JPEG files.")
+  if pool.dataset and config.dataset.name != pool.dataset[0]:
+    raise ConfigError(f"semi.pool_source={source!r} needs dataset.name={pool.dataset[0]!r}"
+                      f"{pool.dataset[1]}.")
+  if pool.field and not ranges.lookup(config, pool.field[0]):
+    raise ConfigError(f"semi.pool_source={source!r} needs {pool.field[0]}, {pool.field[1]}.")
+  if pool.check is not None:
+    pool.check(config)
   _choice("semi.base_checkpoint", semi.base_checkpoint, ("last", "best"))
-  if semi.pool_source == "svhn_extra" and config.dataset.name != "svhn":
-    raise ConfigError("semi.pool_source='svhn_extra' needs dataset.name='svhn'.")
   if semi.enabled and config.pretrain.method != "none":
     raise ConfigError("semi.enabled and pretrain.method are both set; run one pipeline at a "
                       "time (pass the SSP run's workdir as model.init_from to combine them).")

@@ -10,7 +10,7 @@ from conftest import tiny_config
 
 from lt_jax import losses, pipeline
 from lt_jax.config import override
-from lt_jax.data import datasets, samplers, sources
+from lt_jax.data import datasets, samplers, sources, unlabeled
 from lt_jax.errors import ConfigError
 from lt_jax.train import objective
 from lt_jax.validate import divergence_suspects, validate
@@ -90,3 +90,22 @@ def test_a_pipeline_entry_is_chosen_described_and_run(monkeypatch, tmp_path):
   out = pipeline.run(config, str(tmp_path))
   assert out["seeds"] == [0, 1] and (tmp_path / "seed_1" / "results.json").exists()
   assert pipeline.describe(tiny_config()) == "supervised: one classifier"
+
+
+def test_a_pool_entry_is_validated_with_its_needs_and_read(monkeypatch):
+  def mirrored(data, options):  # The training images flipped left-right, with their labels.
+    return unlabeled.Candidates(data.train.images[:, :, ::-1], data.train.labels,
+                                np.arange(len(data.train.labels)))
+  entry = unlabeled.PoolSource(mirrored, "the mirrored training split", dataset=(
+      "digits", " (a test pool)"), field=("semi.pool_npz_path", "any path"))
+  monkeypatch.setitem(unlabeled.POOLS, "mirrored", entry)
+  config = tiny_config(semi__enabled=True, semi__pool_source="mirrored")
+  with pytest.raises(ConfigError, match=r"semi.pool_source='mirrored' needs "
+                                        r"semi.pool_npz_path, any path"):
+    validate(config, check_data=False)
+  with pytest.raises(ConfigError, match=r"needs dataset.name='digits' \(a test pool\)"):
+    validate(override(config, **{"dataset.name": "fashion_mnist"}), check_data=False)
+  validate(override(config, **{"semi.pool_npz_path": "/x"}), check_data=False)
+  data = datasets.load("digits")
+  candidates = unlabeled.candidate_pool("mirrored", data)
+  np.testing.assert_array_equal(candidates.images[:, :, 0], data.train.images[:, :, -1])

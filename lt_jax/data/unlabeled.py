@@ -31,17 +31,13 @@ import math
 import os
 import pickle
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from lt_jax.data import image_source, longtail, open_pools, sources
 from lt_jax.errors import ConfigError, DataError
 
-POOL_SOURCES = ("same_split", "svhn_extra", "tinyimages", "npz", "cinic10", "stl10_unlabeled",
-                "image_folder")
-# Sources whose images never come with labels: a draw on labels is impossible.
-UNLABELED_SOURCES = ("stl10_unlabeled",)
 SHORT_CLASS_POLICIES = ("stop", "take_available")
 DRAW_RULES = ("auto", "labels", "predictions")
 
@@ -72,17 +68,6 @@ _TI_HOW = ("the 80 Million Tiny Images dataset was withdrawn by its authors in 2
 _NPZ_HOW = ("save one with np.savez(path, x_unlabeled=..., y_unlabeled=...) (images uint8 NHWC or "
             "NHW; y_unlabeled is optional, ints 0..C-1, used only to size the classes and to "
             f"measure pseudo-label accuracy) and set {NPZ_FIELD}")
-
-_DESCRIPTIONS = {
-    "same_split": "the training split (without the labeled subset and validation images)",
-    "svhn_extra": "SVHN's extra split",
-    "tinyimages": "the TinyImages pickle (classes by 'extrapolated_targets')",
-    "npz": "the .npz pool (classes by 'y_unlabeled')",
-    "cinic10": "CINIC-10's ImageNet-derived images (classes by folder)",
-    "stl10_unlabeled": "STL-10's unlabelled split",
-    "image_folder": "the image folder (classes by sub-folder)",
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class Pool:
@@ -130,28 +115,29 @@ def candidate_pool(source: str, data: sources.Dataset, *,
   same_split and the source's own array or listing otherwise. Array images must have the
   labeled data's (H, W, C), else DataError naming both shapes.
   """
-  if source not in POOL_SOURCES:
-    raise ConfigError(f"{SOURCE_FIELD}={source!r} is unknown; choose one of {POOL_SOURCES}.")
-  if source == "same_split":
-    return _same_split(data, excluded_train_indices)
-  shape = data.train.images.shape[1:]
-  if source in ("cinic10", "stl10_unlabeled", "image_folder"):
-    if source == "cinic10":
-      images, labels = open_pools.cinic10(cinic10_dir, shape, cinic10_splits)
-    elif source == "stl10_unlabeled":
-      images, labels = open_pools.stl10_unlabeled(tfds_data_dir, shape)
-    else:
-      images, labels = open_pools.image_folder(image_folder, shape, data.name, data.num_classes)
+  if source not in POOLS:
+    raise ConfigError(f"{SOURCE_FIELD}={source!r} is unknown; choose one of {tuple(POOLS)}.")
+  options = dict(excluded_train_indices=excluded_train_indices, tinyimages_path=tinyimages_path,
+                 npz_path=npz_path, cinic10_dir=cinic10_dir, cinic10_splits=cinic10_splits,
+                 image_folder=image_folder, tfds_data_dir=tfds_data_dir)
+  return POOLS[source].read(data, options)
+
+
+def _arrays(read: Callable[[sources.Dataset, dict], tuple[Candidates, str]]):
+  """A reader of in-memory candidates, checked to have the labeled data's (H, W, C)."""
+  def checked(data: sources.Dataset, options: dict) -> Candidates:
+    candidates, where = read(data, options)
+    _check_image_shape(candidates.images, data, where)
+    return candidates
+  return checked
+
+
+def _open(read: Callable[..., tuple]):
+  """A reader of an open pool (`open_pools`): lazy images fitted to the labeled data's shape,
+  indexed by their position in the source's listing."""
+  def candidates(data: sources.Dataset, options: dict) -> Candidates:
+    images, labels = read(data, options, data.train.images.shape[1:])
     return Candidates(images, labels, np.arange(len(images), dtype=np.int64))
-  if source == "svhn_extra":
-    candidates, where = _svhn_extra(data), "SVHN's extra split (extra_32x32.mat)"
-  elif source == "tinyimages":
-    path = _tinyimages_file(tinyimages_path)
-    candidates, where = _read_tinyimages(path, data.num_classes), path
-  else:
-    path = _npz_file(npz_path)
-    candidates, where = _read_npz_pool(path, data.num_classes), path
-  _check_image_shape(candidates.images, data, where)
   return candidates
 
 
@@ -555,7 +541,7 @@ def _shortage_message(counts: list[int], available: list[int], order: list[int],
   short = [k for k, (n, a) in enumerate(zip(counts, available)) if n > a]
   lines = "; ".join(_shortage_line(order[k], counts[k], available[k], k, request) for k in short)
   if request.draw_on == "predictions":
-    name = _DESCRIPTIONS[request.source].split(" (")[0]  # Its own classes are not used.
+    name = POOLS[request.source].description.split(" (")[0]  # Its own classes are not used.
     text = (f"{_asked(request)} asks for more unlabeled images of some predicted classes than "
             f"{name} holds ({DRAW_FIELD} draws on the base model's predicted classes): "
             f"{lines}. A base model that seldom predicts a class is not helped by a larger "
@@ -565,7 +551,7 @@ def _shortage_message(counts: list[int], available: list[int], order: list[int],
             "what there is; report.json records the shortfall) are the ways through.")
   else:
     text = (f"{_asked(request)} asks for more unlabeled images than "
-            f"{_DESCRIPTIONS[request.source]} holds: {lines}.")
+            f"{POOLS[request.source].description} holds: {lines}.")
   if request.labeled_counts is None or request.ratio is None:
     fraction = min(available[k] / counts[k] for k in short)
     return text + (f" Shrink the request to at most {fraction:.0%} of its size (lower "
@@ -579,7 +565,7 @@ def _shortage_message(counts: list[int], available: list[int], order: list[int],
 
 
 def _total_shortage_message(total: int, num_candidates: int, request: _Request) -> str:
-  name = _DESCRIPTIONS[request.source].split(" (")[0]
+  name = POOLS[request.source].description.split(" (")[0]
   text = (f"{_asked(request)} asks for {total} unlabeled images but {name} holds only "
           f"{num_candidates} (the pool is drawn on the base model's predicted classes, so the "
           "total is what can be checked before it is trained).")
@@ -591,3 +577,56 @@ def _total_shortage_message(total: int, num_candidates: int, request: _Request) 
   upper = (num_candidates + num_classes + 1) / max(num_labeled, 1) + 1  # sum >= T - C.
   fits_at = lambda d: _largest_on_grid(fits, upper, d)
   return text + " " + _fix_hint(request, fits_at, None)
+
+
+# --- the table --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolSource:
+  """One value of semi.pool_source: how its candidates are read, and what it needs."""
+  read: Callable[[sources.Dataset, dict], Candidates]  # (labeled data, candidate_pool options)
+  description: str  # What the pool draws from, for messages ("the x (classes by y)").
+  labeled: bool = True  # Its images may come with labels: a draw on labels is possible.
+  dataset: tuple[str, str] | None = None  # (the only dataset.name it serves, why).
+  field: tuple[str, str] | None = None  # (the config field it needs, what that holds).
+  check: Callable[[Any], None] | None = None  # Its own checks of a config.
+
+
+def _check_cinic10_splits(config) -> None:
+  splits = tuple(config.semi.cinic10_splits)
+  if not splits or any(s not in open_pools.CINIC10_SPLITS for s in splits):
+    raise ConfigError(f"semi.cinic10_splits={splits} must be a non-empty subset of "
+                      f"{open_pools.CINIC10_SPLITS}.")
+
+
+POOLS: dict[str, PoolSource] = {
+    "same_split": PoolSource(
+        lambda data, o: _same_split(data, o["excluded_train_indices"]),
+        "the training split (without the labeled subset and validation images)"),
+    "svhn_extra": PoolSource(
+        _arrays(lambda data, o: (_svhn_extra(data), "SVHN's extra split (extra_32x32.mat)")),
+        "SVHN's extra split", dataset=("svhn", "")),
+    "tinyimages": PoolSource(
+        _arrays(lambda data, o: (_read_tinyimages(path := _tinyimages_file(
+            o["tinyimages_path"]), data.num_classes), path)),
+        "the TinyImages pickle (classes by 'extrapolated_targets')"),
+    "npz": PoolSource(
+        _arrays(lambda data, o: (_read_npz_pool(path := _npz_file(o["npz_path"]),
+                                                data.num_classes), path)),
+        "the .npz pool (classes by 'y_unlabeled')"),
+    "cinic10": PoolSource(
+        _open(lambda data, o, shape: open_pools.cinic10(o["cinic10_dir"], shape,
+                                                        o["cinic10_splits"])),
+        "CINIC-10's ImageNet-derived images (classes by folder)",
+        dataset=("cifar10", " (its class folders are CIFAR-10's classes); use 'image_folder' "
+                            "for other data"), check=_check_cinic10_splits),
+    "stl10_unlabeled": PoolSource(
+        _open(lambda data, o, shape: open_pools.stl10_unlabeled(o["tfds_data_dir"], shape)),
+        "STL-10's unlabelled split", labeled=False),
+    "image_folder": PoolSource(
+        _open(lambda data, o, shape: open_pools.image_folder(o["image_folder"], shape,
+                                                             data.name, data.num_classes)),
+        "the image folder (classes by sub-folder)",
+        field=("semi.image_folder", "a folder of PNG / JPEG files")),
+}
