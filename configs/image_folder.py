@@ -1,6 +1,6 @@
 """Your own images: <data_dir>/train/<class>/*.png or .jpg (and test/<class>/, else 20% of
-each class held out), trained as imbalanced as the folder is; ResNet-32, cross-entropy, the
-CIFAR recipe at 100 epochs.
+each class held out; optionally val/<class>/ to select on), trained as imbalanced as the folder
+is; ResNet-32, cross-entropy, the CIFAR recipe at 100 epochs.
 
   python -m lt_jax.data.example_folder /tmp/my_digits     # an example folder, no download
   python run.py --config=configs/image_folder.py --config.dataset.data_dir=/tmp/my_digits \

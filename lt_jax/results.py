@@ -20,15 +20,17 @@ SELECT_ON = ("auto", "val", "test", "last")
 def resolve_selection(config) -> str:
   if config.train.select_on != "auto":
     return config.train.select_on
-  return "val" if config.dataset.val_per_class > 0 or has_list_val(config) else "test"
+  return "val" if config.dataset.val_per_class > 0 or has_own_val(config) else "test"
 
 
-def has_list_val(config) -> bool:
-  """Whether the dataset's split lists hold a validation split apart from the test split
-  (ImageNet-LT's do; iNaturalist 2018's validation list is its test set)."""
+def has_own_val(config) -> bool:
+  """Whether the data brings a validation split apart from its test split: a list dataset's
+  validation list (ImageNet-LT's; iNaturalist 2018's validation list is its test set), or an
+  image folder's val/."""
   spec = datasets.get(config.dataset.name)
-  return spec.host_fed and {"val", "test"} <= set(
-      image_lists.present_splits(config.dataset.lists_dir, spec))
+  if spec.host_fed:
+    return {"val", "test"} <= set(image_lists.present_splits(config.dataset.lists_dir, spec))
+  return spec.has_val is not None and spec.has_val(config.dataset.data_dir)
 
 
 def plot_per_class_accuracy(path: str, class_counts, blocks: dict[str, dict],

@@ -67,7 +67,9 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
     raise ConfigError(f"train.rule={tr.rule!r} brings its own sampler but train.sampler="
                       f"{tr.sampler!r}; set train.sampler='instance' or train.rule='none'.")
   _choice("train.select_on", tr.select_on, results.SELECT_ON)
-  if tr.select_on == "val" and ds.val_per_class == 0 and not results.has_list_val(config):
+  if not datasets.get(ds.name).host_fed:
+    prepare.check_validation_source(ds, own_val=results.has_own_val(config))
+  if tr.select_on == "val" and ds.val_per_class == 0 and not results.has_own_val(config):
     raise ConfigError("train.select_on='val' needs a validation split: set "
                       "dataset.val_per_class > 0 (or select_on='auto').")
 
@@ -294,23 +296,24 @@ def _validate_decouple(config) -> None:
     if not d.taus:
       raise ConfigError("decouple.taus is empty; give the taus to score, e.g. (0.0, 0.5, 1.0).")
     if d.tune_on == "val":
-      _check_validation_split(config.dataset)
+      _check_validation_split(config)
 
 
-def _check_validation_split(ds) -> None:
-  """decouple.tune_on='val' chooses tau on a split apart from test: a list dataset's own
-  validation list (iNaturalist 2018 has none: its val list is the test set), or the
-  dataset.val_per_class images per class held out of a device-resident training set."""
+def _check_validation_split(config) -> None:
+  """decouple.tune_on='val' chooses tau on a split apart from test: the data's own
+  (`results.has_own_val`: ImageNet-LT's validation list, an image folder's val/; iNaturalist
+  2018 has none, its val list is the test set), or the dataset.val_per_class images per class
+  held out of a device-resident training set."""
+  ds = config.dataset
+  if ds.val_per_class or results.has_own_val(config):
+    return
   flagged = "decouple.tune_on='test' (optimistic, flagged in results.json)"
-  spec = datasets.get(ds.name)
-  if spec.host_fed:
-    if not {"val", "test"} <= set(image_lists.present_splits(ds.lists_dir, spec)):
-      raise ConfigError(f"decouple.tune_on='val' needs a validation split to choose tau, but "
-                        f"dataset.name={ds.name!r} has none apart from its test split; "
-                        f"set {flagged}.")
-  elif ds.val_per_class == 0:
-    raise ConfigError("decouple.tune_on='val' needs a validation split to choose tau: set "
-                      f"dataset.val_per_class > 0, or {flagged}.")
+  if datasets.get(ds.name).host_fed:
+    raise ConfigError(f"decouple.tune_on='val' needs a validation split to choose tau, but "
+                      f"dataset.name={ds.name!r} has none apart from its test split; "
+                      f"set {flagged}.")
+  raise ConfigError("decouple.tune_on='val' needs a validation split to choose tau: set "
+                    f"dataset.val_per_class > 0, or {flagged}.")
 
 
 def _unique(field: str, values) -> None:

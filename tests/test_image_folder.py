@@ -15,7 +15,7 @@ from PIL import Image
 from lt_jax import pipeline, preflight
 from lt_jax.config import override
 from lt_jax.data import datasets, example_folder, longtail, prepare, sources
-from lt_jax.errors import DataError
+from lt_jax.errors import ConfigError, DataError
 
 LT_COUNTS = longtail.class_counts(100, 10, "exp", 0.1)  # The example's training folder.
 
@@ -104,9 +104,10 @@ def empty_class(root):
   os.makedirs(root / "train" / "b")
 
 
-def val_folder(root):
+def unknown_val_class(root):
   _png(root / "train" / "a" / "x.png")
-  _png(root / "val" / "a" / "y.png")
+  _png(root / "test" / "a" / "y.png")
+  _png(root / "val" / "c" / "z.png")
 
 
 def broken(root):
@@ -124,7 +125,7 @@ def no_test_images(root):
     (stray, ["holds 1 images outside any class folder (e.g. loose.png)"]),
     (unknown_test_class, ["has class folders that train/ lacks (b)"]),
     (empty_class, ["train/b holds no .png or .jpg image", "remove the folder"]),
-    (val_folder, ["val is not read", "dataset.val_per_class"]),
+    (unknown_val_class, ["val has class folders that train/ lacks (c)"]),
     (broken, ["1 of the 3 image files cannot be used", "bad.png"]),
     (no_test_images, ["gives no test image", "dataset.test_fraction"]),
 ], ids=lambda x: getattr(x, "__name__", ""))
@@ -217,3 +218,24 @@ def test_a_grid_of_two_methods_and_two_seeds_runs_on_a_folder(folder, tmp_path):
   for path in members:  # Each member trained on the folder as it is.
     assert json.loads(path.read_text())["class_counts"] == LT_COUNTS
   assert [(row["method"], row["seeds"]) for row in out["summary"]] == [("ce", 2), ("drw", 2)]
+
+
+def test_a_val_folder_is_the_validation_split_and_selects_the_best_epoch(folder, tmp_path):
+  root = tmp_path / "with_val"
+  shutil.copytree(folder / "train", root / "train")
+  shutil.copytree(folder / "test", root / "test")
+  for digit in range(10):  # Two test digits per class become validation images.
+    names = sorted(os.listdir(root / "test" / str(digit)))[:2]
+    os.makedirs(root / "val" / str(digit))
+    for name in names:
+      os.rename(root / "test" / str(digit) / name, root / "val" / str(digit) / name)
+  data = datasets.load("image_folder", str(root))
+  assert data.val.labels.tolist() == [c for c in range(10) for _ in range(2)]
+  assert len(data.test.labels) == 539 - 20
+  out = pipeline.run(folder_config(root), str(tmp_path / "run"))
+  assert out["selected_on"] == "val" and out["dataset"]["val_size"] == 20
+  assert out["class_counts"] == LT_COUNTS  # The validation images come from val/, not train/.
+  with pytest.raises(ConfigError, match=r"dataset.val_per_class=3, but image_folder brings its "
+                                        r"own validation images"):
+    pipeline.run(folder_config(root, **{"dataset.val_per_class": 3}), str(tmp_path / "both"))
+  assert not (tmp_path / "both").exists()  # Refused before any work.

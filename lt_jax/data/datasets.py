@@ -49,6 +49,9 @@ class DatasetSpec:
   channels_from: Callable[[Any], int] | None = None
   # Image files read into arrays: (location, log) -> what was checked, for run.py --check.
   check_files: Callable[[Any, Callable[[str], None]], str] | None = None
+  # dataset.data_dir -> whether the data brings its own validation split (else one is drawn
+  # by dataset.val_per_class, or there is none).
+  has_val: Callable[[str | None], bool] | None = None
 
   @property
   def host_fed(self) -> bool:
@@ -135,7 +138,7 @@ _SPECS = (
     DatasetSpec("image_folder", "device", None, None, None, None,
                 find=sources.find_image_folder, read=sources.read_image_folder,
                 options=("image_size", "test_fraction"), channels_from=sources.folder_channels,
-                check_files=sources.check_folder_files),
+                check_files=sources.check_folder_files, has_val=sources.folder_has_val),
     # Liu et al. 2019: 115,846 training images in 1,000 classes; 20 validation and 50 test
     # images per class. Images decode to RGB.
     DatasetSpec("imagenet_lt", "host", 1000, 3, _IMAGENET_MEAN, _IMAGENET_STD,
@@ -175,7 +178,7 @@ def load(name: str, data_dir: str | None = None, source: str = "files",
   else:
     mean, std = spec.mean, spec.std
   return sources.Dataset(name, splits.train, splits.test, num_classes, tuple(mean), tuple(std),
-                         splits.extra)
+                         splits.extra, splits.val)
 
 
 def check_available(name: str, data_dir: str | None = None, source: str = "files",

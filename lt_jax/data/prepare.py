@@ -57,6 +57,15 @@ def requested_counts(ds: ml_collections.ConfigDict, num_train: int,
   return longtail.class_counts(img_max, num_classes, ds.imb_type, 1.0 / ds.imbalance_ratio)
 
 
+def check_validation_source(ds: ml_collections.ConfigDict, own_val: bool) -> None:
+  """A validation split comes from the data (an image folder's val/) or is drawn by
+  dataset.val_per_class, not both: the drawn one would silently replace the data's."""
+  if own_val and ds.val_per_class:
+    raise ConfigError(f"dataset.val_per_class={ds.val_per_class}, but {ds.name} brings its own "
+                      "validation images (an image folder's val/); set dataset.val_per_class=0 "
+                      "to use them, or move them into train/ to draw a validation split.")
+
+
 def check_smallest_class(ds: ml_collections.ConfigDict, img_max: float) -> None:
   """Raises when the imbalance leaves the smallest class no image: it gets int(img_max / rho)
   (exp and step alike), and a class with no training image cannot be learned or weighted."""
@@ -87,6 +96,7 @@ def draw(ds: ml_collections.ConfigDict, data: sources.Dataset | None = None, *,
   data = load_source(ds, with_extra) if data is None else data
   c = data.num_classes
   labels = data.train.labels
+  check_validation_source(ds, own_val=data.val is not None)
   rest, val_idx = longtail.validation_split(labels, ds.val_per_class, ds.lt_seed)
   if ds.val_per_class == 0:
     rest = np.arange(len(labels))
@@ -98,7 +108,8 @@ def draw(ds: ml_collections.ConfigDict, data: sources.Dataset | None = None, *,
   rng = np.random.RandomState(ds.lt_seed)
   picked = rest[longtail.longtail_indices(labels[rest], counts, class_order=order, rng=rng)]
   train = Split(data.train.images[picked], labels[picked])
-  val = (Split(data.train.images[val_idx], labels[val_idx]) if ds.val_per_class > 0 else None)
+  val = (Split(data.train.images[val_idx], labels[val_idx]) if ds.val_per_class > 0
+         else data.val)
   lt = LongTailData(
       name=ds.name, train=train, val=val, test=data.test, num_classes=c,
       class_counts=longtail.counts_by_class(counts, order, c),

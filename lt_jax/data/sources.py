@@ -54,6 +54,7 @@ class Dataset:
   mean: tuple[float, ...]  # Per-channel normalisation mean in [0, 1] units.
   std: tuple[float, ...]
   extra: Split | None = None  # SVHN's extra split when present (an unlabeled pool); else None.
+  val: Split | None = None  # A validation split of the data's own (an image folder's val/).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Splits:
   test: Split
   extra: Split | None = None
   num_classes: int | None = None  # Set by readers whose labels define the classes (npz).
+  val: Split | None = None  # A validation split the data brings (an image folder's val/).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -574,8 +576,8 @@ def read_tfds(spec: Any, data_dir: str | None, options: Mapping[str, Any]) -> Sp
 # --- a user's image folder --------------------------------------------------------------
 
 FOLDER_HOW = ("lay the images out as <dataset.data_dir>/train/<class>/*.png (or .jpg), one "
-              "folder per class, and optionally <dataset.data_dir>/test/<class>/ the same way "
-              "(without it, dataset.test_fraction of each class is held out)")
+              "folder per class, and optionally <dataset.data_dir>/test/<class>/ and val/<class>/ "
+              "the same way (without test/, dataset.test_fraction of each class is held out)")
 _GREY_MODES = ("1", "L", "LA", "La")
 
 
@@ -590,11 +592,12 @@ def find_image_folder(spec: Any, data_dir: str | None, options: Mapping[str, Any
     raise DataError(f"{train} is not a folder; {FOLDER_HOW}.")
   if not _class_folders(train):
     raise DataError(f"{train} holds no class folders; {FOLDER_HOW}.")
-  if os.path.isdir(os.path.join(root, "val")):
-    raise DataError(f"{os.path.join(root, 'val')} is not read: validation images are drawn "
-                    "from train/ (dataset.val_per_class per class); move its images into "
-                    "train/ or test/, or rename the folder.")
   return root
+
+
+def folder_has_val(data_dir: str | None) -> bool:
+  """Whether an image folder brings its own validation split (a val/ folder)."""
+  return bool(data_dir) and os.path.isdir(os.path.join(os.path.expanduser(data_dir), "val"))
 
 
 def _class_folders(folder: str) -> list[str]:
@@ -605,14 +608,14 @@ def _class_folders(folder: str) -> list[str]:
 def folder_files(root: str) -> tuple[list[str], dict[str, tuple[list[str], np.ndarray]]]:
   """(class names, {split: (image paths, int64 labels)}) of an image folder. The classes are
   train/'s folders sorted by name (class id = position), so they never depend on the order
-  the file system lists them in; `test` is present when test/ is. Images sit in their class
-  folder or below it; stray images, test classes without training images and classes
-  without images are named."""
+  the file system lists them in; `test` and `val` are present when their folders are. Images
+  sit in their class folder or below it; stray images, test or val classes without training
+  images and classes without images are named."""
   from lt_jax.data import image_source
 
   classes = _class_folders(os.path.join(root, "train"))
   out = {}
-  for split in ("train", "test"):
+  for split in ("train", "test", "val"):
     folder = os.path.join(root, split)
     if not os.path.isdir(folder):
       continue
@@ -673,8 +676,8 @@ def folder_image_shape(paths: Sequence[str], image_size: int | None) -> tuple[in
 
 def read_image_folder(spec: Any, root: str, options: Mapping[str, Any]) -> Splits:
   """Every image of train/ (and test/, else a stratified dataset.test_fraction of train/,
-  drawn with RandomState(0)) decoded into uint8 arrays; every file is checked first, and all
-  broken ones are named at once."""
+  drawn with RandomState(0); and val/ where present) decoded into uint8 arrays; every file is
+  checked first, and all broken ones are named at once."""
   from lt_jax.data import image_source
 
   del spec
@@ -690,15 +693,17 @@ def read_image_folder(spec: Any, root: str, options: Mapping[str, Any]) -> Split
   if not len(test_labels):
     raise DataError(f"{root} gives no test image: add test/<class>/ folders, or raise "
                     "dataset.test_fraction (the share of each class held out of train/).")
-  every = list(paths) + list(test_paths)
+  val_paths, val_labels = found.get("val", ([], None))
+  every = list(paths) + list(test_paths) + list(val_paths)
   image_source.check_files(every, FOLDER_HOW)
   shape = folder_image_shape(every, options.get("image_size"))
 
   def decoded(files):
     return image_source.to_array(image_source.FileImages(files, shape, root=root,
                                                          how=FOLDER_HOW))
+  val = _make_split(decoded(val_paths), val_labels) if val_paths else None
   return Splits(_make_split(decoded(paths), labels), _make_split(decoded(test_paths), test_labels),
-                num_classes=len(classes))
+                num_classes=len(classes), val=val)
 
 
 def check_folder_files(root: str, log: Callable[[str], None] | None = None) -> str:
