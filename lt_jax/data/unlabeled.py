@@ -593,6 +593,16 @@ class PoolSource:
   check: Callable[[Any], None] | None = None  # Its own checks of a config.
 
 
+def _tinyimages_candidates(data: sources.Dataset, options: dict) -> tuple[Candidates, str]:
+  path = _tinyimages_file(options["tinyimages_path"])
+  return _read_tinyimages(path, data.num_classes), path
+
+
+def _npz_candidates(data: sources.Dataset, options: dict) -> tuple[Candidates, str]:
+  path = _npz_file(options["npz_path"])
+  return _read_npz_pool(path, data.num_classes), path
+
+
 def _check_cinic10_splits(config) -> None:
   splits = tuple(config.semi.cinic10_splits)
   if not splits or any(s not in open_pools.CINIC10_SPLITS for s in splits):
@@ -608,13 +618,10 @@ POOLS: dict[str, PoolSource] = {
         _arrays(lambda data, o: (_svhn_extra(data), "SVHN's extra split (extra_32x32.mat)")),
         "SVHN's extra split", dataset=("svhn", "")),
     "tinyimages": PoolSource(
-        _arrays(lambda data, o: (_read_tinyimages(path := _tinyimages_file(
-            o["tinyimages_path"]), data.num_classes), path)),
+        _arrays(_tinyimages_candidates),
         "the TinyImages pickle (classes by 'extrapolated_targets')"),
     "npz": PoolSource(
-        _arrays(lambda data, o: (_read_npz_pool(path := _npz_file(o["npz_path"]),
-                                                data.num_classes), path)),
-        "the .npz pool (classes by 'y_unlabeled')"),
+        _arrays(_npz_candidates), "the .npz pool (classes by 'y_unlabeled')"),
     "cinic10": PoolSource(
         _open(lambda data, o, shape: open_pools.cinic10(o["cinic10_dir"], shape,
                                                         o["cinic10_splits"])),
