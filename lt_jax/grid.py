@@ -187,7 +187,7 @@ def build_program(cohorts: list[list[Member]], how: str, label: str = "",
     steps.append(inp.make_step(cfg, model, tx, batch_sharding))
     evals.append(_cohort_evaluator(cfg, inp, model, mesh, how, len(cohort), split))
     stacked.append(members_lib.stack([step_lib.create_state(
-        model, tx, data.train.images.shape[1:], m.config.seed, replicated) for m in cohort]))
+        model, tx, inp.image_shape, m.config.seed, replicated) for m in cohort]))
   plan = dataclasses.replace(recipe.plan(config, spe),
                              batch_size=tr.batch_size * sum(sizes), label=label)
   state = members_lib.create(stacked, selection != "last", mesh)
@@ -295,6 +295,7 @@ def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dic
   lasts = members_lib.model_states(state.cohorts, sizes)
   bests = members_lib.model_states(state.best, sizes) if state.best is not None else None
   n = len(flat)
+  facts = inputs.DatasetFacts.of(data)  # One training set for every member.
   out = {}
   for i, m in enumerate(flat):
     history = [_member_record(r, i) for r in meta["history"]]
@@ -306,8 +307,8 @@ def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dic
       member_meta |= {"best": evaluate.best[i], "best_epoch": int(best_epoch[i]),
                       "best_score": evaluate.best[i][evaluate.selection]["top1_acc"]}
     final = driver.EpochEval({}, "", keep=trained.final.keep[i])
-    res = recipe.results_json(m.config, inputs.DatasetFacts.of(data),
-                                driver.Trained(lasts[i], member_meta, final), evaluate.selection)
+    res = recipe.results_json(m.config, facts, driver.Trained(lasts[i], member_meta, final),
+                              evaluate.selection)
     res["grid"] = {"program": os.path.relpath(program_dir, os.path.dirname(m.workdir)),
                    "models_in_program": n, "member_map": how, "name": m.name,
                    "model_groups": parallel.model_groups(p.mesh),

@@ -339,7 +339,9 @@ def check_counts_for_objective(config: ml_collections.ConfigDict, counts: np.nda
   raise DataError(f"{list_path} lists no training image for {empty.size} of the "
                   f"{len(counts)} classes (e.g. {', '.join(map(str, empty[:5]))}), but "
                   f"{uses_counts} needs every class's count; use the complete training list, "
-                  "or train.rule='none' with loss.name='ce' or 'focal'.")
+                  "or train.rule='none' with loss.name="
+                  + " or ".join(repr(n) for n, entry in objective_lib.LOSSES.items()
+                                if not entry.uses_counts) + ".")
 
 
 def train_transform(config: ml_collections.ConfigDict):

@@ -115,7 +115,8 @@ def _validate_list_dataset(config) -> None:
   if objective.RULES[tr.rule].sampler:
     raise ConfigError(f"train.rule={tr.rule!r} draws its own sampler, which "
                       f"dataset.name={name!r} has no host pipeline for; choose train.rule from "
-                      "('none', 'reweight', 'drw'), or train.sampler='class_aware'.")
+                      f"{tuple(r for r, rule in objective.RULES.items() if not rule.sampler)}, "
+                      "or train.sampler='class_aware'.")
   if samplers.SAMPLERS[tr.sampler].host is None:
     raise ConfigError(f"train.sampler={tr.sampler!r} has no host pipeline for "
                       f"dataset.name={name!r}; choose one of {samplers.host_samplers()}.")
