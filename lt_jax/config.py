@@ -146,7 +146,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # --- semi-supervised: pseudo-label an unlabeled pool with a base model, train again --------
   c.semi = ml_collections.ConfigDict()
   c.semi.enabled = False  # One run: base model -> pseudo-labels -> final model.
-  # same_split (training images the labeled subset left) | svhn_extra | tinyimages | npz |
+  # same_split (training images the labeled subset left; on a list dataset, the images in its
+  # training folders that no list names) | svhn_extra | tinyimages | npz |
   # cinic10 (CINIC-10's ImageNet-derived images) | stl10_unlabeled (TFDS stl10, 'unlabelled') |
   # image_folder (any folder of PNG / JPEG files). docs/GUIDE.md: which pool to pick.
   c.semi.pool_source = "same_split"

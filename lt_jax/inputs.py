@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lt_jax import io_utils, parallel, predict
+from lt_jax import io_utils, parallel, predict, semi
 from lt_jax.config import override
 from lt_jax.data import augment as augment_lib
 from lt_jax.data import datasets, image_lists, image_pipeline, samplers
@@ -213,27 +213,40 @@ class HostInput(Input):
 
   confusion_file = CONFUSION_FILE
 
-  def __init__(self, config: ml_collections.ConfigDict, splits: dict[str, ImageList | None]):
+  def __init__(self, config: ml_collections.ConfigDict, splits: dict[str, ImageList | None],
+               labeled: ImageList | None = None):
+    """`labeled`: the labeled training list where splits['train'] adds pseudo-labeled pool
+    rows to it; its counts define Many / Medium / Few."""
     ds = config.dataset
     spec = datasets.get(ds.name)
     self.splits = splits
     self.rotation = config.task == "rotation"
-    counts = [int(c) for c in splits["train"].class_counts(list_classes(ds.name, splits))]
+    num_classes = list_classes(ds.name, splits)
+    counts = [int(c) for c in splits["train"].class_counts(num_classes)]
+    report = counts if labeled is None else [int(c) for c in labeled.class_counts(num_classes)]
     times = rotation.NUM_ROTATIONS if self.rotation else 1
     train_size = len(splits["train"])
     if self.rotation:  # Every rotation is equally likely for every image.
-      counts = [train_size] * rotation.NUM_ROTATIONS
+      counts = report = [train_size] * rotation.NUM_ROTATIONS
     self.facts = DatasetFacts(
         name=ds.name, num_classes=len(counts), train_size=train_size,
         val_size=0 if splits["val"] is None else times * len(splits["val"]),
-        test_size=times * len(splits["test"]), class_counts=counts, report_counts=counts)
+        test_size=times * len(splits["test"]), class_counts=counts, report_counts=report,
+        num_labeled=None if labeled is None else len(labeled))
     self.mean, self.std = tuple(spec.mean), tuple(spec.std)
     self.image_shape = (ds.image_size, ds.image_size, 3)
     self.title = ds.name
 
   @classmethod
   def of(cls, config: ml_collections.ConfigDict) -> HostInput:
-    return cls(config, read_splits(config.dataset))
+    """The dataset's lists; a semi-supervised final stage's training list also holds the
+    kept pool images with their pseudo-labels (semi.pseudo_labels)."""
+    splits = read_splits(config.dataset)
+    if not config.semi.pseudo_labels:
+      return cls(config, splits)
+    train = semi.training_list_with_pseudo_labels(
+        config, splits, list_classes(config.dataset.name, splits))
+    return cls(config, splits | {"train": train}, labeled=splits["train"])
 
   def steps_per_epoch(self, batch_size: int) -> int:
     return image_pipeline.steps_per_epoch(self.facts.train_size, batch_size)
@@ -377,6 +390,8 @@ def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_shard
             "images": len(images), "seed": config.seed, "order": tr.sampler,
             "samples_per_class": tr.samples_per_class, "batch_size": batch,
             "transform": repr(transform)}
+  if config.semi.pseudo_labels:  # The list's rows past its own are the kept pool's.
+    stream["pseudo_labels_sha256"] = io_utils.sha256_file(config.semi.pseudo_labels)
   return feed_lib.HostFeed(batches_from, batch_sharding, spec=spec, stream=stream)
 
 

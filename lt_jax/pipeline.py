@@ -41,13 +41,13 @@ from lt_jax import (
   io_utils,
   parallel,
   pseudo_label,
+  recipe,
   semi,
   summary,
 )
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
-from lt_jax.data import prepare as prepare_lib
 from lt_jax.data import unlabeled
 from lt_jax.errors import ConfigError
 from lt_jax.pretrain import contrastive_stage
@@ -188,11 +188,8 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if finished is not None:
     return finished
   # Draw the pool first: a pool that cannot hold the requested sizes fails here, naming what
-  # would fit, before any training. It is kept for the pseudo-labeling stage (the rest of the
-  # source, SVHN's extra split included, is released).
-  drawn = semi.draw_labeled(config)
-  pool, labeled = semi.draw_pool(config, drawn), drawn.data
-  del drawn
+  # would fit, before any training. It is kept for the pseudo-labeling stage.
+  labeled, pool = recipe.labeled_and_pool(config)
   base_dir = config.semi.base_workdir or workdir_lib.stage_dir(workdir, "base")
   if config.semi.base_workdir:
     base = workdir_lib.finished_results(base_dir, "semi.base_workdir")
@@ -220,7 +217,7 @@ def run_semi(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def generate_pseudo_labels(config, base_dir: str, labels_dir: str,
                            pool: unlabeled.Pool | unlabeled.PoolRequest,
-                           labeled: prepare_lib.LongTailData) -> tuple[str, dict]:
+                           labeled: inputs.Input) -> tuple[str, dict]:
   """Labels `pool` (this config's, see `semi.draw_pool`) with the frozen base model unless this
   stage already did (the .npz is written atomically, so its presence means it is complete).
   `labeled` is the labeled draw: its normalisation and number of classes."""
@@ -392,11 +389,9 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         os.path.join(workdir, setting, m, f"seed_{s}"))
             for m in g.methods for s in seeds]
 
-  pool = None
+  labeled = pool = None
   if "semi" in settings:  # A pool that cannot be drawn fails here, before any training.
-    drawn = semi.draw_labeled(config)
-    pool = (semi.draw_pool(config, drawn), drawn.data)
-    del drawn
+    labeled, pool = recipe.labeled_and_pool(config)
   members = []
   if "scratch" in settings:
     members += members_of("scratch", lambda s: {})
@@ -405,7 +400,7 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str) -> dict:
     members += members_of("ssp", lambda s: {"model.init_from": pre_dirs[s]})
   results = train_all(members)  # From scratch and from SSP share programs.
   if "semi" in settings:
-    labels = _grid_pseudo_labels(config, workdir, seeds, results, train_all, *pool)
+    labels = _grid_pseudo_labels(config, workdir, seeds, results, train_all, pool, labeled)
     batch = g.semi_batch_size or config.train.batch_size
     results |= train_all(members_of("semi", lambda s: {"semi.pseudo_labels": labels[s],
                                                        "train.batch_size": batch}))

@@ -14,7 +14,7 @@ import jax
 import ml_collections
 
 from lt_jax import inputs, parallel, pipeline
-from lt_jax.data import datasets, image_source, prepare
+from lt_jax.data import datasets, image_source, list_pools, prepare, unlabeled
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.validate import validate
 
@@ -73,6 +73,12 @@ def check_image_files(config: ml_collections.ConfigDict) -> str:
     image_source.check_files(paths, "replace the file or remove its list line",
                              log=lambda line: print(line, flush=True))
     checked.append(f"{len(paths):,} listed images readable")
+    if _draws_a_pool(config):  # A pool these files cannot hold stops here, as in a run.
+      pool = list_pools.draw(config, splits, inputs.list_classes(config.dataset.name, splits))
+      drawn = (f"{len(pool.images):,} drawn on labels" if isinstance(pool, unlabeled.Pool)
+               else f"{sum(pool.requested_counts):,} to draw on predictions from "
+                    f"{len(pool.candidates.images):,}")
+      checked.append(f"pool: {drawn}")
   spec, ds = datasets.get(config.dataset.name), config.dataset
   if spec.check_files is not None:  # A dataset of image files read into arrays.
     location = spec.find(spec, ds.data_dir, prepare.source_options(ds))

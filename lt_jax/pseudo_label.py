@@ -30,12 +30,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lt_jax import io_utils, semi  # noqa: E402
+from lt_jax import inputs, io_utils, semi  # noqa: E402
 from lt_jax import predict as predict_lib  # noqa: E402
 from lt_jax import workdir as workdir_lib  # noqa: E402
-from lt_jax.config import get_base_config  # noqa: E402
-from lt_jax.data import prepare as prepare_lib  # noqa: E402
+from lt_jax.config import get_base_config, override  # noqa: E402
 from lt_jax.data import unlabeled  # noqa: E402
+from lt_jax.data.image_lists import ImageList  # noqa: E402
 from lt_jax.errors import ConfigError  # noqa: E402
 
 # --- labeling -------------------------------------------------------------------------------
@@ -54,20 +54,26 @@ def logit_scale(frozen: predict_lib.FrozenModel) -> float:
   return 1.0
 
 
-def predict(frozen: predict_lib.FrozenModel, images_uint8, mean: Sequence[float],
+def predict(frozen: predict_lib.FrozenModel, images, mean: Sequence[float],
             std: Sequence[float], *, batch_size: int = 1024, mesh=None,
-            log: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+            log: Callable[[str], None] | None = None,
+            config: ml_collections.ConfigDict | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Labels every pool image: (pred int64 [M], confidence float32 [M]).
 
-  `images_uint8` is a uint8 [M, H, W, C] array or an ImageSource, read one batch at a time.
-  confidence is the max softmax probability of `logit_scale(frozen) * logits` (see there for
-  cosine heads). Batches of `batch_size` (config `semi.label_batch_size`, split over the mesh's
-  data axis) run one at a time on the device while the host pads and sends the next one.
+  `images` is a uint8 [M, H, W, C] array or an ImageSource, read one batch at a time, or the
+  ImageList of a host-fed dataset's pool, decoded on the host to the centre view of `config`'s
+  dataset.* sizes. confidence is the max softmax probability of `logit_scale(frozen) * logits`
+  (see there for cosine heads). Batches of `batch_size` (config `semi.label_batch_size`, split
+  over the mesh's data axis) run one at a time on the device while the host prepares the next.
   """
   predictor = predict_lib.Predictor.of(frozen, mean, std, batch_size=batch_size, mesh=mesh,
                                        field="semi.label_batch_size")
-  return predictor.labels(frozen.variables, predict_lib.HostImages(images_uint8),
-                          scale=logit_scale(frozen), log=log)
+  if isinstance(images, ImageList):
+    split = inputs.fed_split(override(config, **{"train.eval_batch_size": batch_size}), images,
+                             predictor.mesh)
+  else:
+    split = predict_lib.HostImages(images)
+  return predictor.labels(frozen.variables, split, scale=logit_scale(frozen), log=log)
 
 
 # --- selection ------------------------------------------------------------------------------
@@ -114,8 +120,9 @@ def select(pred: np.ndarray, confidence: np.ndarray, num_classes: int, *,
 
 def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
                       pool: unlabeled.Pool | unlabeled.PoolRequest,
-                      labeled: prepare_lib.LongTailData, path: str) -> None:
-  """Labels `pool` with the frozen base model in `base_dir` and writes the .npz at `path`.
+                      labeled: inputs.Input, path: str) -> None:
+  """Labels `pool` with the frozen base model in `base_dir` and writes the .npz at `path`;
+  `labeled` is the labeled set the base model trained on (its normalisation and classes).
 
   A PoolRequest is drawn here: every candidate is labeled (streamed in batches), the rho_U
   counts are drawn per predicted class, and only the drawn images are recorded. A predicted
@@ -125,7 +132,7 @@ def pseudo_label_pool(config: ml_collections.ConfigDict, base_dir: str,
   frozen = predict_lib.load_frozen(base_dir, which=options.base_checkpoint)
   label = lambda images: predict(
       frozen, images, labeled.mean, labeled.std, batch_size=options.label_batch_size,
-      log=lambda line: print(line, flush=True))
+      log=lambda line: print(line, flush=True), config=config)
   if isinstance(pool, unlabeled.PoolRequest):
     candidates = pool.candidates
     print(f"labeling all {len(candidates.images)} candidates of {options.pool_source} to draw "
@@ -167,7 +174,7 @@ LABELED_SET_FIELDS = ("name", "source", "npz_path", "imb_type", "imbalance_ratio
 
 
 def check_base(config: ml_collections.ConfigDict, base_dir: str, base: dict,
-               labeled: prepare_lib.LongTailData) -> None:
+               labeled: inputs.Input) -> None:
   """A base model given by semi.base_workdir must have trained on this run's labeled set: its
   pseudo-labels and its "base" row would otherwise belong to another one."""
   theirs = workdir_lib.read_config(base_dir).get("dataset", {})
@@ -176,8 +183,9 @@ def check_base(config: ml_collections.ConfigDict, base_dir: str, base: dict,
   differ = [f"dataset.{k} ({theirs.get(k, defaults[k])!r} there, {config.dataset[k]!r} here)"
             for k in LABELED_SET_FIELDS if theirs.get(k, defaults[k]) != config.dataset[k]]
   counts = base.get("class_counts")
-  if not differ and counts is not None and list(counts) != list(labeled.class_counts):
-    differ = [f"its class counts ({counts} there, {list(labeled.class_counts)} here)"]
+  ours = list(labeled.facts.class_counts)
+  if not differ and counts is not None and list(counts) != ours:
+    differ = [f"its class counts ({counts} there, {ours} here)"]
   if differ:
     raise ConfigError(f"semi.base_workdir={base_dir!r} trained on another labeled set: "
                       f"{'; '.join(differ)}. Leave semi.base_workdir empty to train the base "

@@ -12,6 +12,7 @@ import numpy as np
 
 from lt_jax import inputs, semi
 from lt_jax import workdir as workdir_lib
+from lt_jax.data import datasets, list_pools, unlabeled
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.pretrain import rotation
 from lt_jax.train import driver
@@ -28,6 +29,18 @@ def training_data(config: ml_collections.ConfigDict) -> prepare_lib.LongTailData
   if config.task == "rotation":
     data = rotation.rotation_data(data)
   return data
+
+
+def labeled_and_pool(config: ml_collections.ConfigDict
+                     ) -> tuple[inputs.Input, unlabeled.Pool | unlabeled.PoolRequest]:
+  """A semi-supervised config's labeled set (what its base model trains on) and its unlabeled
+  pool: arrays drawn by `semi`, or, for a host-fed dataset, files listed by `list_pools`. A
+  pool that cannot hold the requested sizes fails here, before any training."""
+  if datasets.get(config.dataset.name).host_fed:
+    labeled = inputs.HostInput.of(config)
+    return labeled, list_pools.draw(config, labeled.splits, labeled.num_classes)
+  drawn = semi.draw_labeled(config)
+  return inputs.DeviceInput(drawn.data), semi.draw_pool(config, drawn)
 
 
 def frozen_parameters(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -9,6 +9,9 @@ on the base model's predictions (`semi.pool_draw_on`) depends on that model: the
 stage draws it and records the kept source indices, and the final stage loads exactly those
 images once the file's provenance (pool source, draw rule, the source's listing, the per-class
 counts of the request) matches this config.
+
+A host-fed list dataset's pool is image files (`data.list_pools`); its final stage trains on
+the training list followed by the kept pool files (`training_list_with_pseudo_labels`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ import numpy as np
 
 from lt_jax import io_utils, parallel
 from lt_jax import workdir as workdir_lib
-from lt_jax.data import datasets, image_source, longtail, unlabeled
+from lt_jax.data import datasets, image_source, list_pools, longtail, unlabeled
 from lt_jax.data import prepare as prepare_lib
+from lt_jax.data.image_lists import ImageList
 from lt_jax.data.sources import Split
 from lt_jax.errors import DataError
 
@@ -59,10 +63,13 @@ def draw_pool(config: ml_collections.ConfigDict, drawn: prepare_lib.Draw
 
 
 def fingerprint(images) -> str:
-  """Names the pool's images and their order: an image source's own listing, or an array's
-  shape and the SHA-256 of its bytes (another array of the same shape is another pool)."""
+  """Names the pool's images and their order: an image source's or file list's own listing,
+  or an array's shape and the SHA-256 of its bytes (another array of the same shape is another
+  pool)."""
   if isinstance(images, image_source.ImageSource):
     return images.fingerprint
+  if isinstance(images, ImageList):
+    return list_pools.fingerprint(images)
   digest = hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()[:16]
   return f"array:{tuple(images.shape)}:sha256:{digest}"
 
@@ -110,9 +117,31 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
   """D_L followed by the kept pseudo-labeled pool images; class counts (for weights and
   margins) include the pseudo-labels, as in the reference."""
   drawn = draw_labeled(config)
-  pool = draw_pool(config, drawn)
+  data = drawn.data
+  kept, pseudo = _kept_pool(config, draw_pool(config, drawn), data.num_classes)
+  images = np.concatenate([data.train.images, image_source.to_array(kept)])
+  labels = np.concatenate([data.train.labels, pseudo])
+  counts = np.bincount(labels, minlength=data.num_classes).tolist()
+  return dataclasses.replace(data, train=Split(images, labels), class_counts=counts,
+                             num_labeled=len(data.train.labels),
+                             group_counts=data.class_counts)
+
+
+def training_list_with_pseudo_labels(config: ml_collections.ConfigDict,
+                                     splits: dict[str, ImageList | None],
+                                     num_classes: int) -> ImageList:
+  """A host-fed dataset's training list followed by the kept pool files with their
+  pseudo-labels (`list_pools`)."""
+  kept, pseudo = _kept_pool(config, list_pools.draw(config, splits, num_classes), num_classes)
+  return splits["train"].with_rows(dataclasses.replace(kept, labels=pseudo))
+
+
+def _kept_pool(config: ml_collections.ConfigDict, pool: unlabeled.Pool | unlabeled.PoolRequest,
+               num_classes: int):
+  """The kept pool images (an array, ImageSource or ImageList) and their pseudo-labels, once
+  the file at semi.pseudo_labels is shown to be this pool's."""
   path = config.semi.pseudo_labels
-  labels_file = read_pseudo_labels(path, drawn.data.num_classes)
+  labels_file = read_pseudo_labels(path, num_classes)
   if isinstance(pool, unlabeled.PoolRequest):
     _check_provenance(path, labels_file, {
         "pool_source": pool.source, "pool_draw_on": "predictions",
@@ -126,16 +155,9 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
     if not np.array_equal(labels_file["indices"], pool.source_indices):
       raise _different_pool(path, "dataset or semi settings changed")
     pool_images = pool.images
-  keep = labels_file["keep"].astype(bool)
-  data = drawn.data
-  kept = image_source.to_array(image_source.take(pool_images, np.flatnonzero(keep)))
-  images = np.concatenate([data.train.images, kept])
-  labels = np.concatenate([data.train.labels,
-                           labels_file["pseudo_labels"][keep].astype(np.int64)])
-  counts = np.bincount(labels, minlength=data.num_classes).tolist()
-  return dataclasses.replace(data, train=Split(images, labels), class_counts=counts,
-                             num_labeled=len(data.train.labels),
-                             group_counts=data.class_counts)
+  keep = np.flatnonzero(labels_file["keep"].astype(bool))
+  return (image_source.take(pool_images, keep),
+          labels_file["pseudo_labels"][keep].astype(np.int64))
 
 
 REQUIRED_KEYS = ("indices", "pseudo_labels", "confidences", "keep")

@@ -101,8 +101,8 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
 
 
 def _validate_list_dataset(config) -> None:
-  """imagenet_lt / inat18 stream from the host (data/image_pipeline.py): its orders, its
-  transforms, and not yet the semi-supervised pipeline or grids."""
+  """imagenet_lt / inat18 / image_lists stream from the host (data/image_pipeline.py): its
+  orders, its transforms, its pools, and not yet grids."""
   ds, tr, name = config.dataset, config.train, config.dataset.name
   for field, fix in (("lists_dir", "the folder holding the split lists (ImageNet_LT_train.txt "
                                    "...; docs/DATA.md says where to get them)"),
@@ -128,12 +128,20 @@ def _validate_list_dataset(config) -> None:
                       f"dataset.image_size={ds.image_size} (evaluation resizes, then crops).")
   if ds.num_workers < 0:
     raise ConfigError(f"dataset.num_workers={ds.num_workers} must be >= 0 (0: in-process).")
-  for field, value, off in (("semi.enabled", config.semi.enabled, False),
-                            ("grid.methods", tuple(config.grid.methods), ())):
-    if value != off:
-      raise ConfigError(f"{field}={value!r} does not run on the host-fed dataset.name={name!r} "
-                        f"yet; set {field}={off!r} (docs/GUIDE.md: ImageNet-LT and iNaturalist "
-                        "2018).")
+  semi = config.semi
+  if semi.enabled or semi.pseudo_labels:
+    if not unlabeled.POOLS[semi.pool_source].host_fed:
+      raise ConfigError(f"semi.pool_source={semi.pool_source!r} is an array pool; the "
+                        f"host-fed dataset.name={name!r} draws from image files: choose one of "
+                        f"{tuple(p for p, entry in unlabeled.POOLS.items() if entry.host_fed)}.")
+    if semi.unlabeled_batch_fraction:
+      raise ConfigError(f"semi.unlabeled_batch_fraction={semi.unlabeled_batch_fraction} has "
+                        f"no host order for dataset.name={name!r} yet; leave it unset (D_L and "
+                        "the pseudo-labeled pool shuffled together, as the reference trains).")
+  if tuple(config.grid.methods):
+    raise ConfigError(f"grid.methods={tuple(config.grid.methods)!r} does not run on the "
+                      f"host-fed dataset.name={name!r} yet; run each method as its own config "
+                      "(docs/GUIDE.md: ImageNet-LT and iNaturalist 2018).")
 
 
 def _check_lists_present(ds) -> None:

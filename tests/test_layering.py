@@ -68,7 +68,8 @@ FLOORS = (
      "train.optim", "train.writers", "train.preemption"),
     ("data", "data.prepare", "data.datasets", "data.sources", "data.longtail",
      "data.unlabeled", "data.open_pools", "data.image_source", "data.image_lists",
-     "data.image_pipeline", "data.samplers", "data.augment", "data.example_folder"),
+     "data.image_pipeline", "data.samplers", "data.augment", "data.example_folder",
+     "data.list_pools"),
     ("workdir", "summary", "checkpoint", "io_utils", "parallel", "methods", "ranges"),
     ("losses", "metrics", "config", "errors", "theory", "compilation_cache", ""),
 )

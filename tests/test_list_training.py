@@ -379,7 +379,11 @@ def test_resuming_on_another_stream_is_refused(tree):
      r"train.sampler='class_balanced' has no host pipeline .*\('instance', 'class_aware'\)"),
     ({"train.rule": "resample"}, r"train.rule='resample' draws its own sampler"),
     ({"dataset.lists_dir": None}, r"dataset.lists_dir is required"),
-    ({"semi.enabled": True}, r"semi.enabled=True does not run on the host-fed"),
+    ({"semi.enabled": True, "semi.pool_source": "npz"},
+     r"semi.pool_source='npz' is an array pool; .* \('same_split', 'image_folder'\)"),
+    ({"semi.enabled": True, "semi.unlabeled_batch_fraction": 0.5},
+     r"semi.unlabeled_batch_fraction=0.5 has no host order"),
+    ({"grid.methods": ("ce", "ldam_drw")}, r"grid.methods=.* does not run on the host-fed"),
 ])
 def test_unsupported_settings_for_list_datasets_are_named(tree, tmp_path, fields, message):
   with pytest.raises(ConfigError, match=message):

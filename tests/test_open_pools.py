@@ -12,7 +12,7 @@ import pytest
 from conftest import tiny_config
 from PIL import Image
 
-from lt_jax import pipeline, predict, pseudo_label, semi
+from lt_jax import pipeline, predict, pseudo_label, recipe, semi
 from lt_jax import workdir as workdir_lib
 from lt_jax.config import override
 from lt_jax.data import datasets, image_source, open_pools, unlabeled
@@ -329,12 +329,11 @@ def test_pool_drawn_on_predictions_end_to_end(tmp_path):
                        semi__unlabeled_factor=1, semi__unlabeled_ratio=100.0,
                        semi__base_workdir=str(tmp_path / "base"), train__num_epochs=1)
   # The pipeline's stages up to the final model's training (covered by test_pipeline.py).
-  drawn = semi.draw_labeled(config)
-  request = semi.draw_pool(config, drawn)
+  labeled, request = recipe.labeled_and_pool(config)
   assert isinstance(request, unlabeled.PoolRequest) and request.requested_counts == want
   labels_dir = tmp_path / "run" / "pseudo_labels"
   path, report = pipeline.generate_pseudo_labels(config, str(tmp_path / "base"), str(labels_dir),
-                                                 request, drawn.data)
+                                                 request, labeled)
   labels_file = labels_dir / workdir_lib.PSEUDO_LABELS_FILE
   assert path == str(labels_file)
   saved = semi.read_pseudo_labels(path)
@@ -364,15 +363,14 @@ def test_pool_drawn_on_predictions_end_to_end(tmp_path):
   # Taking what there is: every class gets min(asked, predicted), and the report says how many
   # fell short, class by class.
   taking = override(greedy, **{"semi.short_class_policy": "take_available"})
-  drawn = semi.draw_labeled(taking)
-  request = semi.draw_pool(taking, drawn)
+  labeled, request = recipe.labeled_and_pool(taking)
   predicted = np.bincount(pseudo_label.predict(
       predict.load_frozen(str(tmp_path / "base")), request.candidates.images,
-      drawn.data.mean, drawn.data.std)[0], minlength=10)
+      labeled.mean, labeled.std)[0], minlength=10)
   asked = np.asarray(request.requested_counts)
   taken_dir = tmp_path / "taking" / "pseudo_labels"
   path, report = pipeline.generate_pseudo_labels(taking, str(tmp_path / "base"), str(taken_dir),
-                                                 request, drawn.data)
+                                                 request, labeled)
   assert report["shortfall"] == np.maximum(asked - predicted, 0).tolist()
   assert report["shortfall"][9] == 111 and sum(report["shortfall"]) > 0
   assert report["num_pool"] == int(np.minimum(asked, predicted).sum())

@@ -96,15 +96,14 @@ def test_pseudo_label_report_is_rebuilt_from_an_existing_file(tmp_path):
   base = tmp_path / "base"
   pipeline.run(override(config, **{"semi.enabled": False,
                                    "train.num_epochs": 1}), str(base))
-  drawn = semi.draw_labeled(config)
-  pool = semi.draw_pool(config, drawn)
+  labeled, pool = recipe.labeled_and_pool(config)
   path, report = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"), pool,
-                                                 drawn.data)
+                                                 labeled)
   # Cut off after the .npz was written.
   os.remove(tmp_path / "pl" / workdir_lib.PSEUDO_LABEL_REPORT_FILE)
   stamp = mtime(path)
   _, again = pipeline.generate_pseudo_labels(config, str(base), str(tmp_path / "pl"), pool,
-                                             drawn.data)
+                                             labeled)
   untimed = lambda r: {k: v for k, v in r.items() if k != "wall_time_s"}  # noqa: E731
   assert mtime(path) == stamp and untimed(again) == untimed(json.loads(json.dumps(report)))
 

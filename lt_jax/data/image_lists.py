@@ -32,10 +32,23 @@ class ImageList:
   list_path: str
   paths: np.ndarray  # object array of str
   labels: np.ndarray  # int64 [N]
-  lines: np.ndarray  # int64 [N]: the 1-based line of each image in list_path
+  lines: np.ndarray  # int64 [N]: the 1-based line of each image in list_path; 0: listed by
+  # no file (an unlabeled pool's image, labeled by a model)
 
   def __len__(self) -> int:
     return len(self.labels)
+
+  def __getitem__(self, indices) -> ImageList:
+    """The rows at integer `indices`, in that order."""
+    indices = np.asarray(indices, np.int64)
+    return ImageList(self.list_path, self.paths[indices], self.labels[indices],
+                     self.lines[indices])
+
+  def with_rows(self, more: ImageList) -> ImageList:
+    """This list followed by `more`'s rows (messages still name this list's file)."""
+    return ImageList(self.list_path, np.concatenate([self.paths, more.paths]),
+                     np.concatenate([self.labels, more.labels]),
+                     np.concatenate([self.lines, more.lines]))
 
   def class_counts(self, num_classes: int) -> np.ndarray:
     return np.bincount(self.labels, minlength=num_classes)
@@ -120,13 +133,13 @@ def read_list(path: str, image_root: str, num_classes: int | None, check_files: 
 
 def read_image(images: ImageList, index: int) -> Image.Image:
   """The index-th image, decoded to RGB; a missing or undecodable file names its list line."""
-  path = images.paths[index]
-  where = f"{images.list_path}:{images.lines[index]}"
+  path, line = images.paths[index], int(images.lines[index])
+  where = f"{images.list_path}:{line}: image" if line else "unlabeled pool image"
+  fix = "replace the file or remove its line" if line else "replace or delete the file"
   try:
     with Image.open(path) as image:
       return image.convert("RGB")
   except FileNotFoundError:
-    raise DataError(f"{where}: image {path} is missing.") from None
+    raise DataError(f"{where} {path} is missing.") from None
   except (UnidentifiedImageError, OSError) as e:
-    raise DataError(f"{where}: image {path} cannot be decoded ({e}); replace the file or "
-                    "remove its line.") from None
+    raise DataError(f"{where} {path} cannot be decoded ({e}); {fix}.") from None

@@ -111,7 +111,7 @@ def image_folder(folder: str | None, image_shape: Sequence[int], dataset_name: s
   paths = image_source.list_images(folder)
   if not paths:
     raise DataError(f"{folder} holds no .png, .jpg or .jpeg files; {_FOLDER_HOW}")
-  labels = _folder_labels(folder, paths, dataset_name, num_classes)
+  labels = folder_labels(folder, paths, dataset_name, num_classes)
   images = image_source.FileImages(paths, image_shape, root=folder, how=_FOLDER_HOW)
   images.verify(log=_log)  # Every file, before any training: not after the base model.
   return images, labels
@@ -121,8 +121,10 @@ def _log(line: str) -> None:
   print(line, flush=True)
 
 
-def _folder_labels(folder: str, paths: list[str], dataset_name: str,
-                   num_classes: int) -> np.ndarray | None:
+def folder_labels(folder: str, paths: list[str], dataset_name: str,
+                  num_classes: int) -> np.ndarray | None:
+  """Each path's class from its top-level sub-folder of `folder` (a class id, or one of the
+  dataset's class names); None when no sub-folder names a class."""
   names = {str(i): i for i in range(num_classes)}
   names.update({n: i for i, n in enumerate(CLASS_NAMES.get(dataset_name, ()))})
   tops = [os.path.relpath(p, folder).split(os.sep) for p in paths]

@@ -277,6 +277,16 @@ class _Request:
   ratio: float | None
   factor: int | None
   draw_on: str = "labels"
+  description: str | None = None  # What the pool draws from, if not its POOLS entry's words.
+
+  @property
+  def name(self) -> str:
+    return self.description or POOLS[self.source].description
+
+  @property
+  def left_by_labeled(self) -> bool:
+    """The pool is what the labeled subset left of its split: a smaller subset leaves more."""
+    return self.source == "same_split" and self.description is None
 
 
 def draw_rule(setting: str, source: str, labels: np.ndarray | None) -> str:
@@ -303,7 +313,8 @@ def select_pool(images, labels: np.ndarray | None,
                 source_indices: np.ndarray | None = None,
                 labeled_counts: Sequence[int] | None = None,
                 unlabeled_ratio: float | None = None,
-                unlabeled_factor: int | None = None) -> Pool:
+                unlabeled_factor: int | None = None,
+                description: str | None = None) -> Pool:
   """The reference's per-class draw of the pool, continuing `rng` after the labeled subset.
 
   For each class in `class_order`, shuffle that class's candidate indices with `rng` and keep
@@ -332,7 +343,8 @@ def select_pool(images, labels: np.ndarray | None,
   if labels is None:
     raise ValueError("a pool without labels cannot be drawn by class; draw it on the base "
                      "model's predictions (request_pool, then draw_by_predictions).")
-  context = _Request(source, field, labeled_counts, unlabeled_ratio, unlabeled_factor)
+  context = _Request(source, field, labeled_counts, unlabeled_ratio, unlabeled_factor,
+                     description=description)
   picked = _draw_by_class(np.asarray(labels), counts, order, rng, context)
   return Pool(image_source.take(images, picked), np.asarray(labels, dtype=np.int64)[picked],
               src[picked], longtail.counts_by_class(counts, order, len(order)), source)
@@ -355,13 +367,14 @@ def request_pool(candidates: Candidates, counts_in_order: Sequence[int],
                  class_order: Sequence[int], rng: np.random.RandomState, *, source: str,
                  labeled_counts: Sequence[int] | None = None,
                  unlabeled_ratio: float | None = None,
-                 unlabeled_factor: int | None = None) -> PoolRequest:
+                 unlabeled_factor: int | None = None,
+                 description: str | None = None) -> PoolRequest:
   """Checks what can be checked before the base model exists (one count per class, and the
   total T against the number of candidates) and keeps the request for `draw_by_predictions`."""
   order = [int(c) for c in class_order]
   counts = _one_count_per_class(counts_in_order, order, RATIO_FIELD)
   context = _Request(source, RATIO_FIELD, labeled_counts, unlabeled_ratio, unlabeled_factor,
-                     draw_on="predictions")
+                     draw_on="predictions", description=description)
   if sum(counts) > len(candidates.images):
     raise ConfigError(_total_shortage_message(sum(counts), len(candidates.images), context))
   return PoolRequest(candidates, counts, order, rng,
@@ -511,7 +524,7 @@ def _asked(request: _Request) -> str:
 def _shortage_line(cls: int, asked: int, have: int, k: int, request: _Request) -> str:
   if request.draw_on == "predictions":
     return f"class {cls}: {asked} asked for, the base model predicts it for {have}"
-  if request.source == "same_split" and request.labeled_counts is not None:
+  if request.left_by_labeled and request.labeled_counts is not None:
     return (f"class {cls}: {asked} asked for, but the training split keeps only {have} after "
             f"the labeled subset took {int(request.labeled_counts[k])}")
   return f"class {cls}: {asked} asked for, {have} exist"
@@ -528,7 +541,7 @@ def _fix_hint(request: _Request, fits_at: Callable[[int], float], ratio: float |
                    f"{real:.2f}); to fit, "), []
   if ratio is not None:
     hints.append(f"set {RATIO_FIELD}={ratio:g}")
-  if request.source == "same_split":
+  if request.left_by_labeled:
     hints.append("lower the labeled dataset.img_max (it leaves more training images to the "
                  "pool)")
   else:
@@ -541,7 +554,7 @@ def _shortage_message(counts: list[int], available: list[int], order: list[int],
   short = [k for k, (n, a) in enumerate(zip(counts, available)) if n > a]
   lines = "; ".join(_shortage_line(order[k], counts[k], available[k], k, request) for k in short)
   if request.draw_on == "predictions":
-    name = POOLS[request.source].description.split(" (")[0]  # Its own classes are not used.
+    name = request.name.split(" (")[0]  # Its own classes are not used.
     text = (f"{_asked(request)} asks for more unlabeled images of some predicted classes than "
             f"{name} holds ({DRAW_FIELD} draws on the base model's predicted classes): "
             f"{lines}. A base model that seldom predicts a class is not helped by a larger "
@@ -551,7 +564,7 @@ def _shortage_message(counts: list[int], available: list[int], order: list[int],
             "what there is; report.json records the shortfall) are the ways through.")
   else:
     text = (f"{_asked(request)} asks for more unlabeled images than "
-            f"{POOLS[request.source].description} holds: {lines}.")
+            f"{request.name} holds: {lines}.")
   if request.labeled_counts is None or request.ratio is None:
     fraction = min(available[k] / counts[k] for k in short)
     return text + (f" Shrink the request to at most {fraction:.0%} of its size (lower "
@@ -565,7 +578,7 @@ def _shortage_message(counts: list[int], available: list[int], order: list[int],
 
 
 def _total_shortage_message(total: int, num_candidates: int, request: _Request) -> str:
-  name = POOLS[request.source].description.split(" (")[0]
+  name = request.name.split(" (")[0]
   text = (f"{_asked(request)} asks for {total} unlabeled images but {name} holds only "
           f"{num_candidates} (the pool is drawn on the base model's predicted classes, so the "
           "total is what can be checked before it is trained).")
@@ -591,6 +604,7 @@ class PoolSource:
   dataset: tuple[str, str] | None = None  # (the only dataset.name it serves, why).
   field: tuple[str, str] | None = None  # (the config field it needs, what that holds).
   check: Callable[[Any], None] | None = None  # Its own checks of a config.
+  host_fed: bool = False  # It also serves host-fed list datasets, as files (`list_pools`).
 
 
 def _tinyimages_candidates(data: sources.Dataset, options: dict) -> tuple[Candidates, str]:
@@ -613,7 +627,8 @@ def _check_cinic10_splits(config) -> None:
 POOLS: dict[str, PoolSource] = {
     "same_split": PoolSource(
         lambda data, o: _same_split(data, o["excluded_train_indices"]),
-        "the training split (without the labeled subset and validation images)"),
+        "the training split (without the labeled subset and validation images; for a list "
+        "dataset, the images in its training folders that no list names)", host_fed=True),
     "svhn_extra": PoolSource(
         _arrays(lambda data, o: (_svhn_extra(data), "SVHN's extra split (extra_32x32.mat)")),
         "SVHN's extra split", dataset=("svhn", "")),
@@ -635,5 +650,5 @@ POOLS: dict[str, PoolSource] = {
         _open(lambda data, o, shape: open_pools.image_folder(o["image_folder"], shape,
                                                              data.name, data.num_classes)),
         "the image folder (classes by sub-folder)",
-        field=("semi.image_folder", "a folder of PNG / JPEG files")),
+        field=("semi.image_folder", "a folder of PNG / JPEG files"), host_fed=True),
 }
