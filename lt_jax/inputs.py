@@ -164,12 +164,7 @@ class DeviceInput(Input):
     return {name: predictor.put(split.images, split.labels) for name, split in splits.items()}
 
   def labeled_per_batch(self, config) -> int | None:
-    """Labeled examples per batch when batches mix a fixed proportion of pseudo-labeled
-    ones."""
-    fraction = config.semi.unlabeled_batch_fraction
-    if self.data.num_labeled is None or not fraction:
-      return None
-    return int(round(config.train.batch_size * (1.0 - fraction)))
+    return labeled_per_batch(config, self.data.num_labeled)
 
   def _sampler(self, config) -> samplers.Sampler:
     tr, data = config.train, self.data
@@ -181,6 +176,15 @@ class DeviceInput(Input):
         objective_lib.sampler_for(tr.rule, tr.sampler), data.train.labels, data.num_classes,
         tr.batch_size, num_epochs=tr.num_epochs, beta=tr.cb_beta,
         samples_per_class=tr.samples_per_class)
+
+
+def labeled_per_batch(config: ml_collections.ConfigDict, num_labeled: int | None) -> int | None:
+  """Labeled examples per batch when batches mix a fixed proportion of pseudo-labeled ones
+  (semi.unlabeled_batch_fraction, on a training set whose first `num_labeled` are labeled)."""
+  fraction = config.semi.unlabeled_batch_fraction
+  if num_labeled is None or not fraction:
+    return None
+  return int(round(config.train.batch_size * (1.0 - fraction)))
 
 
 def pretrain_epochs_and_batch(config: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -269,10 +273,13 @@ class HostInput(Input):
         objective=objective_lib.make_objective(config, self.facts.class_counts),
         mean=self.mean, std=self.std, steps_per_epoch=spe,
         schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
-        batch_sharding=batch_sharding, task_transform=_task_transform(config))
+        batch_sharding=batch_sharding, task_transform=_task_transform(config),
+        labeled_per_batch=labeled_per_batch(config, self.facts.num_labeled),
+        unlabeled_weight=config.semi.unlabeled_weight)
 
   def train_data(self, config, mesh) -> feed_lib.HostFeed:
-    return train_feed(config, self.splits["train"], parallel.batch_sharded(mesh))
+    return train_feed(config, self.splits["train"], parallel.batch_sharded(mesh),
+                      num_labeled=self.facts.num_labeled)
 
   def pretrain_data(self, config, mesh) -> feed_lib.HostFeed:
     """The training list in instance order, each image decoded once and cropped twice on the
@@ -368,19 +375,23 @@ def train_transform(config: ml_collections.ConfigDict):
 
 
 def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_sharding,
-               transform=None) -> feed_lib.HostFeed:
+               transform=None, num_labeled: int | None = None) -> feed_lib.HostFeed:
   """The training stream: this host's rows of every global batch, from any step on, in
-  train.sampler's order with train.batch_size and train.num_epochs; `transform` (default
-  `train_transform(config)`) makes each example's images (its `fields`)."""
+  train.sampler's order with train.batch_size and train.num_epochs (mixed batches where the
+  first `num_labeled` images are labeled and semi.unlabeled_batch_fraction is set);
+  `transform` (default `train_transform(config)`) makes each example's images (its
+  `fields`)."""
   ds, tr = config.dataset, config.train
   transform = transform or train_transform(config)
+  labeled = labeled_per_batch(config, num_labeled)
 
   def batches_from(step: int):
     return image_pipeline.train_batches(
         images, batch_size=tr.batch_size, num_epochs=tr.num_epochs, seed=config.seed,
         order=tr.sampler, samples_per_class=tr.samples_per_class, augment=transform,
         num_workers=ds.num_workers, process_index=jax.process_index(),
-        process_count=jax.process_count(), start_step=step)
+        process_count=jax.process_count(), start_step=step, labeled_per_batch=labeled,
+        num_labeled=num_labeled)
 
   size, batch = ds.image_size, tr.batch_size
   spec = {name: jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8,
@@ -392,6 +403,8 @@ def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_shard
             "transform": repr(transform)}
   if config.semi.pseudo_labels:  # The list's rows past its own are the kept pool's.
     stream["pseudo_labels_sha256"] = io_utils.sha256_file(config.semi.pseudo_labels)
+  if labeled is not None:
+    stream["labeled_per_batch"] = labeled
   return feed_lib.HostFeed(batches_from, batch_sharding, spec=spec, stream=stream)
 
 

@@ -134,10 +134,6 @@ def _validate_list_dataset(config) -> None:
       raise ConfigError(f"semi.pool_source={semi.pool_source!r} is an array pool; the "
                         f"host-fed dataset.name={name!r} draws from image files: choose one of "
                         f"{tuple(p for p, entry in unlabeled.POOLS.items() if entry.host_fed)}.")
-    if semi.unlabeled_batch_fraction:
-      raise ConfigError(f"semi.unlabeled_batch_fraction={semi.unlabeled_batch_fraction} has "
-                        f"no host order for dataset.name={name!r} yet; leave it unset (D_L and "
-                        "the pseudo-labeled pool shuffled together, as the reference trains).")
   if tuple(config.grid.methods):
     raise ConfigError(f"grid.methods={tuple(config.grid.methods)!r} does not run on the "
                       f"host-fed dataset.name={name!r} yet; run each method as its own config "
@@ -228,6 +224,12 @@ def _validate_semi(config) -> None:
   if pool.check is not None:
     pool.check(config)
   _choice("semi.base_checkpoint", semi.base_checkpoint, ("last", "best"))
+  sampler = objective.sampler_for(config.train.rule, config.train.sampler)
+  if semi.unlabeled_batch_fraction and sampler != "instance":
+    raise ConfigError(f"semi.unlabeled_batch_fraction={semi.unlabeled_batch_fraction} draws "
+                      f"its own mixed batches, so the final stage cannot also use the sampler "
+                      f"{sampler!r}; leave the fraction unset, or use train.sampler='instance' "
+                      "and train.rule other than 'resample'.")
   if semi.enabled and config.pretrain.method != "none":
     raise ConfigError("semi.enabled and pretrain.method are both set; run one pipeline at a "
                       "time (pass the SSP run's workdir as model.init_from to combine them).")
@@ -280,6 +282,8 @@ def _validate_grid(config) -> None:
                       "pretrain.method to rotation, moco or simclr.")
   if "semi" in g.settings:
     _validate_semi(_with_semi_enabled(config))
+    for name in g.methods:  # Each member's final stage, before any of them trains.
+      _validate_semi(_with_semi_enabled(methods.apply_method(config, name)))
 
 
 DECOUPLE_METHODS = ("crt", "lws", "tau_norm", "logit_adjust")

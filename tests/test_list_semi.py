@@ -3,6 +3,7 @@ source" (images in the training folders that no list names, as the ImageNet imag
 ImageNet-LT left out) or an image folder, drawn by the rho_U rule on folder labels or on the
 base model's predictions, labeled through the host pipeline."""
 
+import itertools
 import json
 import os
 import shutil
@@ -12,9 +13,10 @@ import pytest
 from jpeg_tree import write_tree
 from test_own_lists import own_config
 
-from lt_jax import inputs, pipeline, semi
+from lt_jax import inputs, parallel, pipeline, semi
 from lt_jax import workdir as workdir_lib
-from lt_jax.data import list_pools, longtail
+from lt_jax.config import override
+from lt_jax.data import list_pools, longtail, samplers
 from lt_jax.errors import ConfigError, DataError
 
 COUNTS = {"train": (12, 6, 3), "test": (2, 2, 2)}  # Three classes, listed.
@@ -88,9 +90,11 @@ def test_semi_on_lists_with_the_rest_of_the_source_drawn_on_folder_labels(tmp_pa
 
 def test_semi_on_lists_drawn_on_predictions(tmp_path):
   tree = write_tree(tmp_path / "tree", COUNTS, prefix="", unlisted=UNLISTED)
+  # Every final-stage batch: 4 labeled images first, then 4 pseudo-labeled ones.
   config = semi_config(tree, **{"semi.pool_draw_on": "predictions",
                                 "semi.short_class_policy": "take_available",
-                                "semi.unlabeled_ratio": 2.0})
+                                "semi.unlabeled_ratio": 2.0,
+                                "semi.unlabeled_batch_fraction": 0.5})
   pipeline.run(config, str(tmp_path / "run"))
   labels_path = str(tmp_path / "run" / "pseudo_labels" / workdir_lib.PSEUDO_LABELS_FILE)
   saved = semi.read_pseudo_labels(labels_path, 3)
@@ -100,23 +104,25 @@ def test_semi_on_lists_drawn_on_predictions(tmp_path):
   assert (got <= asked).all() and len(np.unique(saved["indices"])) == len(saved["indices"])
   # The final stage's training list: the labeled list, then the kept pool files with their
   # pseudo-labels.
-  final = inputs.HostInput.of(semi_config(
-      tree, **{"semi.enabled": False, "semi.pseudo_labels": labels_path,
-               "semi.pool_draw_on": "predictions", "semi.short_class_policy": "take_available",
-               "semi.unlabeled_ratio": 2.0}))
+  final_cfg = override(config, **{"semi.enabled": False, "semi.pseudo_labels": labels_path})
+  final = inputs.HostInput.of(final_cfg)
   found = list_pools.candidates(config, inputs.read_splits(config.dataset), 3)
   train, keep = final.splits["train"], saved["keep"].astype(bool)
   assert train.paths[:21].tolist() == inputs.read_splits(config.dataset)["train"].paths.tolist()
   assert train.paths[21:].tolist() == found.images.paths[saved["indices"][keep]].tolist()
   assert train.labels[21:].tolist() == saved["pseudo_labels"][keep].tolist()
   assert final.facts.num_labeled == 21 and final.facts.report_counts == [12, 6, 3]
+  feed = final.train_data(final_cfg, parallel.make_mesh())
+  assert feed.stream["labeled_per_batch"] == 4
+  order = samplers.MixedOrder(21, len(train) - 21, 8, 4, seed=final_cfg.seed)
+  for step, rows in enumerate(itertools.islice(feed._batches_from(0), 3)):
+    picked = [order.index(step, r) for r in range(8)]
+    assert all(i < 21 for i in picked[:4]) and all(i >= 21 for i in picked[4:])
+    assert rows["label"].tolist() == train.labels[picked].tolist()
   # Another pool (an image added beside the others) is refused, naming the difference.
   shutil.copy(found.images.paths[0], tree / "train" / "c2" / "zz.JPEG")
   with pytest.raises(DataError, match="different unlabeled pool.*pool_fingerprint"):
-    inputs.HostInput.of(semi_config(
-        tree, **{"semi.enabled": False, "semi.pseudo_labels": labels_path,
-                 "semi.pool_draw_on": "predictions",
-                 "semi.short_class_policy": "take_available", "semi.unlabeled_ratio": 2.0}))
+    inputs.HostInput.of(final_cfg)
 
 
 def test_semi_on_lists_with_an_image_folder_pool(tmp_path):
@@ -139,3 +145,15 @@ def test_a_request_the_rest_of_the_source_cannot_hold_stops_before_training(tmp_
                                         r"source holds only 25"):
     pipeline.run(config, str(tmp_path / "run"))
   assert not (tmp_path / "run" / "base").exists()
+
+
+def test_the_host_mixed_order_follows_its_law():
+  """Row r < L of step t: position t L + r of the labeled part's permutations
+  default_rng([seed, 1, k]); the rest: position t (B - L) + r - L of the unlabeled part's
+  default_rng([seed, 2, k]), after the labeled images."""
+  order = samplers.MixedOrder(5, 7, 4, 2, seed=3)
+  rows = [[order.index(t, r) for r in range(4)] for t in range(6)]
+  labeled = np.concatenate([np.random.default_rng([3, 1, k]).permutation(5) for k in range(3)])
+  pool = 5 + np.concatenate([np.random.default_rng([3, 2, k]).permutation(7) for k in range(2)])
+  assert [r[:2] for r in rows] == labeled[:12].reshape(6, 2).tolist()
+  assert [r[2:] for r in rows] == pool[:12].reshape(6, 2).tolist()

@@ -381,8 +381,9 @@ def test_resuming_on_another_stream_is_refused(tree):
     ({"dataset.lists_dir": None}, r"dataset.lists_dir is required"),
     ({"semi.enabled": True, "semi.pool_source": "npz"},
      r"semi.pool_source='npz' is an array pool; .* \('same_split', 'image_folder'\)"),
-    ({"semi.enabled": True, "semi.unlabeled_batch_fraction": 0.5},
-     r"semi.unlabeled_batch_fraction=0.5 has no host order"),
+    ({"semi.enabled": True, "semi.unlabeled_batch_fraction": 0.5,
+      "train.sampler": "class_aware"},
+     r"semi.unlabeled_batch_fraction=0.5 draws its own mixed batches.*'class_aware'"),
     ({"grid.methods": ("ce", "ldam_drw")}, r"grid.methods=.* does not run on the host-fed"),
 ])
 def test_unsupported_settings_for_list_datasets_are_named(tree, tmp_path, fields, message):

@@ -55,6 +55,21 @@ class _Stream:
                                                   self._k))
     return int(self._cached[1][within])
 
+  def index(self, step: int, row: int, position: int) -> int:
+    del step, row
+    return self[position]
+
+
+class _MixedStream:
+  """(step, row of the global batch) -> image index: `samplers.MixedOrder`."""
+
+  def __init__(self, order: samplers.MixedOrder):
+    self._order = order
+
+  def index(self, step: int, row: int, position: int) -> int:
+    del position
+    return self._order.index(step, row)
+
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
@@ -185,14 +200,17 @@ def _host_rows(batch_size: int, process_index: int, process_count: int) -> slice
 def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: int,
                   order: str = "instance", samples_per_class: int = 4,
                   augment: Augment | CenterView | TwoCrops = Augment(), num_workers: int = 0,
-                  process_index: int = 0, process_count: int = 1, start_step: int = 0
+                  process_index: int = 0, process_count: int = 1, start_step: int = 0,
+                  labeled_per_batch: int | None = None, num_labeled: int | None = None
                   ) -> grain.IterDataset:
   """{'image': uint8 [B/P, S, S, 3], 'label': int32 [B/P]} for this host (each of
   `augment.fields` in place of 'image': TwoCrops gives 'view_a' and 'view_b'): int(N / B)
   batches an epoch, each epoch from the start of its own order, `num_epochs` epochs, from
   batch `start_step` on (a resumed run's first step). Each image's augmentation draws from a
   generator keyed by (seed, its position in the stream), so it does not depend on the number
-  of hosts or workers, nor on where the stream was started."""
+  of hosts or workers, nor on where the stream was started. With `labeled_per_batch`, the
+  first `num_labeled` images are labeled and every batch holds that many of them first, the
+  rest from the others (`samplers.MixedOrder`; `order` must be instance)."""
   if order not in samplers.host_samplers():
     raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of "
                       f"{samplers.host_samplers()}.")
@@ -203,13 +221,20 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
     raise ConfigError(f"a batch of {batch_size} is larger than the {len(images)} training "
                       "images: an epoch of int(N / B) batches would be empty.")
   steps = spe * num_epochs
-  stream = _Stream(images.labels, order, seed, num_epochs, samples_per_class)
+  if labeled_per_batch is None:
+    stream = _Stream(images.labels, order, seed, num_epochs, samples_per_class)
+  elif order != "instance":
+    raise ConfigError(f"mixed labeled / pseudo-labeled batches draw their own order; set "
+                      f"train.sampler='instance', not {order!r}.")
+  else:
+    stream = _MixedStream(samplers.MixedOrder(num_labeled, len(images) - num_labeled,
+                                              batch_size, labeled_per_batch, seed))
 
   def load(i: int) -> dict:
     step, row = divmod(i, per_host)
     epoch, within = divmod(step, spe)
     position = epoch * len(images) + within * batch_size + rows.start + row
-    index = stream[position]
+    index = stream.index(step, rows.start + row, position)
     rng = np.random.default_rng([seed, 3, position])
     out = augment(read_image(images, index), rng)
     return (out if isinstance(out, dict) else {"image": out}) | {

@@ -190,6 +190,22 @@ def make_mixed_sampler(num_labeled: int, num_unlabeled: int, batch_size: int,
   `num_labeled` examples are labeled: `labeled_per_batch` from a stream of permutations of the
   labeled part, the rest from one of the unlabeled part (each part reshuffled whenever it has
   been seen once)."""
+  check_mixed(num_labeled, num_unlabeled, batch_size, labeled_per_batch)
+  per_unlabeled = batch_size - labeled_per_batch
+
+  def mixed(key, step):
+    k_l, k_u = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
+    lab = permutation_stream(k_l, num_labeled, step * labeled_per_batch,
+                             jnp.arange(labeled_per_batch))
+    unl = permutation_stream(k_u, num_unlabeled, step * per_unlabeled, jnp.arange(per_unlabeled))
+    return jnp.concatenate([lab, num_labeled + unl])
+  return mixed
+
+
+def check_mixed(num_labeled: int, num_unlabeled: int, batch_size: int,
+                labeled_per_batch: int) -> None:
+  """A mixed batch needs at least one example of each part, and no more of a part than it
+  holds."""
   per_unlabeled = batch_size - labeled_per_batch
   if not 0 < labeled_per_batch < batch_size:
     raise ConfigError("semi.unlabeled_batch_fraction must leave at least one labeled and one "
@@ -199,13 +215,30 @@ def make_mixed_sampler(num_labeled: int, num_unlabeled: int, batch_size: int,
                       f"examples needs more than {num_labeled} / {num_unlabeled} exist; lower "
                       "train.batch_size or change semi.unlabeled_batch_fraction.")
 
-  def mixed(key, step):
-    k_l, k_u = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
-    lab = permutation_stream(k_l, num_labeled, step * labeled_per_batch,
-                             jnp.arange(labeled_per_batch))
-    unl = permutation_stream(k_u, num_unlabeled, step * per_unlabeled, jnp.arange(per_unlabeled))
-    return jnp.concatenate([lab, num_labeled + unl])
-  return mixed
+
+class MixedOrder:
+  """The host's mixed batches, the law of `make_mixed_sampler` with NumPy generators: row r
+  of step t is, for r < L (labeled_per_batch), position t L + r of a stream of permutations of
+  the labeled part, else position t (B - L) + r - L of one of the unlabeled part (offset by
+  num_labeled). Permutation k of a part is default_rng([seed, part, k]), part 1 or 2."""
+
+  def __init__(self, num_labeled: int, num_unlabeled: int, batch_size: int,
+               labeled_per_batch: int, seed: int):
+    check_mixed(num_labeled, num_unlabeled, batch_size, labeled_per_batch)
+    self.sizes = (num_labeled, num_unlabeled)
+    self.batch_size, self.labeled, self.seed = batch_size, labeled_per_batch, seed
+    self._cached: dict[tuple[int, int], np.ndarray] = {}
+
+  def index(self, step: int, row: int) -> int:
+    part = 0 if row < self.labeled else 1
+    per_step = self.labeled if part == 0 else self.batch_size - self.labeled
+    n = self.sizes[part]
+    r, within = divmod(step * per_step + row - part * self.labeled, n)
+    if (part, r) not in self._cached:
+      if len(self._cached) > 8:  # Positions only move forward: old rounds are done.
+        self._cached.clear()
+      self._cached[part, r] = np.random.default_rng([self.seed, part + 1, r]).permutation(n)
+    return int(self._cached[part, r][within]) + part * self.sizes[0]
 
 
 # --- the host's class-aware order ---------------------------------------------------------

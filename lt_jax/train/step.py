@@ -123,12 +123,14 @@ def train_step(state: TrainState, data: DeviceData, *, model: nn.Module,
 def train_step_on_batch(state: TrainState, batch: dict, *, model: nn.Module,
                         tx: optax.GradientTransformation, objective: Callable, mean, std,
                         steps_per_epoch: int, schedule: Callable, batch_sharding,
-                        task_transform: Callable | None = None
+                        task_transform: Callable | None = None,
+                        labeled_per_batch: int | None = None, unlabeled_weight: float = 1.0
                         ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step on a batch the host already drew and augmented (ImageNet-size data, see
   train/feed.py): {'image': uint8 [B, S, S, 3], 'label': int32 [B]}. The forward pass, loss,
   update and metrics are `train_step`'s; the step key is drawn as there (`step_keys`), so a
-  pretext `task_transform` gets the same key it would get from the device-resident step."""
+  pretext `task_transform` gets the same key it would get from the device-resident step;
+  `labeled_per_batch` and `unlabeled_weight` as there."""
   _, step_key = step_keys(state.rng, state.step)
   _, task_key = jax.random.split(step_key)
   images = jax.lax.with_sharding_constraint(batch["image"], batch_sharding)
@@ -137,7 +139,8 @@ def train_step_on_batch(state: TrainState, batch: dict, *, model: nn.Module,
     images, labels = task_transform(task_key, images, labels)
   return sgd_update(state, augment_lib.normalize(images, mean, std), labels, model=model,
                     tx=tx, objective=objective, steps_per_epoch=steps_per_epoch,
-                    schedule=schedule)
+                    schedule=schedule, labeled_per_batch=labeled_per_batch,
+                    unlabeled_weight=unlabeled_weight)
 
 
 def sgd_update(state: TrainState, x: jax.Array, labels: jax.Array, *, model: nn.Module,
