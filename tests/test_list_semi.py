@@ -125,16 +125,20 @@ def test_semi_on_lists_drawn_on_predictions(tmp_path):
     inputs.HostInput.of(final_cfg)
 
 
-def test_semi_on_lists_with_an_image_folder_pool(tmp_path):
+def test_an_image_folder_pool_on_lists_is_drawn_on_its_class_folders(tmp_path):
   tree = write_tree(tmp_path / "tree", COUNTS, prefix="", unlisted={"pool": (8, 8, 8)})
   for c in range(3):  # Class sub-folders named by id label the pool's images.
     os.rename(tree / "pool" / f"c{c}", tree / "pool" / str(c))
-  out = pipeline.run(semi_config(tree, **{"semi.pool_source": "image_folder",
-                                          "semi.image_folder": str(tree / "pool")}),
-                     str(tmp_path / "run"))
-  report = out["stages"]["pseudo_labels"]
-  assert report["pool_draw_on"] == "labels" and report["requested_counts"] == [7, 7, 7]
-  assert report["num_pool"] == 21 and out["stages"]["final"]["dataset"]["train_size"] == 42
+  config = semi_config(tree, **{"semi.pool_source": "image_folder",
+                                "semi.image_folder": str(tree / "pool")})
+  pool = list_pools.draw(config, inputs.read_splits(config.dataset), 3)
+  assert pool.requested_counts == [7, 7, 7] and len(pool.images) == 21
+  folders = [int(os.path.basename(os.path.dirname(p))) for p in pool.images.paths]
+  assert folders == pool.true_labels.tolist() and np.bincount(folders).tolist() == [7, 7, 7]
+  # The files are checked before any training: a broken one is named.
+  (tree / "pool" / "1" / "broken.png").write_bytes(b"not an image")
+  with pytest.raises(DataError, match="broken.png"):
+    list_pools.draw(config, inputs.read_splits(config.dataset), 3)
 
 
 def test_a_request_the_rest_of_the_source_cannot_hold_stops_before_training(tmp_path):

@@ -121,11 +121,11 @@ def test_two_processes_stop_on_sigterm_resume_and_equal_one_process(tmp_path):
   stdout = resumed[0][1]
   assert "already holds a finished run" in stdout and "at step 5" in stdout
 
-  one, single = tmp_path / "one", tmp_path / "single"
-  for workdir, devices, args in ((one, 2, TINY_SEMI), (single, 1, TINY_BASE)):
-    job = Job(tmp_path / f"logs_{workdir.name}", workdir, 1, devices, args)
-    for rc, _, stderr in job.finish():
-      assert rc == 0, stderr
+  # One process with both devices. (One device against eight, stage by stage, is
+  # test_device_count.py's.)
+  one = tmp_path / "one"
+  for rc, _, stderr in Job(tmp_path / "logs_one", one, 1, 2, TINY_SEMI).finish():
+    assert rc == 0, stderr
 
   a, b = leaves(final_state(two)), leaves(final_state(one))
   assert int(final_state(two)["step"]) == int(final_state(one)["step"])
@@ -140,11 +140,6 @@ def test_two_processes_stop_on_sigterm_resume_and_equal_one_process(tmp_path):
   lines = [[r["step"] for r in read_jsonl(d / "final" / "metrics.jsonl")]
            for d in (two, one)]
   assert lines[0] == lines[1]  # One writer: no line twice.
-  # One device against two, on the base stage (before pseudo-labels could differ; one device
-  # trains it alone): the same model to float rounding (the batch's sums are split differently).
-  a, b = leaves(final_state(one, "base")), leaves(final_state(single, ""))
-  for key in a:
-    np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 def one_error_line(stderr: str) -> str:
