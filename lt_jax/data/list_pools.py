@@ -46,7 +46,8 @@ def candidates(config: ml_collections.ConfigDict, splits: dict[str, ImageList | 
                       "draw; put the unlabeled images beside them, or set "
                       "semi.pool_source='image_folder' with semi.image_folder.")
   elif source == "image_folder":
-    paths, labels = _folder(config.semi.image_folder, config.dataset.name, num_classes)
+    paths, labels = open_pools.folder_files(config.semi.image_folder, config.dataset.name,
+                                            num_classes)
   else:
     raise ConfigError(f"semi.pool_source={source!r} does not serve the host-fed "
                       f"dataset.name={config.dataset.name!r}; choose one of {HOST_POOLS}.")
@@ -109,19 +110,3 @@ def _rest_of_source(splits: dict[str, ImageList | None]) -> tuple[list[str], np.
     labels.extend([next(iter(only)) if len(only) == 1 else -1] * len(found))
   known = np.asarray(labels, np.int64)
   return paths, (known if len(known) and (known >= 0).all() else None)
-
-
-def _folder(folder: str | None, dataset_name: str, num_classes: int
-            ) -> tuple[list[str], np.ndarray | None]:
-  how = ("set semi.image_folder to a folder of PNG or JPEG files (optionally in class "
-         "sub-folders named by class id)")
-  if not folder:
-    raise DataError(f"semi.pool_source='image_folder' needs semi.image_folder; {how}")
-  folder = os.path.expanduser(folder)
-  if not os.path.isdir(folder):
-    raise DataError(f"expected a folder of images at {folder}; {how}")
-  paths = image_source.list_images(folder)
-  if not paths:
-    raise DataError(f"{folder} holds no .png, .jpg or .jpeg files; {how}")
-  image_source.check_files(paths, how, log=lambda line: print(line, flush=True))
-  return paths, open_pools.folder_labels(folder, paths, dataset_name, num_classes)

@@ -96,8 +96,17 @@ def _cinic_root(folder: str | None) -> str:
 
 def image_folder(folder: str | None, image_shape: Sequence[int], dataset_name: str,
                  num_classes: int) -> tuple[image_source.ImageSource, np.ndarray | None]:
-  """Every PNG / JPEG under `folder`, sorted by relative path; labels from class sub-folders
-  (see the module doc) or None.
+  """Every PNG / JPEG under `folder`, sorted by relative path, read at `image_shape`; labels
+  from class sub-folders (see the module doc) or None."""
+  paths, labels = folder_files(folder, dataset_name, num_classes)
+  return image_source.FileImages(paths, image_shape, root=os.path.expanduser(folder),
+                                 how=_FOLDER_HOW), labels
+
+
+def folder_files(folder: str | None, dataset_name: str, num_classes: int
+                 ) -> tuple[list[str], np.ndarray | None]:
+  """The image files under `folder` (sorted by relative path) and their labels from class
+  sub-folders, or None; every file is checked before any training, not after the base model.
 
   A tree whose top-level sub-folders only partly name classes is refused: its labels would be
   a guess.
@@ -112,9 +121,8 @@ def image_folder(folder: str | None, image_shape: Sequence[int], dataset_name: s
   if not paths:
     raise DataError(f"{folder} holds no .png, .jpg or .jpeg files; {_FOLDER_HOW}")
   labels = folder_labels(folder, paths, dataset_name, num_classes)
-  images = image_source.FileImages(paths, image_shape, root=folder, how=_FOLDER_HOW)
-  images.verify(log=_log)  # Every file, before any training: not after the base model.
-  return images, labels
+  image_source.check_files(paths, _FOLDER_HOW, log=_log)
+  return paths, labels
 
 
 def _log(line: str) -> None:
