@@ -69,7 +69,8 @@ def training_input(config: ml_collections.ConfigDict) -> inputs.Input:
   if datasets.get(config.dataset.name).host_fed:
     return inputs.HostInput.of(config)
   data = recipe.training_data(config)
-  return inputs.DeviceInput(data, title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}")
+  return inputs.of_arrays(config, data,
+                          title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}")
 
 
 def checked_or_finished(config: ml_collections.ConfigDict, workdir: str) -> dict | None:

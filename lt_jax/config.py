@@ -50,6 +50,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Images of the largest class. None: |train| / C as the reference (5000 for CIFAR-10, 500
   # for CIFAR-100); SVHN's default is 1000 as in the reference.
   c.dataset.img_max = config_dict.placeholder(int)
+  # How the images reach the device: auto (the dataset's own way: arrays held on the device,
+  # or ImageNet-LT / iNaturalist / image_lists decoded on the host) | host (an image_folder too
+  # large to hold decoded: each batch read from its files on the host, sampled and augmented
+  # exactly as on the device).
+  c.dataset.feed = "auto"
   c.dataset.lt_seed = 0  # The reference's rand_number: numpy seed of the subset draw.
   # Balanced validation split held out of the training images before the subset is drawn; 0
   # means none, and model selection falls back to the test set (the reference's habit).

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import hashlib
 from collections.abc import Callable
 
 import jax
@@ -27,7 +28,7 @@ import numpy as np
 from lt_jax import io_utils, parallel, predict, semi
 from lt_jax.config import override
 from lt_jax.data import augment as augment_lib
-from lt_jax.data import datasets, image_lists, image_pipeline, samplers
+from lt_jax.data import datasets, image_lists, image_pipeline, image_source, samplers
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data.image_lists import ImageList
 from lt_jax.errors import ConfigError, DataError
@@ -178,6 +179,72 @@ class DeviceInput(Input):
         samples_per_class=tr.samples_per_class)
 
 
+class StreamedInput(DeviceInput):
+  """DeviceInput's data read from its files on the host a batch at a time (dataset.feed=
+  'host': an image folder too large to hold decoded). The host draws each step's indices with
+  the device sampler itself, keyed as the device-resident step keys it, reads those images
+  and feeds them; the step augments them on the device with the same key. So a run equals the
+  device-resident run of the same data, batch for batch."""
+
+  def make_step(self, config, model, tx, batch_sharding) -> driver.StepFn:
+    tr = config.train
+    spe = self.steps_per_epoch(tr.batch_size)
+    return functools.partial(
+        step_lib.train_step_on_batch, model=model, tx=tx,
+        objective=objective_lib.make_objective(config, self.data.class_counts),
+        augment=augment_lib.make_augment(config.augment.name, config.augment.crop_padding),
+        mean=self.mean, std=self.std, steps_per_epoch=spe,
+        schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
+        batch_sharding=batch_sharding, task_transform=_task_transform(config),
+        labeled_per_batch=self.labeled_per_batch(config),
+        unlabeled_weight=config.semi.unlabeled_weight)
+
+  def train_data(self, config, mesh) -> feed_lib.HostFeed:
+    tr, train = config.train, self.data.train
+    sharding = parallel.batch_sharded(mesh)
+    rows = image_pipeline.host_rows(tr.batch_size, jax.process_index(), jax.process_count())
+    total = self.steps_per_epoch(tr.batch_size) * tr.num_epochs
+    labels = np.asarray(train.labels)
+
+    def batches_from(step: int):
+      cpu = jax.devices("cpu")[0]
+      with jax.default_device(cpu):  # Drawn beside the host's decoding, not on the device.
+        sampler, key = self._sampler(config), step_lib.sampler_key(config.seed)
+        draw = jax.jit(lambda t: sampler(key, t))
+        for t in range(step, total):
+          idx = np.asarray(draw(jnp.int32(t)))[rows]
+          yield {"image": image_source.to_array(image_source.take(train.images, idx)),
+                 "label": labels[idx].astype(np.int32)}
+
+    spec = {"image": jax.ShapeDtypeStruct((tr.batch_size, *self.image_shape), jnp.uint8,
+                                          sharding=sharding),
+            "label": jax.ShapeDtypeStruct((tr.batch_size,), jnp.int32, sharding=sharding)}
+    stream = {"images": train.images.fingerprint, "train_size": len(labels),
+              "labels_sha256": hashlib.sha256(labels.astype(np.int64).tobytes()).hexdigest(),
+              "seed": config.seed, "sampler": objective_lib.sampler_for(tr.rule, tr.sampler),
+              "batch_size": tr.batch_size,
+              "labeled_per_batch": self.labeled_per_batch(config)}
+    return feed_lib.HostFeed(batches_from, sharding, spec=spec, stream=stream)
+
+  def eval_splits(self, config, predictor) -> dict[str, predict.HostImages]:
+    splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val is not None
+                                         else {})
+    return {name: predict.HostImages(split.images, np.asarray(split.labels))
+            for name, split in splits.items()}
+
+  def pretrain_data(self, config, mesh):
+    raise ConfigError("contrastive pre-training (pretrain.method='moco' or 'simclr') holds its "
+                      "images on the device; it does not run with dataset.feed='host' yet.")
+
+
+def of_arrays(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData,
+              title: str | None = None) -> DeviceInput:
+  """The input of a device-resident dataset: held on the device, or read from its files on
+  the host each step (dataset.feed='host')."""
+  kind = StreamedInput if config.dataset.feed == "host" else DeviceInput
+  return kind(data, title)
+
+
 def labeled_per_batch(config: ml_collections.ConfigDict, num_labeled: int | None) -> int | None:
   """Labeled examples per batch when batches mix a fixed proportion of pseudo-labeled ones
   (semi.unlabeled_batch_fraction, on a training set whose first `num_labeled` are labeled)."""
@@ -310,7 +377,7 @@ def labeled(config: ml_collections.ConfigDict) -> Input:
   decoupled classifiers re-score stage 1's outputs on)."""
   if datasets.get(config.dataset.name).host_fed:
     return HostInput.of(config)
-  return DeviceInput(prepare_lib.prepare(config.dataset))
+  return of_arrays(config, prepare_lib.prepare(config.dataset))
 
 
 def rotated(split: predict.HostBatches) -> predict.HostBatches:

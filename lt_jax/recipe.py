@@ -40,7 +40,7 @@ def labeled_and_pool(config: ml_collections.ConfigDict
     labeled = inputs.HostInput.of(config)
     return labeled, list_pools.draw(config, labeled.splits, labeled.num_classes)
   drawn = semi.draw_labeled(config)
-  return inputs.DeviceInput(drawn.data), semi.draw_pool(config, drawn)
+  return inputs.of_arrays(config, drawn.data), semi.draw_pool(config, drawn)
 
 
 def frozen_parameters(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -119,7 +119,9 @@ def training_data_with_pseudo_labels(config: ml_collections.ConfigDict
   drawn = draw_labeled(config)
   data = drawn.data
   kept, pseudo = _kept_pool(config, draw_pool(config, drawn), data.num_classes)
-  images = np.concatenate([data.train.images, image_source.to_array(kept)])
+  # Lazy where D_L is read from files (dataset.feed='host'), else one array.
+  images = image_source.concat([data.train.images, kept if isinstance(
+      data.train.images, image_source.ImageSource) else image_source.to_array(kept)])
   labels = np.concatenate([data.train.labels, pseudo])
   counts = np.bincount(labels, minlength=data.num_classes).tolist()
   return dataclasses.replace(data, train=Split(images, labels), class_counts=counts,

@@ -51,6 +51,9 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
     raise ConfigError("dataset.npz_path is required when dataset.name='npz' (an .npz holding "
                       "x_train, y_train, x_test, y_test).")
   _choice("augment.name", config.augment.name, augment.AUGMENTS)
+  _choice("dataset.feed", ds.feed, FEEDS)
+  if ds.feed == "host":
+    _validate_host_feed(config)
 
   _choice("model.name", config.model.name, MODELS)
   _choice("model.head", config.model.head, HEADS)
@@ -98,6 +101,29 @@ def validate(config: ml_collections.ConfigDict, check_data: bool = True) -> None
     else:
       datasets.check_available(ds.name, ds.data_dir, ds.source, **prepare.source_options(ds))
     _check_workdir_fields(config)
+
+
+FEEDS = ("auto", "host")
+
+
+def _validate_host_feed(config) -> None:
+  """dataset.feed='host' reads an image folder's files a batch at a time."""
+  ds = config.dataset
+  if ds.name not in datasets.feedable():
+    kind = ("is always fed from the host; leave dataset.feed='auto'"
+            if datasets.get(ds.name).host_fed else "is read into arrays only")
+    raise ConfigError(f"dataset.feed='host': dataset.name={ds.name!r} {kind} (dataset.feed="
+                      f"'host' serves {', '.join(datasets.feedable())}).")
+  held = []
+  if config.pretrain.method in ("moco", "simclr"):
+    held.append(f"pretrain.method={config.pretrain.method!r}")
+  if config.grid.methods:
+    held.append(f"grid.methods={tuple(config.grid.methods)!r}")
+  if held:
+    raise ConfigError(f"{held[0]} holds its images on the device and does not run with "
+                      "dataset.feed='host' yet; set dataset.feed='auto' if the images fit on "
+                      "the device (rotation pre-training, semi-supervised and decoupled runs "
+                      "do run with it).")
 
 
 def _validate_list_dataset(config) -> None:

@@ -7,15 +7,19 @@ import json
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 from conftest import tiny_config
 from PIL import Image
 
-from lt_jax import pipeline, preflight
+from lt_jax import pipeline, preflight, recipe
+from lt_jax import workdir as workdir_lib
+from lt_jax.checkpoint import restore_saved
 from lt_jax.config import override
-from lt_jax.data import datasets, example_folder, longtail, prepare, sources
+from lt_jax.data import datasets, example_folder, image_source, longtail, prepare, sources
 from lt_jax.errors import ConfigError, DataError
+from lt_jax.validate import validate
 
 LT_COUNTS = longtail.class_counts(100, 10, "exp", 0.1)  # The example's training folder.
 
@@ -164,17 +168,43 @@ def test_a_run_on_the_folder_equals_a_run_on_the_same_arrays(folder, tmp_path):
   assert on_folder["history"] == on_arrays["history"]
 
 
+def test_the_folder_read_from_its_files_each_step_equals_the_run_holding_it_on_the_device(
+    folder, tmp_path):
+  # dataset.feed='host': the host draws each step's indices with the device sampler and reads
+  # those files; the step augments them with the device's key. A long-tailed draw of the
+  # folder (exp, not keep) and crop + flip, so that the subset and the keys are exercised.
+  fields = {"dataset.imb_type": "exp", "dataset.img_max": 60, "augment.name": "crop_flip",
+            "train.num_epochs": 2}
+  lazy = prepare.prepare(folder_config(folder, **fields, **{"dataset.feed": "host"}).dataset)
+  assert isinstance(lazy.train.images, image_source.ImageSource)  # Nothing decoded up front.
+  runs = {feed: pipeline.run(folder_config(folder, **fields, **{"dataset.feed": feed}),
+                             str(tmp_path / feed)) for feed in ("auto", "host")}
+  assert runs["host"]["class_counts"] == runs["auto"]["class_counts"] == lazy.class_counts
+  assert runs["host"]["history"] == runs["auto"]["history"]
+  assert runs["host"]["final"] == runs["auto"]["final"]
+  states = [restore_saved(workdir_lib.checkpoint_dir(str(tmp_path / feed), "last"))[0]
+            for feed in ("auto", "host")]
+  jax.tree.map(np.testing.assert_array_equal, states[0]["params"], states[1]["params"])
+
+
 def test_pseudo_labels_from_an_unlabeled_folder_and_rotation_ssp_run_on_a_folder(
     folder, tmp_path):
-  semi = pipeline.run(folder_config(folder, **{
-      "semi.enabled": True, "semi.pool_source": "image_folder",
+  # Read from the files each step (dataset.feed='host', equal to holding them on the device
+  # as the test above shows): D_L + the kept pool stay lazy, rotation rotates host batches.
+  config = folder_config(folder, **{
+      "dataset.feed": "host", "semi.enabled": True, "semi.pool_source": "image_folder",
       "semi.image_folder": str(folder / "unlabeled"), "semi.unlabeled_factor": 1,
-      "semi.short_class_policy": "take_available", "semi.base_batch_size": 32}),
-      str(tmp_path / "semi"))
+      "semi.short_class_policy": "take_available", "semi.base_batch_size": 32})
+  semi = pipeline.run(config, str(tmp_path / "semi"))
   labels = semi["stages"]["pseudo_labels"]
   assert labels["num_pool"] <= sum(LT_COUNTS) and labels["num_kept"] == labels["num_pool"]
   assert semi["stages"]["final"]["dataset"]["train_size"] == sum(LT_COUNTS) + labels["num_kept"]
-  ssp = pipeline.run(folder_config(folder, **{"pretrain.method": "rotation",
+  final = recipe.training_data(override(config, **{"semi.enabled": False,
+                                                    "semi.pseudo_labels": labels["file"]}))
+  assert isinstance(final.train.images, image_source.ImageSource)
+  assert len(final.train.images) == sum(LT_COUNTS) + labels["num_kept"]
+  ssp = pipeline.run(folder_config(folder, **{"dataset.feed": "host",
+                                              "pretrain.method": "rotation",
                                               "pretrain.num_epochs": 1,
                                               "pretrain.probe_epochs": 0}),
                      str(tmp_path / "ssp"))
@@ -239,3 +269,17 @@ def test_a_val_folder_is_the_validation_split_and_selects_the_best_epoch(folder,
                                         r"own validation images"):
     pipeline.run(folder_config(root, **{"dataset.val_per_class": 3}), str(tmp_path / "both"))
   assert not (tmp_path / "both").exists()  # Refused before any work.
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"dataset.feed": "disk"}, r"dataset.feed='disk' is unknown; choose one of \('auto', 'host'\)"),
+    ({"dataset.feed": "host", "dataset.name": "cifar10"},
+     r"'cifar10' is read into arrays only \(dataset.feed='host' serves image_folder\)"),
+    ({"dataset.feed": "host", "pretrain.method": "moco"},
+     r"pretrain.method='moco' holds its images on the device .* dataset.feed='auto'"),
+    ({"dataset.feed": "host", "grid.methods": ("ce", "focal")},
+     r"grid.methods=\('ce', 'focal'\) holds its images on the device"),
+])
+def test_what_the_host_feed_does_not_serve_is_named_before_any_work(folder, fields, message):
+  with pytest.raises(ConfigError, match=message):
+    validate(folder_config(folder, **fields), check_data=False)

@@ -52,6 +52,9 @@ class DatasetSpec:
   # dataset.data_dir -> whether the data brings its own validation split (else one is drawn
   # by dataset.val_per_class, or there is none).
   has_val: Callable[[str | None], bool] | None = None
+  # Like `read`, with each split's images an `image_source.ImageSource` decoded only when read:
+  # what dataset.feed='host' trains from, a batch at a time (data too large to hold decoded).
+  read_files: Callable[..., sources.Splits] | None = None
 
   @property
   def host_fed(self) -> bool:
@@ -138,7 +141,8 @@ _SPECS = (
     DatasetSpec("image_folder", "device", None, None, None, None,
                 find=sources.find_image_folder, read=sources.read_image_folder,
                 options=("image_size", "test_fraction"), channels_from=sources.folder_channels,
-                check_files=sources.check_folder_files, has_val=sources.folder_has_val),
+                check_files=sources.check_folder_files, has_val=sources.folder_has_val,
+                read_files=sources.image_folder_sources),
     # Liu et al. 2019: 115,846 training images in 1,000 classes; 20 validation and 50 test
     # images per class. Images decode to RGB.
     DatasetSpec("imagenet_lt", "host", 1000, 3, _IMAGENET_MEAN, _IMAGENET_STD,
@@ -162,16 +166,21 @@ def get(name: str) -> DatasetSpec:
   return DATASETS[name]
 
 
-def load(name: str, data_dir: str | None = None, source: str = "files",
-         **options: Any) -> sources.Dataset:
+def load(name: str, data_dir: str | None = None, source: str = "files", *,
+         lazy: bool = False, **options: Any) -> sources.Dataset:
   """Reads device-resident dataset `name` from `source` ('files' or 'tfds') into uint8 NHWC
-  arrays. `data_dir` None means the entry's default folder for files and TFDS's own for tfds.
+  arrays (`lazy`: image sources read on demand, where the entry has `read_files`). `data_dir`
+  None means the entry's default folder for files and TFDS's own for tfds.
   Options: svhn `extra` (bool, default True); npz `path` (else data_dir) and `num_classes`."""
   spec = _checked(name, source, options)
+  if lazy and spec.read_files is None:
+    raise DataError(f"dataset {name!r} is read into arrays only; dataset.feed='host' serves "
+                    f"{', '.join(feedable())}.")
   if source == "tfds":
     splits = sources.read_tfds(spec, data_dir, options)
   else:
-    splits = spec.read(spec, spec.find(spec, data_dir, options), options)
+    read = spec.read_files if lazy else spec.read
+    splits = read(spec, spec.find(spec, data_dir, options), options)
   num_classes = splits.num_classes or spec.num_classes
   if spec.mean is None:
     mean, std = sources.channel_stats(splits.train.images)
@@ -179,6 +188,11 @@ def load(name: str, data_dir: str | None = None, source: str = "files",
     mean, std = spec.mean, spec.std
   return sources.Dataset(name, splits.train, splits.test, num_classes, tuple(mean), tuple(std),
                          splits.extra, splits.val)
+
+
+def feedable() -> tuple[str, ...]:
+  """The device-resident datasets that dataset.feed='host' can read a batch at a time."""
+  return tuple(name for name, spec in DATASETS.items() if spec.read_files is not None)
 
 
 def check_available(name: str, data_dir: str | None = None, source: str = "files",

@@ -189,7 +189,8 @@ def steps_per_epoch(num_images: int, batch_size: int) -> int:
   return num_images // batch_size
 
 
-def _host_rows(batch_size: int, process_index: int, process_count: int) -> slice:
+def host_rows(batch_size: int, process_index: int, process_count: int) -> slice:
+  """Host h of P reads rows [h B/P, (h+1) B/P) of every global batch of B."""
   if batch_size % process_count:
     raise ConfigError(f"train.batch_size={batch_size} must divide evenly over "
                       f"{process_count} hosts.")
@@ -214,7 +215,7 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
   if order not in samplers.host_samplers():
     raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of "
                       f"{samplers.host_samplers()}.")
-  rows = _host_rows(batch_size, process_index, process_count)
+  rows = host_rows(batch_size, process_index, process_count)
   per_host = rows.stop - rows.start
   spe = steps_per_epoch(len(images), batch_size)
   if spe == 0:
@@ -264,7 +265,7 @@ def eval_batches(images: ImageList, *, batch_size: int, resize: int = 256, crop:
   (mask False) so that every host sees whole batches."""
   n = len(images)
   steps = -(-n // batch_size)
-  rows = _host_rows(batch_size, process_index, process_count)
+  rows = host_rows(batch_size, process_index, process_count)
 
   def load(position):
     if position >= n:

@@ -137,6 +137,31 @@ def take(images, indices):
   return images[np.asarray(indices, dtype=np.int64)]
 
 
+def concat(parts: Sequence) -> np.ndarray | ImageSource:
+  """The images of `parts` in order: one array when every part is one, else a lazy source."""
+  if not any(isinstance(p, ImageSource) for p in parts):
+    return np.concatenate([np.asarray(p) for p in parts])
+  return _Concat(parts)
+
+
+class _Concat(ImageSource):
+  _threaded = True
+
+  def __init__(self, parts: Sequence):
+    shapes = {tuple(p.shape[1:]) for p in parts}
+    if len(shapes) != 1:
+      raise ValueError(f"images of different shapes {sorted(shapes)} cannot be concatenated.")
+    names = [p.fingerprint if isinstance(p, ImageSource) else f"array:{len(p)}" for p in parts]
+    super().__init__(sum(len(p) for p in parts), shapes.pop(), " + ".join(names))
+    self._parts = list(parts)
+    self._starts = np.cumsum([0] + [len(p) for p in parts])
+
+  def _read_one(self, i: int) -> np.ndarray:
+    k = int(np.searchsorted(self._starts, i, side="right")) - 1
+    part, j = self._parts[k], i - int(self._starts[k])
+    return part.read([j])[0] if isinstance(part, ImageSource) else np.asarray(part[j])
+
+
 def to_array(images) -> np.ndarray:
   """The images as one uint8 array (an ImageSource is decoded in full)."""
   if isinstance(images, ImageSource):

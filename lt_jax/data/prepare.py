@@ -44,7 +44,10 @@ def source_options(ds: ml_collections.ConfigDict, with_extra: bool = False) -> d
 
 
 def load_source(ds: ml_collections.ConfigDict, with_extra: bool = False) -> sources.Dataset:
-  return datasets.load(ds.name, ds.data_dir, ds.source, **source_options(ds, with_extra))
+  """The source's splits: uint8 arrays, or image sources read on demand with
+  dataset.feed='host'."""
+  return datasets.load(ds.name, ds.data_dir, ds.source, lazy=ds.feed == "host",
+                       **source_options(ds, with_extra))
 
 
 def requested_counts(ds: ml_collections.ConfigDict, num_train: int,

@@ -165,12 +165,20 @@ def _concat(splits: Sequence[Split]) -> Split:
                np.concatenate([s.labels for s in splits]))
 
 
-def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """Per-channel population mean / std in [0, 1] units, via 256-bin histograms (no float copy)."""
+def channel_stats(images, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel population mean / std in [0, 1] units, via 256-bin histograms (no float copy);
+  an ImageSource is read `chunk` images at a time, with the same result as its array."""
+  from lt_jax.data import image_source
+
   values = np.arange(256, dtype=np.float64) / 255.0
+  counts = np.zeros((images.shape[-1], 256), np.int64)
+  for start in range(0, len(images), chunk):
+    rows = image_source.read_rows(images, start, min(start + chunk, len(images)))
+    for c in range(images.shape[-1]):
+      counts[c] += np.bincount(rows[..., c].ravel(), minlength=256)
   means, stds = [], []
   for c in range(images.shape[-1]):
-    hist = np.bincount(images[..., c].ravel(), minlength=256).astype(np.float64)
+    hist = counts[c].astype(np.float64)
     mean = float(hist @ values / hist.sum())
     means.append(mean)
     stds.append(float(np.sqrt(hist @ (values - mean) ** 2 / hist.sum())))
@@ -680,6 +688,18 @@ def read_image_folder(spec: Any, root: str, options: Mapping[str, Any]) -> Split
   checked first, and all broken ones are named at once."""
   from lt_jax.data import image_source
 
+  lazy = image_folder_sources(spec, root, options)
+  decoded = lambda split: None if split is None else _make_split(  # noqa: E731
+      image_source.to_array(split.images), split.labels)
+  return Splits(decoded(lazy.train), decoded(lazy.test), num_classes=lazy.num_classes,
+                val=decoded(lazy.val))
+
+
+def image_folder_sources(spec: Any, root: str, options: Mapping[str, Any]) -> Splits:
+  """`read_image_folder`'s splits with their images as `image_source.FileImages`, decoded
+  only when read (dataset.feed='host': a folder too large to hold decoded)."""
+  from lt_jax.data import image_source
+
   del spec
   classes, found = folder_files(root)
   paths, labels = found["train"]
@@ -698,12 +718,11 @@ def read_image_folder(spec: Any, root: str, options: Mapping[str, Any]) -> Split
   image_source.check_files(every, FOLDER_HOW)
   shape = folder_image_shape(every, options.get("image_size"))
 
-  def decoded(files):
-    return image_source.to_array(image_source.FileImages(files, shape, root=root,
-                                                         how=FOLDER_HOW))
-  val = _make_split(decoded(val_paths), val_labels) if val_paths else None
-  return Splits(_make_split(decoded(paths), labels), _make_split(decoded(test_paths), test_labels),
-                num_classes=len(classes), val=val)
+  def files(paths, labels) -> Split:
+    return Split(image_source.FileImages(paths, shape, root=root, how=FOLDER_HOW),
+                 np.asarray(labels, np.int64))
+  return Splits(files(paths, labels), files(test_paths, test_labels), num_classes=len(classes),
+                val=files(val_paths, val_labels) if val_paths else None)
 
 
 def check_folder_files(root: str, log: Callable[[str], None] | None = None) -> str:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lt_jax.data import image_source
 from lt_jax.data.prepare import LongTailData
 from lt_jax.data.sources import Split
 
@@ -46,8 +47,10 @@ def rotate_batch(key: jax.Array, images: jax.Array, labels: jax.Array | None = N
   return jax.vmap(rot90)(images, ks), ks
 
 
-def rotated_copies(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """All four rotations of every image (host side, for evaluation): [4N, H, W, C] and k [4N]."""
+def rotated_copies(images) -> tuple[np.ndarray, np.ndarray]:
+  """All four rotations of every image (host side, for evaluation): [4N, H, W, C] and k [4N];
+  an ImageSource is decoded."""
+  images = image_source.to_array(images)
   rotated = np.concatenate([np.rot90(images, k, axes=(1, 2)) for k in range(NUM_ROTATIONS)])
   ks = np.repeat(np.arange(NUM_ROTATIONS), len(images))
   return np.ascontiguousarray(rotated), ks.astype(np.int64)

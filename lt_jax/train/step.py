@@ -62,10 +62,23 @@ def seed_key_data(seed: int) -> jax.Array:
   return jax.random.key_data(jax.random.key(seed))
 
 
+def _init_and_run_keys(key_data: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(parameter initialisation key, the run's key: TrainState.rng's) of a seed's key data."""
+  init_key, run_key = jax.random.split(jax.random.wrap_key_data(key_data))
+  return init_key, run_key
+
+
+def sampler_key(seed: int) -> jax.Array:
+  """The sampler key a classifier trained from `seed` draws its batches with (`step_keys`):
+  what a host feed needs to draw the very batches the device-resident step would."""
+  _, run_key = _init_and_run_keys(seed_key_data(seed))
+  return step_keys(jax.random.key_data(run_key), 0)[0]
+
+
 @functools.lru_cache(maxsize=64)
 def _init_fn(model: nn.Module, tx: optax.GradientTransformation, input_shape: tuple, sharding):
   def init(key_data):
-    init_key, run_key = jax.random.split(jax.random.wrap_key_data(key_data))
+    init_key, run_key = _init_and_run_keys(key_data)
     variables = model.init(init_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -124,17 +137,21 @@ def train_step_on_batch(state: TrainState, batch: dict, *, model: nn.Module,
                         tx: optax.GradientTransformation, objective: Callable, mean, std,
                         steps_per_epoch: int, schedule: Callable, batch_sharding,
                         task_transform: Callable | None = None,
-                        labeled_per_batch: int | None = None, unlabeled_weight: float = 1.0
+                        labeled_per_batch: int | None = None, unlabeled_weight: float = 1.0,
+                        augment: Callable | None = None
                         ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step on a batch the host already drew and augmented (ImageNet-size data, see
   train/feed.py): {'image': uint8 [B, S, S, 3], 'label': int32 [B]}. The forward pass, loss,
   update and metrics are `train_step`'s; the step key is drawn as there (`step_keys`), so a
   pretext `task_transform` gets the same key it would get from the device-resident step;
-  `labeled_per_batch` and `unlabeled_weight` as there."""
+  `labeled_per_batch` and `unlabeled_weight` as there. `augment(key, images)` (the device
+  augmentation, for images the host only read) draws the key `train_step` gives it."""
   _, step_key = step_keys(state.rng, state.step)
-  _, task_key = jax.random.split(step_key)
+  aug_key, task_key = jax.random.split(step_key)
   images = jax.lax.with_sharding_constraint(batch["image"], batch_sharding)
   labels = jax.lax.with_sharding_constraint(batch["label"], batch_sharding)
+  if augment is not None:
+    images = augment(aug_key, images)
   if task_transform is not None:
     images, labels = task_transform(task_key, images, labels)
   return sgd_update(state, augment_lib.normalize(images, mean, std), labels, model=model,
