@@ -2,6 +2,8 @@
 
   DeviceInput   uint8 arrays kept on the device (CIFAR, SVHN, digits, an npz...): the sampler
                 draws indices and the augmentation runs inside the jitted step.
+  StreamedInput the same data read from its files on the host a batch at a time (an image
+                folder with dataset.feed='host'), drawn and augmented as DeviceInput's.
   HostInput     split lists of image files (ImageNet-LT, iNaturalist 2018): the host draws
                 the order, decodes and augments (grain) and feeds one global batch a step.
 
@@ -138,12 +140,16 @@ class DeviceInput(Input):
           "pre-training with pretrain.batch_size).")
 
   def make_step(self, config, model, tx, batch_sharding) -> driver.StepFn:
-    tr, data = config.train, self.data
+    return functools.partial(step_lib.train_step, sampler=self._sampler(config),
+                             **self._step_options(config, model, tx, batch_sharding))
+
+  def _step_options(self, config, model, tx, batch_sharding) -> dict:
+    """What the step takes besides its batch: the model, the objective, the augmentation
+    (drawn on the device) and the schedule."""
+    tr = config.train
     spe = self.steps_per_epoch(tr.batch_size)
-    return functools.partial(
-        step_lib.train_step, model=model, tx=tx,
-        objective=objective_lib.make_objective(config, data.class_counts),
-        sampler=self._sampler(config),
+    return dict(
+        model=model, tx=tx, objective=objective_lib.make_objective(config, self.data.class_counts),
         augment=augment_lib.make_augment(config.augment.name, config.augment.crop_padding),
         mean=self.mean, std=self.std, steps_per_epoch=spe,
         schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
@@ -160,9 +166,13 @@ class DeviceInput(Input):
     return parallel.put(self.data.train.images, parallel.replicated(mesh))
 
   def eval_splits(self, config, predictor) -> dict[str, predict.DeviceSplit]:
-    splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val is not None
-                                         else {})
-    return {name: predictor.put(split.images, split.labels) for name, split in splits.items()}
+    return {name: predictor.put(split.images, split.labels)
+            for name, split in self._evaluated().items()}
+
+  def _evaluated(self) -> dict:
+    """The test split, and the validation split where there is one."""
+    val = {"val": self.data.val} if self.data.val is not None else {}
+    return {"test": self.data.test} | val
 
   def labeled_per_batch(self, config) -> int | None:
     return labeled_per_batch(config, self.data.num_labeled)
@@ -187,17 +197,8 @@ class StreamedInput(DeviceInput):
   device-resident run of the same data, batch for batch."""
 
   def make_step(self, config, model, tx, batch_sharding) -> driver.StepFn:
-    tr = config.train
-    spe = self.steps_per_epoch(tr.batch_size)
-    return functools.partial(
-        step_lib.train_step_on_batch, model=model, tx=tx,
-        objective=objective_lib.make_objective(config, self.data.class_counts),
-        augment=augment_lib.make_augment(config.augment.name, config.augment.crop_padding),
-        mean=self.mean, std=self.std, steps_per_epoch=spe,
-        schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
-        batch_sharding=batch_sharding, task_transform=_task_transform(config),
-        labeled_per_batch=self.labeled_per_batch(config),
-        unlabeled_weight=config.semi.unlabeled_weight)
+    return functools.partial(step_lib.train_step_on_batch,
+                             **self._step_options(config, model, tx, batch_sharding))
 
   def train_data(self, config, mesh) -> feed_lib.HostFeed:
     tr, train = config.train, self.data.train
@@ -227,10 +228,8 @@ class StreamedInput(DeviceInput):
     return feed_lib.HostFeed(batches_from, sharding, spec=spec, stream=stream)
 
   def eval_splits(self, config, predictor) -> dict[str, predict.HostImages]:
-    splits = {"test": self.data.test} | ({"val": self.data.val} if self.data.val is not None
-                                         else {})
     return {name: predict.HostImages(split.images, np.asarray(split.labels))
-            for name, split in splits.items()}
+            for name, split in self._evaluated().items()}
 
   def pretrain_data(self, config, mesh):
     raise ConfigError("contrastive pre-training (pretrain.method='moco' or 'simclr') holds its "
