@@ -34,7 +34,7 @@ from lt_jax.data import datasets, image_lists, image_pipeline, image_source, sam
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data.image_lists import ImageList
 from lt_jax.errors import ConfigError, DataError
-from lt_jax.pretrain import rotation
+from lt_jax.pretrain import contrastive, rotation
 from lt_jax.train import driver, optim
 from lt_jax.train import feed as feed_lib
 from lt_jax.train import objective as objective_lib
@@ -201,39 +201,52 @@ class StreamedInput(DeviceInput):
                              **self._step_options(config, model, tx, batch_sharding))
 
   def train_data(self, config, mesh) -> feed_lib.HostFeed:
-    tr, train = config.train, self.data.train
+    tr = config.train
+    return self._feed(lambda: (self._sampler(config), step_lib.sampler_key(config.seed)),
+                      tr.batch_size, tr.num_epochs, mesh, stream={
+                          "seed": config.seed,
+                          "sampler": objective_lib.sampler_for(tr.rule, tr.sampler),
+                          "labeled_per_batch": self.labeled_per_batch(config)})
+
+  def pretrain_data(self, config, mesh) -> feed_lib.HostFeed:
+    """The batches the device-resident contrastive step samples, read on the host."""
+    epochs, batch = pretrain_epochs_and_batch(config)
+    method = config.pretrain.method
+    return self._feed(lambda: (pretrain_sampler(config, self.data),
+                               contrastive.sampler_key(method, config.seed)),
+                      batch, epochs, mesh, stream={"seed": config.seed, "pretrain": method})
+
+  def _feed(self, sampler_and_key: Callable, batch_size: int, num_epochs: int, mesh,
+            stream: dict) -> feed_lib.HostFeed:
+    """This host's rows of the batches that `sampler_and_key()`'s device sampler draws, each
+    step's indices computed on the host's CPU, then read from the files."""
+    train = self.data.train
     sharding = parallel.batch_sharded(mesh)
-    rows = image_pipeline.host_rows(tr.batch_size, jax.process_index(), jax.process_count())
-    total = self.steps_per_epoch(tr.batch_size) * tr.num_epochs
+    rows = image_pipeline.host_rows(batch_size, jax.process_index(), jax.process_count())
+    total = self.steps_per_epoch(batch_size) * num_epochs
     labels = np.asarray(train.labels)
 
     def batches_from(step: int):
-      cpu = jax.devices("cpu")[0]
-      with jax.default_device(cpu):  # Drawn beside the host's decoding, not on the device.
-        sampler, key = self._sampler(config), step_lib.sampler_key(config.seed)
+      with jax.default_device(jax.devices("cpu")[0]):  # Beside the decoding, off the device.
+        sampler, key = sampler_and_key()
         draw = jax.jit(lambda t: sampler(key, t))
         for t in range(step, total):
           idx = np.asarray(draw(jnp.int32(t)))[rows]
           yield {"image": image_source.to_array(image_source.take(train.images, idx)),
                  "label": labels[idx].astype(np.int32)}
 
-    spec = {"image": jax.ShapeDtypeStruct((tr.batch_size, *self.image_shape), jnp.uint8,
+    spec = {"image": jax.ShapeDtypeStruct((batch_size, *self.image_shape), jnp.uint8,
                                           sharding=sharding),
-            "label": jax.ShapeDtypeStruct((tr.batch_size,), jnp.int32, sharding=sharding)}
+            "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding)}
     stream = {"images": train.images.fingerprint, "train_size": len(labels),
               "labels_sha256": hashlib.sha256(labels.astype(np.int64).tobytes()).hexdigest(),
-              "seed": config.seed, "sampler": objective_lib.sampler_for(tr.rule, tr.sampler),
-              "batch_size": tr.batch_size,
-              "labeled_per_batch": self.labeled_per_batch(config)}
+              "batch_size": batch_size, **stream}
     return feed_lib.HostFeed(batches_from, sharding, spec=spec, stream=stream)
 
   def eval_splits(self, config, predictor) -> dict[str, predict.HostImages]:
     return {name: predict.HostImages(split.images, np.asarray(split.labels))
             for name, split in self._evaluated().items()}
 
-  def pretrain_data(self, config, mesh):
-    raise ConfigError("contrastive pre-training (pretrain.method='moco' or 'simclr') holds its "
-                      "images on the device; it does not run with dataset.feed='host' yet.")
 
 
 def of_arrays(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData,
@@ -251,6 +264,13 @@ def labeled_per_batch(config: ml_collections.ConfigDict, num_labeled: int | None
   if num_labeled is None or not fraction:
     return None
   return int(round(config.train.batch_size * (1.0 - fraction)))
+
+
+def pretrain_sampler(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData
+                     ) -> samplers.Sampler:
+  """Contrastive pre-training's device sampler: instance order at pretrain's batch."""
+  _, batch = pretrain_epochs_and_batch(config)
+  return samplers.make_sampler("instance", data.train.labels, data.num_classes, batch)
 
 
 def pretrain_epochs_and_batch(config: ml_collections.ConfigDict) -> tuple[int, int]:

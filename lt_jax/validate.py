@@ -114,16 +114,11 @@ def _validate_host_feed(config) -> None:
             if datasets.get(ds.name).host_fed else "is read into arrays only")
     raise ConfigError(f"dataset.feed='host': dataset.name={ds.name!r} {kind} (dataset.feed="
                       f"'host' serves {', '.join(datasets.feedable())}).")
-  held = []
-  if config.pretrain.method in ("moco", "simclr"):
-    held.append(f"pretrain.method={config.pretrain.method!r}")
   if config.grid.methods:
-    held.append(f"grid.methods={tuple(config.grid.methods)!r}")
-  if held:
-    raise ConfigError(f"{held[0]} holds its images on the device and does not run with "
-                      "dataset.feed='host' yet; set dataset.feed='auto' if the images fit on "
-                      "the device (rotation pre-training, semi-supervised and decoupled runs "
-                      "do run with it).")
+    raise ConfigError(f"grid.methods={tuple(config.grid.methods)!r} holds its images on the "
+                      "device and does not run with dataset.feed='host' yet; set "
+                      "dataset.feed='auto' if the images fit on the device (every other "
+                      "pipeline runs with it).")
 
 
 def _validate_list_dataset(config) -> None:

@@ -288,6 +288,22 @@ def _check_out_dim(model: nn.Module, input_shape, dim: int) -> None:
                       f'for dim={dim}; they must match.')
 
 
+def _seed_keys(key: jax.Array, method: str) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+  """(initialisation, queue or None, run) keys of a seed's key: MoCo draws a queue too."""
+  if method == "moco":
+    init_key, queue_key, run_key = jax.random.split(key, 3)
+    return init_key, queue_key, run_key
+  init_key, run_key = jax.random.split(key)
+  return init_key, None, run_key
+
+
+def sampler_key(method: str, seed: int) -> jax.Array:
+  """The key a `method` pre-training from `seed` samples its batches with (its state's rng
+  through `step_lib.step_keys`): what a host feed needs to draw the device step's batches."""
+  _, _, run_key = _seed_keys(jax.random.wrap_key_data(step_lib.seed_key_data(seed)), method)
+  return step_lib.step_keys(jax.random.key_data(run_key), 0)[0]
+
+
 def create_moco_state(model: nn.Module, tx: optax.GradientTransformation, input_shape,
                       seed: int, queue_size: int, dim: int, sharding) -> MocoState:
   """Initialises the query encoder, copies it into the key encoder, draws the queue.
@@ -299,7 +315,7 @@ def create_moco_state(model: nn.Module, tx: optax.GradientTransformation, input_
     raise ConfigError(f'pretrain.queue_size={queue_size} must be positive.')
 
   def init(key):
-    init_key, queue_key, run_key = jax.random.split(key, 3)
+    init_key, queue_key, run_key = _seed_keys(key, "moco")
     params, batch_stats = _init_variables(model, init_key, input_shape)
     return MocoState(
         step=jnp.zeros((), jnp.int32), params_q=params, batch_stats_q=batch_stats,
@@ -316,7 +332,7 @@ def create_simclr_state(model: nn.Module, tx: optax.GradientTransformation, inpu
   """Initialises one encoder (backbone + projector) directly with `sharding`."""
 
   def init(key):
-    init_key, run_key = jax.random.split(key)
+    init_key, _, run_key = _seed_keys(key, "simclr")
     params, batch_stats = _init_variables(model, init_key, input_shape)
     return SimclrState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                        opt_state=tx.init(params), rng=jax.random.key_data(run_key))

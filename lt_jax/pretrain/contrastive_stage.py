@@ -98,18 +98,19 @@ def make_views_step(config: ml_collections.ConfigDict, model, tx, schedule, mean
 
 
 def make_step(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData, model, tx,
-              schedule, batch_sharding) -> driver.StepFn:
+              schedule, batch_sharding, fed: bool = False) -> driver.StepFn:
   """The pure device-resident step `(state, images) -> (state, metrics)`: sample a batch of
-  the uint8 training images, draw both views on the device (the driver jits it)."""
+  the uint8 training images, draw both views on the device (the driver jits it). `fed`: the
+  host already read the sampled batch ({'image'}: `inputs.StreamedInput.pretrain_data`)."""
   _, batch = inputs.pretrain_epochs_and_batch(config)
-  sampler = samplers.make_sampler("instance", data.train.labels, data.num_classes, batch)
+  sampler = inputs.pretrain_sampler(config, data)
   make_views = view_fn(config)
   on_views = make_views_step(config, model, tx, schedule, data.mean, data.std, batch_sharding)
 
   def step(state, images):
     sample_key, view_key, shuffle_key = step_keys(state)
-    idx = sampler(sample_key, state.step)
-    x = jax.lax.with_sharding_constraint(images[idx], batch_sharding).astype(jnp.float32) / 255
+    picked = images["image"] if fed else images[sampler(sample_key, state.step)]
+    x = jax.lax.with_sharding_constraint(picked, batch_sharding).astype(jnp.float32) / 255
     a, b = views_lib.two_views(view_key, x, make_views)
     return on_views(state, a, b, shuffle_key)
   return step
@@ -198,7 +199,8 @@ def pretrain_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       config, inp.facts.train_size, inp.image_shape, mesh,
       lambda images, batch: inp.steps_per_epoch(batch))
   if isinstance(inp, inputs.DeviceInput):
-    step = make_step(config, inp.data, model, tx, schedule, batch_sharding)
+    step = make_step(config, inp.data, model, tx, schedule, batch_sharding,
+                     fed=isinstance(inp, inputs.StreamedInput))
   else:
     step = make_batch_step(config, model, tx, schedule, inp.mean, inp.std, batch_sharding)
   trained = driver.train(workdir, state, step, data, plan(config, spe),

@@ -70,7 +70,8 @@ def _init_and_run_keys(key_data: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def sampler_key(seed: int) -> jax.Array:
   """The sampler key a classifier trained from `seed` draws its batches with (`step_keys`):
-  what a host feed needs to draw the very batches the device-resident step would."""
+  what a host feed needs to draw the very batches the device-resident step would
+  (`contrastive.sampler_key` is a pre-training's)."""
   _, run_key = _init_and_run_keys(seed_key_data(seed))
   return step_keys(jax.random.key_data(run_key), 0)[0]
 
