@@ -376,8 +376,8 @@ class HostInput(Input):
       raise ConfigError(f"pretrain.batch_size={batch} is larger than the training list "
                         f"({self.facts.train_size} images), so every batch would repeat "
                         f"images; set it to at most {self.facts.train_size}.")
-    stream = override(config, **{"train.sampler": "instance", "train.batch_size": batch,
-                                 "train.num_epochs": epochs})
+    stream = override(config, **{"train.sampler": "instance", "train.rule": "none",
+                                 "train.batch_size": batch, "train.num_epochs": epochs})
     crops = image_pipeline.TwoCrops(size=config.dataset.image_size,
                                     scale=tuple(config.pretrain.crop_scale))
     return train_feed(stream, self.splits["train"], parallel.batch_sharded(mesh),
@@ -470,23 +470,28 @@ def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_shard
   ds, tr = config.dataset, config.train
   transform = transform or train_transform(config)
   labeled = labeled_per_batch(config, num_labeled)
+  order = objective_lib.sampler_for(tr.rule, tr.sampler)
 
   def batches_from(step: int):
     return image_pipeline.train_batches(
         images, batch_size=tr.batch_size, num_epochs=tr.num_epochs, seed=config.seed,
-        order=tr.sampler, samples_per_class=tr.samples_per_class, augment=transform,
+        order=order, samples_per_class=tr.samples_per_class, augment=transform,
         num_workers=ds.num_workers, process_index=jax.process_index(),
         process_count=jax.process_count(), start_step=step, labeled_per_batch=labeled,
-        num_labeled=num_labeled)
+        num_labeled=num_labeled, beta=tr.cb_beta)
 
   size, batch = ds.image_size, tr.batch_size
   spec = {name: jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8,
                                      sharding=batch_sharding) for name in transform.fields}
   spec["label"] = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_sharding)
   stream = {"list": images.list_path, "list_sha256": io_utils.sha256_file(images.list_path),
-            "images": len(images), "seed": config.seed, "order": tr.sampler,
+            "images": len(images), "seed": config.seed, "order": order,
             "samples_per_class": tr.samples_per_class, "batch_size": batch,
             "transform": repr(transform)}
+  if order == "resample":
+    stream["cb_beta"] = tr.cb_beta
+  if order == "progressive":  # Its class probabilities move with the epoch / num_epochs.
+    stream["num_epochs"] = tr.num_epochs
   if config.semi.pseudo_labels:  # The list's rows past its own are the kept pool's.
     stream["pseudo_labels_sha256"] = io_utils.sha256_file(config.semi.pseudo_labels)
   if labeled is not None:

@@ -133,13 +133,9 @@ def _validate_list_dataset(config) -> None:
   if ds.source != "files":
     raise ConfigError(f"dataset.source={ds.source!r}: dataset.name={name!r} reads image "
                       "files through its split lists; set dataset.source='files'.")
-  if objective.RULES[tr.rule].sampler:
-    raise ConfigError(f"train.rule={tr.rule!r} draws its own sampler, which "
-                      f"dataset.name={name!r} has no host pipeline for; choose train.rule from "
-                      f"{tuple(r for r, rule in objective.RULES.items() if not rule.sampler)}, "
-                      "or train.sampler='class_aware'.")
-  if samplers.SAMPLERS[tr.sampler].host is None:
-    raise ConfigError(f"train.sampler={tr.sampler!r} has no host pipeline for "
+  sampler = objective.sampler_for(tr.rule, tr.sampler)
+  if samplers.SAMPLERS[sampler].host is None:
+    raise ConfigError(f"train.sampler={sampler!r} has no host pipeline for "
                       f"dataset.name={name!r}; choose one of {samplers.host_samplers()}.")
   if ds.val_per_class:
     raise ConfigError(f"dataset.val_per_class={ds.val_per_class}: dataset.name={name!r} has "

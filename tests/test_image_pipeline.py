@@ -41,6 +41,29 @@ def test_instance_order_is_a_fresh_permutation_per_epoch():
   assert not np.array_equal(a, samplers.epoch_order(labels, "instance", seed=0, epoch=1))
 
 
+@pytest.mark.parametrize("name", ["class_balanced", "sqrt", "resample", "progressive"])
+def test_with_replacement_orders_draw_their_class_probabilities(name):
+  labels = np.repeat(np.arange(4), (200, 50, 20, 5))
+  counts, epochs = np.bincount(labels), 30
+  order = lambda e: samplers.epoch_order(labels, name, seed=1, epoch=e, num_epochs=epochs,
+                                         beta=0.99)
+  draws = np.concatenate([order(e) for e in range(epochs)])
+  assert len(order(0)) == len(labels) and np.array_equal(order(3), order(3))
+  # Class c is drawn with probability q_c: 1/C balanced, sqrt(n_c) normalised, the
+  # class-balanced weight (1 - beta) / (1 - beta^n_c) times n_c normalised, and for
+  # progressive the epoch's mix (1 - e/E) n_c / N + (e/E) / C, here averaged over the epochs.
+  rate = {"class_balanced": np.full(4, 0.25), "sqrt": np.sqrt(counts),
+          "resample": counts * (1 - 0.99) / (1 - 0.99 ** counts),
+          "progressive": np.mean([(1 - e / epochs) * counts / counts.sum() + (e / epochs) / 4
+                                  for e in range(epochs)], axis=0)}[name]
+  q = rate / rate.sum()
+  seen = np.bincount(labels[draws], minlength=4) / len(draws)
+  assert np.all(np.abs(seen - q) < 4 * np.sqrt(q * (1 - q) / len(draws)))
+  # Within a class, every image alike: the tail class's five are each near a fifth of it.
+  tail = np.bincount(draws[labels[draws] == 3] - 270, minlength=5)
+  assert np.all(np.abs(tail / tail.sum() - 0.2) < 4 * np.sqrt(0.16 / tail.sum()))
+
+
 def test_class_aware_order_follows_the_reference_cycles():
   labels = np.repeat(np.arange(4), SIZES)
   k = 2

@@ -374,10 +374,19 @@ def test_resuming_on_another_stream_is_refused(tree):
     f.check({"position": 5, "stream": {"seed": 1, "order": "x"}}, 3, "ckpt")
 
 
+def test_the_resample_rule_trains_on_a_list_in_its_host_order(tree, tmp_path, monkeypatch):
+  recorder = Recorder(monkeypatch)
+  out = pipeline.run(list_config(tree, **{"train.rule": "resample", "train.cb_beta": 0.9}),
+                     str(tmp_path))
+  assert out["selected_on"] == "val"
+  train = inputs.read_splits(list_config(tree).dataset)["train"]
+  want = np.concatenate([train.labels[samplers.epoch_order(
+      train.labels, "resample", 0, e, num_epochs=EPOCHS, beta=0.9)[:STEPS_PER_EPOCH * BATCH]]
+      for e in range(EPOCHS)])
+  assert np.concatenate([labels for _, labels in recorder.seen]).tolist() == want.tolist()
+
+
 @pytest.mark.parametrize("fields, message", [
-    ({"train.sampler": "class_balanced"},
-     r"train.sampler='class_balanced' has no host pipeline .*\('instance', 'class_aware'\)"),
-    ({"train.rule": "resample"}, r"train.rule='resample' draws its own sampler"),
     ({"dataset.lists_dir": None}, r"dataset.lists_dir is required"),
     ({"semi.enabled": True, "semi.pool_source": "npz"},
      r"semi.pool_source='npz' is an array pool; .* \('same_split', 'image_folder'\)"),

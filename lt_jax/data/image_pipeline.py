@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 class _Stream:
   """Position -> image index over `num_epochs` epochs, one epoch computed at a time."""
 
-  def __init__(self, labels, order: str, seed: int, num_epochs: int, samples_per_class: int):
+  def __init__(self, labels, order: str, seed: int, num_epochs: int, samples_per_class: int,
+               beta: float):
     self._labels, self._order, self._seed = np.asarray(labels), order, seed
-    self._k, self._epochs = samples_per_class, num_epochs
+    self._k, self._epochs, self._beta = samples_per_class, num_epochs, beta
     self._cached: tuple[int, np.ndarray] | None = None
 
   def __len__(self) -> int:
@@ -51,8 +52,9 @@ class _Stream:
   def __getitem__(self, position: int) -> int:
     epoch, within = divmod(int(position), len(self._labels))
     if self._cached is None or self._cached[0] != epoch:
-      self._cached = (epoch, samplers.epoch_order(self._labels, self._order, self._seed, epoch,
-                                                  self._k))
+      self._cached = (epoch, samplers.epoch_order(
+          self._labels, self._order, self._seed, epoch, self._k, num_epochs=self._epochs,
+          beta=self._beta))
     return int(self._cached[1][within])
 
   def index(self, step: int, row: int, position: int) -> int:
@@ -202,8 +204,8 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
                   order: str = "instance", samples_per_class: int = 4,
                   augment: Augment | CenterView | TwoCrops = Augment(), num_workers: int = 0,
                   process_index: int = 0, process_count: int = 1, start_step: int = 0,
-                  labeled_per_batch: int | None = None, num_labeled: int | None = None
-                  ) -> grain.IterDataset:
+                  labeled_per_batch: int | None = None, num_labeled: int | None = None,
+                  beta: float = 0.9999) -> grain.IterDataset:
   """{'image': uint8 [B/P, S, S, 3], 'label': int32 [B/P]} for this host (each of
   `augment.fields` in place of 'image': TwoCrops gives 'view_a' and 'view_b'): int(N / B)
   batches an epoch, each epoch from the start of its own order, `num_epochs` epochs, from
@@ -211,7 +213,8 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
   generator keyed by (seed, its position in the stream), so it does not depend on the number
   of hosts or workers, nor on where the stream was started. With `labeled_per_batch`, the
   first `num_labeled` images are labeled and every batch holds that many of them first, the
-  rest from the others (`samplers.MixedOrder`; `order` must be instance)."""
+  rest from the others (`samplers.MixedOrder`; `order` must be instance). `beta`: the
+  resample rule's class-balanced beta."""
   if order not in samplers.host_samplers():
     raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of "
                       f"{samplers.host_samplers()}.")
@@ -223,7 +226,7 @@ def train_batches(images: ImageList, *, batch_size: int, num_epochs: int, seed: 
                       "images: an epoch of int(N / B) batches would be empty.")
   steps = spe * num_epochs
   if labeled_per_batch is None:
-    stream = _Stream(images.labels, order, seed, num_epochs, samples_per_class)
+    stream = _Stream(images.labels, order, seed, num_epochs, samples_per_class, beta)
   elif order != "instance":
     raise ConfigError(f"mixed labeled / pseudo-labeled batches draw their own order; set "
                       f"train.sampler='instance', not {order!r}.")

@@ -84,14 +84,17 @@ def make_sampler(name: str, labels: np.ndarray, num_classes: int, batch_size: in
 
 
 def epoch_order(labels: np.ndarray, order: str, seed: int, epoch: int,
-                samples_per_class: int = 4) -> np.ndarray:
+                samples_per_class: int = 4, *, num_epochs: int = 1,
+                beta: float = 0.9999) -> np.ndarray:
   """The host implementation of sampler `order`: image indices of one epoch (N of them), a
-  pure function of (seed, epoch)."""
+  pure function of (seed, epoch) (and, for progressive, of the run's `num_epochs`; for
+  resample, of `beta`)."""
   rule = SAMPLERS.get(order)
   if rule is None or rule.host is None:
     raise ConfigError(f"train.sampler={order!r} has no host pipeline; choose one of "
                       f"{host_samplers()}.")
-  return rule.host(np.asarray(labels), seed, epoch, samples_per_class)
+  return rule.host(np.asarray(labels), seed, epoch, samples_per_class=samples_per_class,
+                   num_epochs=num_epochs, beta=beta)
 
 
 def _instance(labels, num_classes, batch_size, **_) -> Sampler:
@@ -105,9 +108,23 @@ def _instance(labels, num_classes, batch_size, **_) -> Sampler:
   return instance
 
 
-def _instance_order(labels, seed: int, epoch: int, samples_per_class: int) -> np.ndarray:
-  del samples_per_class
+def _instance_order(labels, seed: int, epoch: int, **_) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(len(labels))
+
+
+def _with_replacement_order(name: str):
+  """The host order of a with-replacement rule: the device law (class probabilities of
+  `class_probabilities` at this epoch, images uniform within a class, N draws) with NumPy's
+  generator default_rng([seed, epoch])."""
+
+  def order(labels, seed: int, epoch: int, *, num_epochs: int, beta: float, **_) -> np.ndarray:
+    counts = np.bincount(labels)
+    q = np.asarray(class_probabilities(name, counts, epoch=epoch, num_epochs=num_epochs,
+                                       beta=beta), np.float64)
+    per_image = q[labels] / counts[labels]
+    return np.random.default_rng([seed, epoch]).choice(
+        len(labels), size=len(labels), p=per_image / per_image.sum())
+  return order
 
 
 def _with_replacement(name: str):
@@ -244,7 +261,8 @@ class MixedOrder:
 # --- the host's class-aware order ---------------------------------------------------------
 
 
-def _class_aware_order(labels, seed: int, epoch: int, samples_per_class: int) -> np.ndarray:
+def _class_aware_order(labels, seed: int, epoch: int, *, samples_per_class: int,
+                       **_) -> np.ndarray:
   n = len(labels)
   return _class_aware_stream(labels, seed, samples_per_class, epoch * n, n)
 
@@ -292,10 +310,13 @@ class SamplerRule:
 
 SAMPLERS: dict[str, SamplerRule] = {
     "instance": SamplerRule(_instance, host=_instance_order),
-    "resample": SamplerRule(_with_replacement("resample"), by_config=False),
-    "class_balanced": SamplerRule(_with_replacement("class_balanced")),
-    "sqrt": SamplerRule(_with_replacement("sqrt")),
-    "progressive": SamplerRule(_with_replacement("progressive")),
+    "resample": SamplerRule(_with_replacement("resample"),
+                            host=_with_replacement_order("resample"), by_config=False),
+    "class_balanced": SamplerRule(_with_replacement("class_balanced"),
+                                  host=_with_replacement_order("class_balanced")),
+    "sqrt": SamplerRule(_with_replacement("sqrt"), host=_with_replacement_order("sqrt")),
+    "progressive": SamplerRule(_with_replacement("progressive"),
+                               host=_with_replacement_order("progressive")),
     "class_aware": SamplerRule(
         lambda labels, num_classes, batch_size, *, samples_per_class, **_:
         make_class_aware_sampler(labels, batch_size, samples_per_class),
