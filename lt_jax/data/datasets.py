@@ -183,6 +183,9 @@ def load(name: str, data_dir: str | None = None, source: str = "files", *,
     splits = read(spec, spec.find(spec, data_dir, options), options)
   num_classes = splits.num_classes or spec.num_classes
   if spec.mean is None:
+    if lazy:  # One pass over the files: say so, it is the run's first long wait.
+      print(f"{name}: reading the {len(splits.train.labels):,} training images once for their "
+            "channel mean and std", flush=True)
     mean, std = sources.channel_stats(splits.train.images)
   else:
     mean, std = spec.mean, spec.std

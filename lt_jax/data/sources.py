@@ -689,8 +689,10 @@ def read_image_folder(spec: Any, root: str, options: Mapping[str, Any]) -> Split
   from lt_jax.data import image_source
 
   lazy = image_folder_sources(spec, root, options)
-  decoded = lambda split: None if split is None else _make_split(  # noqa: E731
-      image_source.to_array(split.images), split.labels)
+
+  def decoded(split: Split | None) -> Split | None:
+    return None if split is None else _make_split(image_source.to_array(split.images),
+                                                  split.labels)
   return Splits(decoded(lazy.train), decoded(lazy.test), num_classes=lazy.num_classes,
                 val=decoded(lazy.val))
 
