@@ -109,6 +109,19 @@ class Input(abc.ABC):
     """What contrastive pre-training's step takes besides the state: the training images
     alone (labels unused), at pretrain.batch_size for pretrain.num_epochs."""
 
+  def _step_options(self, config, model, tx, batch_sharding) -> dict:
+    """What every classifier step takes besides its batch: the model, the objective over the
+    training counts, the schedule, the pretext task and the mixed batches' split."""
+    tr = config.train
+    spe = self.steps_per_epoch(tr.batch_size)
+    return dict(
+        model=model, tx=tx, objective=objective_lib.make_objective(config, self.facts.class_counts),
+        mean=self.mean, std=self.std, steps_per_epoch=spe,
+        schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
+        batch_sharding=batch_sharding, task_transform=_task_transform(config),
+        labeled_per_batch=labeled_per_batch(config, self.facts.num_labeled),
+        unlabeled_weight=config.semi.unlabeled_weight)
+
 
 # --- arrays on the device -------------------------------------------------------------------
 
@@ -130,9 +143,9 @@ class DeviceInput(Input):
     """A batch drawn without replacement must fit in the training set (a larger one would
     repeat images)."""
     tr, n = config.train, len(self.data.train.labels)
-    mixed = self.data.num_labeled is not None and config.semi.unlabeled_batch_fraction
+    mixed = self.labeled_per_batch(config) is not None  # A mixed sampler checks its sizes.
     if not mixed and objective_lib.sampler_for(tr.rule, tr.sampler) == "instance" and \
-        tr.batch_size > n:  # A mixed sampler checks its own sizes.
+        tr.batch_size > n:
       raise ConfigError(
           f"{_batch_field(config)}={tr.batch_size} is larger than the training set ({n} "
           f"images), so every batch would repeat images; set it to at most {n} (a "
@@ -144,18 +157,9 @@ class DeviceInput(Input):
                              **self._step_options(config, model, tx, batch_sharding))
 
   def _step_options(self, config, model, tx, batch_sharding) -> dict:
-    """What the step takes besides its batch: the model, the objective, the augmentation
-    (drawn on the device) and the schedule."""
-    tr = config.train
-    spe = self.steps_per_epoch(tr.batch_size)
-    return dict(
-        model=model, tx=tx, objective=objective_lib.make_objective(config, self.data.class_counts),
-        augment=augment_lib.make_augment(config.augment.name, config.augment.crop_padding),
-        mean=self.mean, std=self.std, steps_per_epoch=spe,
-        schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
-        batch_sharding=batch_sharding, task_transform=_task_transform(config),
-        labeled_per_batch=self.labeled_per_batch(config),
-        unlabeled_weight=config.semi.unlabeled_weight)
+    """The shared options and the augmentation, drawn on the device."""
+    return super()._step_options(config, model, tx, batch_sharding) | {
+        "augment": augment_lib.make_augment(config.augment.name, config.augment.crop_padding)}
 
   def train_data(self, config, mesh) -> step_lib.DeviceData:
     return put_split(self.data.train.images, self.data.train.labels,
@@ -170,9 +174,7 @@ class DeviceInput(Input):
             for name, split in self._evaluated().items()}
 
   def _evaluated(self) -> dict:
-    """The test split, and the validation split where there is one."""
-    val = {"val": self.data.val} if self.data.val is not None else {}
-    return {"test": self.data.test} | val
+    return evaluation_splits({"test": self.data.test, "val": self.data.val})
 
   def labeled_per_batch(self, config) -> int | None:
     return labeled_per_batch(config, self.data.num_labeled)
@@ -246,7 +248,6 @@ class StreamedInput(DeviceInput):
   def eval_splits(self, config, predictor) -> dict[str, predict.HostImages]:
     return {name: predict.HostImages(split.images, np.asarray(split.labels))
             for name, split in self._evaluated().items()}
-
 
 
 def of_arrays(config: ml_collections.ConfigDict, data: prepare_lib.LongTailData,
@@ -352,16 +353,8 @@ class HostInput(Input):
                         f"steps would be empty; set it to at most {self.facts.train_size}.")
 
   def make_step(self, config, model, tx, batch_sharding) -> driver.StepFn:
-    tr = config.train
-    spe = self.steps_per_epoch(tr.batch_size)
-    return functools.partial(
-        step_lib.train_step_on_batch, model=model, tx=tx,
-        objective=objective_lib.make_objective(config, self.facts.class_counts),
-        mean=self.mean, std=self.std, steps_per_epoch=spe,
-        schedule=optim.make_schedule(config.optim, tr.num_epochs, spe),
-        batch_sharding=batch_sharding, task_transform=_task_transform(config),
-        labeled_per_batch=labeled_per_batch(config, self.facts.num_labeled),
-        unlabeled_weight=config.semi.unlabeled_weight)
+    return functools.partial(step_lib.train_step_on_batch,
+                             **self._step_options(config, model, tx, batch_sharding))
 
   def train_data(self, config, mesh) -> feed_lib.HostFeed:
     return train_feed(config, self.splits["train"], parallel.batch_sharded(mesh),
@@ -387,8 +380,6 @@ class HostInput(Input):
     out = {name: fed_split(config, images, predictor.mesh)
            for name, images in evaluation_splits(self.splits).items()}
     return {name: rotated(split) for name, split in out.items()} if self.rotation else out
-
-
 
 
 def labeled(config: ml_collections.ConfigDict) -> Input:
@@ -429,7 +420,7 @@ def list_classes(name: str, splits: dict[str, ImageList | None]) -> int:
       int(images.labels.max()) for images in splits.values() if images is not None)
 
 
-def evaluation_splits(splits: dict[str, ImageList | None]) -> dict[str, ImageList]:
+def evaluation_splits(splits: dict) -> dict:
   """The splits every evaluation reports: test, and val where the dataset has one."""
   return {name: splits[name] for name in ("test", "val") if splits[name] is not None}
 

@@ -150,7 +150,7 @@ def _validate_list_dataset(config) -> None:
     if not unlabeled.POOLS[semi.pool_source].host_fed:
       raise ConfigError(f"semi.pool_source={semi.pool_source!r} is an array pool; the "
                         f"host-fed dataset.name={name!r} draws from image files: choose one of "
-                        f"{tuple(p for p, entry in unlabeled.POOLS.items() if entry.host_fed)}.")
+                        f"{unlabeled.host_fed_pools()}.")
   if tuple(config.grid.methods):
     raise ConfigError(f"grid.methods={tuple(config.grid.methods)!r} does not run on the "
                       f"host-fed dataset.name={name!r} yet; run each method as its own config "

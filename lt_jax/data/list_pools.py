@@ -30,7 +30,6 @@ from lt_jax.errors import ConfigError, DataError
 
 REST_OF_SOURCE = ("the rest of the source (the images in the training list's folders that no "
                   "list names; classes by folder)")
-HOST_POOLS = tuple(name for name, entry in unlabeled.POOLS.items() if entry.host_fed)
 
 
 def candidates(config: ml_collections.ConfigDict, splits: dict[str, ImageList | None],
@@ -50,7 +49,8 @@ def candidates(config: ml_collections.ConfigDict, splits: dict[str, ImageList | 
                                             num_classes)
   else:
     raise ConfigError(f"semi.pool_source={source!r} does not serve the host-fed "
-                      f"dataset.name={config.dataset.name!r}; choose one of {HOST_POOLS}.")
+                      f"dataset.name={config.dataset.name!r}; choose one of "
+                      f"{unlabeled.host_fed_pools()}.")
   where = os.path.expanduser(config.dataset.data_dir if source == "same_split"
                              else config.semi.image_folder)
   images = ImageList(where, np.asarray(paths, dtype=object),

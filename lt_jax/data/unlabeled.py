@@ -652,3 +652,8 @@ POOLS: dict[str, PoolSource] = {
         "the image folder (classes by sub-folder)",
         field=("semi.image_folder", "a folder of PNG / JPEG files"), host_fed=True),
 }
+
+
+def host_fed_pools() -> tuple[str, ...]:
+  """The values of semi.pool_source that host-fed list datasets can draw from."""
+  return tuple(name for name, entry in POOLS.items() if entry.host_fed)
