@@ -16,10 +16,9 @@ from collections.abc import Callable
 import ml_collections
 import numpy as np
 
-from lt_jax import inputs, io_utils, models, parallel, predict, recipe, results, transfer
+from lt_jax import inputs, models, parallel, predict, recipe, results, transfer
 from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
-from lt_jax.data import datasets
 from lt_jax.train import driver, optim
 from lt_jax.train import objective as objective_lib
 from lt_jax.train import step as step_lib
@@ -56,21 +55,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       evaluate=epoch_eval_hook(evaluator, selection),
       initialize=backbone_initializer(config, replicated),
       keep_best=selection != "last", log=lambda line: print(line, flush=True))
-  if inp.confusion_file is not None:
-    evaluator.write_confusion(os.path.join(workdir, inp.confusion_file))
+  inp.write_confusion(workdir, evaluator.confusion)
   return write_outputs(config, workdir, inp.facts, trained, selection,
                        title=f"{inp.title}, {config.model.name}, {config.loss.name}, rule "
                              f"{tr.rule}, sampler {objective_lib.sampler_for(tr.rule, tr.sampler)}")
-
-
-def training_input(config: ml_collections.ConfigDict) -> inputs.Input:
-  """The input a classifier stage trains on: a list dataset's files decoded on the host, or
-  device-resident arrays (`training_data`)."""
-  if datasets.get(config.dataset.name).host_fed:
-    return inputs.HostInput.of(config)
-  data = recipe.training_data(config)
-  return inputs.of_arrays(config, data,
-                          title=f"{data.name}-LT, rho {config.dataset.imbalance_ratio:g}")
 
 
 def checked_or_finished(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
@@ -136,7 +124,7 @@ def write_outputs(config: ml_collections.ConfigDict, workdir: str, facts: inputs
 class Evaluator:
   """state -> {split: summary} over the input's evaluation splits, counted by the predictor.
   Without `with_confusion` the summaries leave the confusion matrices out (1,000 or 8,142
-  classes square); `write_confusion` then writes the last evaluation's to a file."""
+  classes square); `Input.write_confusion` then writes the last evaluation's to a file."""
 
   def __init__(self, predictor: predict.Predictor, splits: dict[str, predict.Split],
                report_counts, with_confusion: bool = True):
@@ -153,10 +141,6 @@ class Evaluator:
                                        self.report_counts, with_confusion=self.with_confusion)
       self.confusion[name] = np.asarray(counts["confusion"], np.int32)
     return out
-
-  def write_confusion(self, path: str) -> None:
-    """The last evaluation's confusion matrices ([true, predicted] counts per split)."""
-    io_utils.atomic_write(path, lambda tmp: np.savez_compressed(tmp, **self.confusion))
 
 
 def _fmt(value) -> str:

@@ -3,7 +3,8 @@
 `train_members(members, grid_dir)` trains every member whose workdir holds no finished run, in
 as few programs as their configs allow. Members share a program when their configs agree on
 everything but SHARED_PROGRAM_FIELDS (so on the data, the model, the batch, the schedule): one
-copy of the data on the device, one jitted step over a stacked state (train/members.py). Within
+copy of the data on the device (a host-fed input instead feeds each model the batches of its
+run alone), one jitted step over a stacked state (train/members.py). Within
 a program, members whose configs differ only in their seed and starting weights form a cohort
 and share one step function mapped over their stacked states. With `devices_per_model`, the
 devices form groups of that many and each program's models are split over the groups
@@ -36,6 +37,7 @@ from lt_jax import metrics as lt_metrics
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import get_base_config, override
+from lt_jax.errors import ConfigError
 from lt_jax.train import driver, optim, writers
 from lt_jax.train import members as members_lib
 from lt_jax.train import step as step_lib
@@ -142,10 +144,10 @@ class Program:
   """What the driver needs to train one program's members: built, not yet trained."""
   cohorts: list[list[Member]]
   how: str
-  data: Any  # prepare.LongTailData
+  input: inputs.Input
   state: members_lib.StackedState
-  step: driver.StepFn  # Pure: (StackedState, DeviceData) -> (StackedState, metrics).
-  train_data: step_lib.DeviceData
+  step: driver.StepFn  # Pure: (StackedState, data) -> (StackedState, metrics).
+  train_data: Any  # The device-resident data every model samples, or a feed of a batch each.
   evaluate: _Evaluator
   plan: driver.Plan
   mesh: Any
@@ -162,39 +164,53 @@ class Program:
 
 def build_program(cohorts: list[list[Member]], how: str, label: str = "",
                   mesh=None) -> Program:
-  """Data on the device, every member's initial state stacked per cohort, the stacked step,
-  the evaluation hook and the driver's plan (batch: all members' images per step). `mesh`:
+  """The input, every member's initial state stacked per cohort, the stacked step, the
+  evaluation hook and the driver's plan (batch: all members' images per step). `mesh`:
   `parallel.model_group_mesh`'s, whose 'models' axis (if any) splits the models; by default
-  every model on every device."""
+  every model on every device. A device-resident input is held once for every model; a
+  host-fed one feeds each model the batches its run alone would take."""
   config = cohorts[0][0].config
   tr = config.train
-  data = recipe.training_data(config)
-  inp = inputs.DeviceInput(data)
+  inp = recipe.training_input(config)
   recipe.print_counts(inp.facts)
+  for cohort in cohorts:
+    inp.check(cohort[0].config)
   mesh = parallel.make_mesh() if mesh is None else mesh
-  split = parallel.model_groups(mesh) > 1
+  groups = parallel.model_groups(mesh)
+  split = groups > 1
+  if split and inp.batch_per_model and jax.process_count() > 1:
+    raise ConfigError("grid.devices_per_model splits models over groups of devices, which a "
+                      "host-fed dataset on several processes cannot feed yet (each host reads "
+                      "its rows of every model's batch); set grid.devices_per_model=0.")
   parallel.check_batch_divides(tr.batch_size, mesh, "train.batch_size")
   replicated, batch_sharding = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   spe = inp.steps_per_epoch(tr.batch_size)
   sizes = [len(c) for c in cohorts]
   selection = results.resolve_selection(config)
-  steps, evals, stacked = [], [], []
+  steps, counters, stacked = [], [], []
+  predictor = None
   for cohort in cohorts:
     cfg = cohort[0].config
-    model = models.from_config(cfg.model, data.num_classes)
+    model = models.from_config(cfg.model, inp.num_classes)
     tx = optim.make_optimizer(cfg.optim, tr.num_epochs, spe,
                               frozen=recipe.frozen_parameters(cfg))
     steps.append(inp.make_step(cfg, model, tx, batch_sharding))
-    evals.append(_cohort_evaluator(cfg, inp, model, mesh, how, len(cohort), split))
+    predictor = predict.Predictor(model, inp.mean, inp.std, inp.num_classes,
+                                  batch_size=tr.eval_batch_size, mesh=mesh)
+    counters.append(_CohortCounts(predictor, how, len(cohort), split))
     stacked.append(members_lib.stack([step_lib.create_state(
         model, tx, inp.image_shape, m.config.seed, replicated) for m in cohort]))
   plan = dataclasses.replace(recipe.plan(config, spe),
                              batch_size=tr.batch_size * sum(sizes), label=label)
   state = members_lib.create(stacked, selection != "last", mesh)
   sharding = members_lib.shardings(state, mesh)
-  return Program(cohorts, how, data, state, members_lib.make_step(steps, sizes, how, split),
-                 inp.train_data(config, mesh),
-                 _Evaluator(evals, sizes, data, selection, sharding), plan, mesh, sharding)
+  padded = [[m.config for m in c] + [c[-1].config] * (members_lib.padded_size(len(c), groups)
+                                                      - len(c)) for c in cohorts]
+  return Program(cohorts, how, inp,
+                 state, members_lib.make_step(steps, sizes, how, split, inp.batch_per_model),
+                 inp.grid_train_data(padded, mesh),
+                 _Evaluator(counters, inp.eval_splits(config, predictor), sizes, inp,
+                            selection, sharding), plan, mesh, sharding)
 
 
 def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label: str = "",
@@ -225,40 +241,77 @@ def train_program(cohorts: list[list[Member]], program_dir: str, how: str, label
   return _write_members(p, trained, program_dir)
 
 
-def _cohort_evaluator(config, inp: inputs.DeviceInput, model, mesh, how: str, n: int,
-                      split_models: bool):
-  """stacked cohort state -> {split: counts stacked over the cohort's (padded) models}."""
-  predictor = predict.Predictor(model, inp.mean, inp.std, inp.num_classes,
-                                batch_size=config.train.eval_batch_size, mesh=mesh)
-  splits = inp.eval_splits(config, predictor)
-  count = jax.jit(members_lib.map_models(
-      lambda state, split: predictor.split_counts(predict.variables_of(state), split),
-      how, n, split_models))
-  return lambda cohort_state: {name: count(cohort_state, split) for name, split in splits.items()}
+class _CohortCounts:
+  """A cohort's evaluation counts, stacked over its (padded) models: over a device split in
+  one call, or a host split's batches added one at a time."""
+
+  def __init__(self, predictor: predict.Predictor, how: str, n: int, split_models: bool):
+    self.predictor = predictor
+    self.whole = jax.jit(members_lib.map_models(
+        lambda state, split: predictor.split_counts(predict.variables_of(state), split),
+        how, n, split_models))
+    self.add = jax.jit(members_lib.map_models(
+        lambda state, counts, batch: predictor.add_counts(predict.variables_of(state), counts,
+                                                          batch),
+        how, n, split_models, stacked=2), donate_argnums=1)
+    self.sharding = parallel.models_sharded(predictor.mesh)
+
+  def zeros(self, cohort_state) -> dict:
+    models = members_lib.num_models(cohort_state)
+    return jax.tree.map(
+        lambda z: parallel.put(np.zeros((models, *z.shape), z.dtype), self.sharding),
+        predict.zero_counts(self.predictor.num_classes))
 
 
 class _Evaluator:
   """The driver's evaluation hook for a stacked state: every member's summaries, each member's
-  best state kept inside the state, and the summaries of those best states on the host."""
+  best state kept inside the state, and the summaries of those best states on the host. A
+  host split is read once per evaluation for every model of the program."""
 
-  def __init__(self, evals, sizes, data, selection: str, sharding):
-    self.evals, self.sizes, self.data, self.selection = evals, sizes, data, selection
+  def __init__(self, counters: list[_CohortCounts], splits: dict[str, predict.Split], sizes,
+               inp: inputs.Input, selection: str, sharding):
+    self.counters, self.splits, self.sizes, self.selection = counters, splits, sizes, selection
+    self.report_counts = inp.facts.report_counts
+    self.with_confusion = inp.confusion_file is None
+    self.confusion: list[dict[str, np.ndarray]] = []  # Per member: the last evaluation's.
     self.best: list[dict] | None = None  # Per member: summaries at its best epoch.
     self._update = jax.jit(functools.partial(members_lib.update_best, sizes=sizes),
                            donate_argnums=0, out_shardings=sharding)
 
-  def summaries(self, cohort_states) -> list[dict]:
-    counts = jax.device_get([ev(s) for ev, s in zip(self.evals, cohort_states)])
-    out = []
-    for cohort_counts, n in zip(counts, self.sizes):
+  def counts(self, cohort_states) -> list[dict[str, dict]]:
+    """Per cohort, {split: counts stacked over its models}."""
+    out = [{} for _ in cohort_states]
+    for name, split in self.splits.items():
+      if isinstance(split, predict.DeviceSplit):
+        for c, (counter, s) in enumerate(zip(self.counters, cohort_states)):
+          out[c][name] = counter.whole(s, split)
+        continue
+      sums = [counter.zeros(s) for counter, s in zip(self.counters, cohort_states)]
+      for batch in self.counters[0].predictor.batches(split):
+        sums = [counter.add(s, total, batch)
+                for counter, s, total in zip(self.counters, cohort_states, sums)]
+      for c, total in enumerate(sums):
+        out[c][name] = total
+    return jax.device_get(out)
+
+  def summaries(self, cohort_states, keep_confusion: bool = False) -> list[dict]:
+    """Every member's {split: summary}; `keep_confusion`: also keep its confusion matrices
+    (the models now training, not their best states) for a host-fed input's file."""
+    out, confusion = [], []
+    for cohort_counts, n in zip(self.counts(cohort_states), self.sizes):
       for i in range(n):
         out.append({split: lt_metrics.summarize(c["confusion"][i], c["top5_correct"][i],
-                                                self.data.report_counts)
+                                                self.report_counts,
+                                                with_confusion=self.with_confusion)
                     for split, c in cohort_counts.items()})
+        confusion.append({split: np.asarray(c["confusion"][i], np.int32)
+                          for split, c in cohort_counts.items()})
+    if keep_confusion:
+      self.confusion = confusion
     return out
 
   def __call__(self, state: members_lib.StackedState, epoch: int) -> driver.EpochEval:
-    evals = self.summaries(state.cohorts)
+    evals = self.summaries(state.cohorts, keep_confusion=True)
     record = {f"member/{split}/{k}": [e[split][k] for e in evals]
               for split in evals[0] for k in ("top1_acc", "balanced_acc")}
     # Means, min and max over the healthy models: a frozen one's accuracy is its initial one.
@@ -287,7 +340,7 @@ class _Evaluator:
 
 def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dict[str, dict]:
   """Each member's workdir as its run alone would leave it."""
-  flat, sizes, data, evaluate = p.members, p.sizes, p.data, p.evaluate
+  flat, sizes, inp, evaluate = p.members, p.sizes, p.input, p.evaluate
   spe, how = p.plan.steps_per_epoch, p.how
   state, meta = trained.state, trained.meta
   failed_at = jax.device_get(state.failed_at)
@@ -295,7 +348,6 @@ def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dic
   lasts = members_lib.model_states(state.cohorts, sizes)
   bests = members_lib.model_states(state.best, sizes) if state.best is not None else None
   n = len(flat)
-  facts = inputs.DatasetFacts.of(data)  # One training set for every member.
   out = {}
   for i, m in enumerate(flat):
     history = [_member_record(r, i) for r in meta["history"]]
@@ -307,7 +359,7 @@ def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dic
       member_meta |= {"best": evaluate.best[i], "best_epoch": int(best_epoch[i]),
                       "best_score": evaluate.best[i][evaluate.selection]["top1_acc"]}
     final = driver.EpochEval({}, "", keep=trained.final.keep[i])
-    res = recipe.results_json(m.config, facts, driver.Trained(lasts[i], member_meta, final),
+    res = recipe.results_json(m.config, inp.facts, driver.Trained(lasts[i], member_meta, final),
                               evaluate.selection)
     res["grid"] = {"program": os.path.relpath(program_dir, os.path.dirname(m.workdir)),
                    "models_in_program": n, "member_map": how, "name": m.name,
@@ -317,8 +369,8 @@ def _write_members(p: Program, trained: driver.Trained, program_dir: str) -> dic
     if failed_at[i] >= 0:
       res["status"] = "diverged"
       res["diverged_at"] = {"step": int(failed_at[i]), "epoch": int(failed_at[i]) // spe + 1}
-    _write_workdir(m, data, res, lasts[i], None if bests is None else bests[i],
-                   member_meta, spe)
+    _write_workdir(m, inp, res, lasts[i], None if bests is None else bests[i],
+                   member_meta, spe, evaluate.confusion[i])
     out[m.name] = res
   return out
 
@@ -337,7 +389,8 @@ def _member_record(record: dict, i: int) -> dict:
   return out
 
 
-def _write_workdir(m: Member, data, res: dict, last, best, meta: dict, spe: int) -> None:
+def _write_workdir(m: Member, inp: inputs.Input, res: dict, last, best, meta: dict, spe: int,
+                   confusion: dict[str, np.ndarray]) -> None:
   ckpt = Checkpoints(workdir_lib.checkpoint_dir(m.workdir, "last"))
   ckpt.save(m.config.train.num_epochs * spe, last, meta)  # Where a run alone saves it.
   ckpt.wait()
@@ -354,10 +407,10 @@ def _write_workdir(m: Member, data, res: dict, last, best, meta: dict, spe: int)
       writer.write(record["epoch"] * spe, record)
   finally:
     writer.close()
+  inp.write_confusion(m.workdir, confusion)
   cfg = m.config
   results.plot_per_class_accuracy(
-      os.path.join(m.workdir, results.PLOT_FILE), data.report_counts,
+      os.path.join(m.workdir, results.PLOT_FILE), inp.facts.report_counts,
       {"final": res["final"], "best": res["best"]},
-      title=f"{data.name}-LT, rho {cfg.dataset.imbalance_ratio:g}, {cfg.loss.name}, "
-            f"rule {cfg.train.rule} ({m.name})")
+      title=f"{inp.title}, {cfg.loss.name}, rule {cfg.train.rule} ({m.name})")
   workdir_lib.write_results(m.workdir, res)

@@ -20,6 +20,7 @@ import abc
 import dataclasses
 import functools
 import hashlib
+import os
 from collections.abc import Callable
 
 import jax
@@ -82,6 +83,13 @@ class Input(abc.ABC):
   def num_classes(self) -> int:
     return self.facts.num_classes
 
+  def write_confusion(self, workdir: str, confusion: dict[str, np.ndarray]) -> None:
+    """Writes the last evaluation's confusion matrices ({split: [true, predicted] counts})
+    to `confusion_file` in `workdir`, where the input keeps them beside results.json."""
+    if self.confusion_file is not None:
+      io_utils.atomic_write(os.path.join(workdir, self.confusion_file),
+                            lambda tmp: np.savez_compressed(tmp, **confusion))
+
   @abc.abstractmethod
   def steps_per_epoch(self, batch_size: int) -> int:
     """Steps of one epoch at `batch_size`."""
@@ -98,6 +106,19 @@ class Input(abc.ABC):
   @abc.abstractmethod
   def train_data(self, config: ml_collections.ConfigDict, mesh):
     """What the step takes besides the state: device arrays, or a feed of batches."""
+
+  # Whether a grid feeds each of its models its own batch (host-fed inputs: the host draws
+  # every model's order), or hands every model the data and lets each step sample it.
+  batch_per_model: bool = True
+
+  def grid_train_data(self, cohorts: list[list[ml_collections.ConfigDict]], mesh):
+    """What a grid program's step takes besides its stacked state, for its models' configs
+    cohort by cohort (a cohort padded as its stacked state is): the shared training data,
+    or one feed of a batch per model (`feed.stacked`)."""
+    if not self.batch_per_model:
+      return self.train_data(cohorts[0][0], mesh)
+    return feed_lib.stacked([[self.train_data(c, mesh) for c in cohort] for cohort in cohorts],
+                            parallel.models_and_batch_sharded(mesh))
 
   @abc.abstractmethod
   def eval_splits(self, config: ml_collections.ConfigDict, predictor: predict.Predictor
@@ -128,6 +149,8 @@ class Input(abc.ABC):
 
 class DeviceInput(Input):
   """uint8 arrays on the device: sampled and augmented inside the step."""
+
+  batch_per_model = False
 
   def __init__(self, data: prepare_lib.LongTailData, title: str | None = None):
     self.data = data
@@ -198,6 +221,8 @@ class StreamedInput(DeviceInput):
   and feeds them; the step augments them on the device with the same key. So a run equals the
   device-resident run of the same data, batch for batch."""
 
+  batch_per_model = True
+
   def make_step(self, config, model, tx, batch_sharding) -> driver.StepFn:
     return functools.partial(step_lib.train_step_on_batch,
                              **self._step_options(config, model, tx, batch_sharding))
@@ -206,8 +231,7 @@ class StreamedInput(DeviceInput):
     tr = config.train
     return self._feed(lambda: (self._sampler(config), step_lib.sampler_key(config.seed)),
                       tr.batch_size, tr.num_epochs, mesh, stream={
-                          "seed": config.seed,
-                          "sampler": objective_lib.sampler_for(tr.rule, tr.sampler),
+                          "seed": config.seed, **order_stream(config),
                           "labeled_per_batch": self.labeled_per_batch(config)})
 
   def pretrain_data(self, config, mesh) -> feed_lib.HostFeed:
@@ -476,18 +500,27 @@ def train_feed(config: ml_collections.ConfigDict, images: ImageList, batch_shard
                                      sharding=batch_sharding) for name in transform.fields}
   spec["label"] = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=batch_sharding)
   stream = {"list": images.list_path, "list_sha256": io_utils.sha256_file(images.list_path),
-            "images": len(images), "seed": config.seed, "order": order,
-            "samples_per_class": tr.samples_per_class, "batch_size": batch,
-            "transform": repr(transform)}
-  if order == "resample":
-    stream["cb_beta"] = tr.cb_beta
-  if order == "progressive":  # Its class probabilities move with the epoch / num_epochs.
-    stream["num_epochs"] = tr.num_epochs
+            "images": len(images), "seed": config.seed, **order_stream(config),
+            "batch_size": batch, "transform": repr(transform)}
   if config.semi.pseudo_labels:  # The list's rows past its own are the kept pool's.
     stream["pseudo_labels_sha256"] = io_utils.sha256_file(config.semi.pseudo_labels)
   if labeled is not None:
     stream["labeled_per_batch"] = labeled
   return feed_lib.HostFeed(batches_from, batch_sharding, spec=spec, stream=stream)
+
+
+def order_stream(config: ml_collections.ConfigDict) -> dict:
+  """What decides a training order besides the seed and the data: the sampler and the fields
+  of its law (a feed's stream records them, so a resumed run, or a grid model that shares
+  another's stream, reads the very same batches)."""
+  tr = config.train
+  order = objective_lib.sampler_for(tr.rule, tr.sampler)
+  out = {"order": order, "samples_per_class": tr.samples_per_class}
+  if order == "resample":
+    out["cb_beta"] = tr.cb_beta
+  if order == "progressive":  # Its class probabilities move with the epoch / num_epochs.
+    out["num_epochs"] = tr.num_epochs
+  return out
 
 
 def fed_split(config: ml_collections.ConfigDict, images: ImageList, mesh

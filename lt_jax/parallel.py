@@ -179,6 +179,12 @@ def models_sharded(mesh: Mesh) -> NamedSharding:
                        else PartitionSpec())
 
 
+def models_and_batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Batches of stacked models [M, B, ...]: M split as `models_sharded`, B over 'data'."""
+  models = MODELS_AXIS if model_groups(mesh) > 1 else None
+  return NamedSharding(mesh, PartitionSpec(models, DATA_AXIS))
+
+
 def data_devices(mesh: Mesh) -> int:
   """How many devices one batch is split over: the mesh's 'data' axis."""
   return dict(mesh.shape)[DATA_AXIS]

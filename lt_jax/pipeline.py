@@ -154,7 +154,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finished = _finished(workdir, config)
   if finished is not None:
     return finished
-  return classify.train_and_evaluate(config, workdir, classify.training_input(config))
+  return classify.train_and_evaluate(config, workdir, recipe.training_input(config))
 
 
 def _finished(workdir: str, config: ml_collections.ConfigDict) -> dict | None:
@@ -404,7 +404,7 @@ def run_grid(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batch = g.semi_batch_size or config.train.batch_size
     results |= train_all(members_of("semi", lambda s: {"semi.pseudo_labels": labels[s],
                                                        "train.batch_size": batch}))
-  title = (f"{config.dataset.name}-LT, rho {config.dataset.imbalance_ratio:g}, "
+  title = (f"{recipe.data_title(config)}, "
            f"{config.model.name}, {config.train.num_epochs} epochs")
   text = summary.write(workdir, results, title)
   print(text, flush=True)

@@ -193,6 +193,11 @@ class Predictor:
     """Pure counts over a device split: what a grid maps over its stacked models."""
     return _split_counts(variables, split, **self._count)
 
+  def add_counts(self, variables, counts: dict, batch: dict) -> dict:
+    """Pure: `counts` plus one batch's (from `batches`); a grid maps it over its models to
+    count a host split, each batch read once for them all."""
+    return _add_counts(variables, counts, batch, **self._count)
+
   def counts(self, variables, split: Split) -> dict[str, np.ndarray]:
     """{'confusion': int32 [C, C] (true x predicted), 'top5_correct': int32 [C]}, summed on
     the device and read once."""
@@ -200,7 +205,7 @@ class Predictor:
     if isinstance(split, DeviceSplit):
       return jax.device_get(_split_counts_jit(variables, split, **self._count))
     counts = jax.device_put(zero_counts(self.num_classes), self._replicated)
-    for batch in self._device_batches(split):
+    for batch in self.batches(split):
       counts = _add_counts_jit(variables, counts, batch, **self._count)
     return jax.device_get(counts)
 
@@ -224,7 +229,7 @@ class Predictor:
                                 out_sharding=self._replicated)
     progress = _Progress(_num_examples(split), self.batch_size, log)
     chunks, in_flight, done = [], None, 0
-    for batch in self._device_batches(split):
+    for batch in self.batches(split):
       out = forward(variables, batch)
       if in_flight is not None:  # Read the previous batch only once this one is dispatched.
         chunks.append(jax.device_get(in_flight))
@@ -251,7 +256,10 @@ class Predictor:
         lambda v: v if isinstance(v, jax.Array) else parallel.put(v, self._replicated),
         variables)
 
-  def _device_batches(self, split: Split) -> Iterator[dict]:
+  def batches(self, split: Split) -> Iterator[dict]:
+    """The split as padded, masked device batches {'image', 'label', 'mask'} of
+    `batch_size` rows: a host split's sharded over the mesh's data axis, a device split's
+    sliced from it."""
     if isinstance(split, HostBatches):
       yield from feed_lib.device_batches(split.make(), self._batch_sharding)
     elif isinstance(split, HostImages):

@@ -31,6 +31,23 @@ def training_data(config: ml_collections.ConfigDict) -> prepare_lib.LongTailData
   return data
 
 
+def training_input(config: ml_collections.ConfigDict) -> inputs.Input:
+  """The input a classifier stage trains on: a list dataset's files decoded on the host, or
+  `training_data` as arrays (held on the device, or read from their files each step)."""
+  if datasets.get(config.dataset.name).host_fed:
+    return inputs.HostInput.of(config)
+  return inputs.of_arrays(config, training_data(config), title=data_title(config))
+
+
+def data_title(config: ml_collections.ConfigDict) -> str:
+  """The training data in plot and table titles: a list dataset by its name, arrays with the
+  long-tailed draw's imbalance."""
+  ds = config.dataset
+  if datasets.get(ds.name).host_fed:
+    return ds.name
+  return f"{ds.name}-LT, rho {ds.imbalance_ratio:g}"
+
+
 def labeled_and_pool(config: ml_collections.ConfigDict
                      ) -> tuple[inputs.Input, unlabeled.Pool | unlabeled.PoolRequest]:
   """A semi-supervised config's labeled set (what its base model trains on) and its unlabeled

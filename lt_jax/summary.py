@@ -218,7 +218,9 @@ def plot_per_class(path: str, results: dict[str, dict], title: str) -> None:
     c = np.maximum(np.asarray(counts[setting], np.float64), 1)
     order = np.argsort(-c)
     for method, accs in by_method.items():
-      mean = np.nanmean(np.asarray(accs, np.float64), axis=0)
+      accs = np.asarray(accs, np.float64)
+      seen = np.sum(~np.isnan(accs), axis=0)  # A class without test images has no accuracy.
+      mean = np.where(seen > 0, np.nansum(accs, axis=0) / np.maximum(seen, 1), np.nan)
       ax.plot(c[order], mean[order], marker="o", markersize=3, linewidth=1, label=method)
     for boundary in (20, 100):
       ax.axvline(boundary, color="grey", linestyle=":", linewidth=1)

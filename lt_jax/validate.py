@@ -114,16 +114,11 @@ def _validate_host_feed(config) -> None:
             if datasets.get(ds.name).host_fed else "is read into arrays only")
     raise ConfigError(f"dataset.feed='host': dataset.name={ds.name!r} {kind} (dataset.feed="
                       f"'host' serves {', '.join(datasets.feedable())}).")
-  if config.grid.methods:
-    raise ConfigError(f"grid.methods={tuple(config.grid.methods)!r} holds its images on the "
-                      "device and does not run with dataset.feed='host' yet; set "
-                      "dataset.feed='auto' if the images fit on the device (every other "
-                      "pipeline runs with it).")
 
 
 def _validate_list_dataset(config) -> None:
   """imagenet_lt / inat18 / image_lists stream from the host (data/image_pipeline.py): its
-  orders, its transforms, its pools, and not yet grids."""
+  lists, its orders, its transforms and its pools."""
   ds, tr, name = config.dataset, config.train, config.dataset.name
   for field, fix in (("lists_dir", "the folder holding the split lists (ImageNet_LT_train.txt "
                                    "...; docs/DATA.md says where to get them)"),
@@ -151,10 +146,6 @@ def _validate_list_dataset(config) -> None:
       raise ConfigError(f"semi.pool_source={semi.pool_source!r} is an array pool; the "
                         f"host-fed dataset.name={name!r} draws from image files: choose one of "
                         f"{unlabeled.host_fed_pools()}.")
-  if tuple(config.grid.methods):
-    raise ConfigError(f"grid.methods={tuple(config.grid.methods)!r} does not run on the "
-                      f"host-fed dataset.name={name!r} yet; run each method as its own config "
-                      "(docs/GUIDE.md: ImageNet-LT and iNaturalist 2018).")
 
 
 def _check_lists_present(ds) -> None:

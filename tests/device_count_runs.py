@@ -19,7 +19,7 @@ def family_configs() -> dict:
   semi.semi.enabled, semi.semi.unlabeled_ratio = True, 1.0
   semi.semi.base_batch_size, semi.semi.label_batch_size = 32, 100
   ssp = tiny_config(**EPOCHS)
-  ssp.pretrain.method, ssp.pretrain.probe_epochs, ssp.pretrain.num_epochs = "rotation", 1, 1
+  ssp.pretrain.method, ssp.pretrain.probe_epochs, ssp.pretrain.num_epochs = "rotation", 0, 1
   decouple = tiny_config(**EPOCHS, decouple__tune_on="test")  # Stage 1: the supervised run.
   decouple.decouple.methods, decouple.decouple.num_epochs = ("crt", "tau_norm"), 1
   decouple.decouple.batch_size = 32

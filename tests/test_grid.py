@@ -359,6 +359,32 @@ def test_a_split_stacked_step_pads_cohorts_and_equals_the_unsplit_one():
       np.testing.assert_array_equal(a["w"], b["w"])
     for k in ("loss", "member/loss", "models_training"):
       np.testing.assert_array_equal(out[0][1][k], out[1][1][k])
+
+    # A batch per model (a host-fed grid): cohort c's under 'c/x', padded as its state; each
+    # model steps on its own row, as the model alone would (diverged ones aside).
+    xs = [np.asarray([[1.0, 2.0], [2.0, 1.0], [0.5, 0.5]]), np.asarray([[3.0, 1.0]])]
+    for devices_per_model in (0, 1):
+      mesh = parallel.model_group_mesh(devices_per_model)
+      groups = parallel.model_groups(mesh)
+      state = members_lib.create(cohorts, keep_best=False, mesh=mesh)
+      batch = {f"{c}/x": parallel.put(np.asarray(members_lib.pad_models(
+                   x, members_lib.padded_size(len(x), groups))),
+                                      parallel.models_and_batch_sharded(mesh))
+               for c, x in enumerate(xs)}
+      fn = jax.jit(members_lib.make_step([lambda s, b: step(s, b["x"])] * 2, [3, 1], "vmap",
+                                         groups > 1, batch_per_model=True),
+                   out_shardings=(members_lib.shardings(state, mesh), parallel.replicated(mesh)))
+      for _ in range(3):
+        state, metrics = fn(state, batch)
+      ones = members_lib.model_states(state.cohorts, [3, 1])
+      alone = [dict(w=w, scale=jnp.asarray(scale)) for w, scale in
+               [(cohorts[0]["w"][0], 1.0), (cohorts[0]["w"][1], 1.0), (cohorts[1]["w"][0], 2.0)]]
+      for one, start, x in zip([ones[0], ones[1], ones[3]], alone, [xs[0][0], xs[0][1], xs[1][0]]):
+        for _ in range(3):
+          start, _ = step(start, jnp.asarray(x))
+        np.testing.assert_allclose(one["w"], start["w"], rtol=1e-6)
+      np.testing.assert_array_equal(ones[2]["w"], [5.0, 6.0])  # Diverged at once: frozen.
+
     try:
       parallel.model_group_mesh(3)
       raise SystemExit("devices_per_model=3 of 2 devices was accepted")

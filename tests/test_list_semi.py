@@ -115,7 +115,7 @@ def test_semi_on_lists_drawn_on_predictions(tmp_path):
   feed = final.train_data(final_cfg, parallel.make_mesh())
   assert feed.stream["labeled_per_batch"] == 4
   order = samplers.MixedOrder(21, len(train) - 21, 8, 4, seed=final_cfg.seed)
-  for step, rows in enumerate(itertools.islice(feed._batches_from(0), 3)):
+  for step, rows in enumerate(itertools.islice(feed.batches_from(0), 3)):
     picked = [order.index(step, r) for r in range(8)]
     assert all(i < 21 for i in picked[:4]) and all(i >= 21 for i in picked[4:])
     assert rows["label"].tolist() == train.labels[picked].tolist()

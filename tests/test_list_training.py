@@ -386,6 +386,27 @@ def test_the_resample_rule_trains_on_a_list_in_its_host_order(tree, tmp_path, mo
   assert np.concatenate([labels for _, labels in recorder.seen]).tolist() == want.tolist()
 
 
+def test_a_grid_member_on_lists_ends_as_its_run_alone(tree, whole, tmp_path):
+  # Seeds 0 and 1 in one program, each model fed its own run's batches. Member seed 0 is the
+  # uninterrupted run's config.
+  workdir, alone, _ = whole
+  out = pipeline.run(list_config(tree, **{"grid.methods": ("ce",), "grid.seeds": (0, 1)}),
+                     str(tmp_path))
+  assert [(row["method"], row["seeds"]) for row in out["summary"]] == [("ce", 2)]
+  member = tmp_path / "scratch" / "ce" / "seed_0"
+  grid_run = json.loads((member / workdir_lib.RESULTS_FILE).read_text())
+  assert grid_run["grid"]["models_in_program"] == 2
+  for key in ("class_counts", "group_counts", "dataset", "final", "best", "history"):
+    assert grid_run[key] == alone[key], key
+  assert_trees_equal(saved_state(member)[0]["params"], saved_state(workdir)[0]["params"])
+  for split in ("test", "val"):
+    np.testing.assert_array_equal(np.load(member / inputs.CONFUSION_FILE)[split],
+                                  np.load(workdir / inputs.CONFUSION_FILE)[split])
+  other_seed = json.loads((tmp_path / "scratch" / "ce" / "seed_1" /
+                           workdir_lib.RESULTS_FILE).read_text())
+  assert other_seed["history"] != alone["history"]  # Its own seed's batches and weights.
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"dataset.lists_dir": None}, r"dataset.lists_dir is required"),
     ({"semi.enabled": True, "semi.pool_source": "npz"},
@@ -393,7 +414,6 @@ def test_the_resample_rule_trains_on_a_list_in_its_host_order(tree, tmp_path, mo
     ({"semi.enabled": True, "semi.unlabeled_batch_fraction": 0.5,
       "train.sampler": "class_aware"},
      r"semi.unlabeled_batch_fraction=0.5 draws its own mixed batches.*'class_aware'"),
-    ({"grid.methods": ("ce", "ldam_drw")}, r"grid.methods=.* does not run on the host-fed"),
 ])
 def test_unsupported_settings_for_list_datasets_are_named(tree, tmp_path, fields, message):
   with pytest.raises(ConfigError, match=message):

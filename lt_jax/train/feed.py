@@ -20,7 +20,7 @@ import abc
 import json
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -76,7 +76,7 @@ class HostFeed(Feed):
 
   def __init__(self, batches_from: Callable[[int], Iterable[dict]], sharding, *,
                spec: dict[str, jax.ShapeDtypeStruct], stream: dict, prefetch: int = 2):
-    self._batches_from, self._sharding = batches_from, sharding
+    self.batches_from, self._sharding = batches_from, sharding
     self.spec, self.stream, self._prefetch = spec, stream, prefetch
     self.position = 0  # The step of the next batch handed out.
     self._queue: queue.Queue | None = None
@@ -94,7 +94,7 @@ class HostFeed(Feed):
   def _produce(self, step: int, out: queue.Queue, stop: threading.Event) -> None:
     iterator = None
     try:
-      iterator = iter(self._batches_from(step))
+      iterator = iter(self.batches_from(step))
       for rows in iterator:
         batch = {k: jax.make_array_from_process_local_data(self._sharding, np.asarray(v))
                  for k, v in rows.items()}
@@ -156,6 +156,44 @@ class HostFeed(Feed):
         pass
     self._thread.join()
     self._thread = self._queue = self._stop = None
+
+
+def stacked(groups: Sequence[Sequence[HostFeed]], sharding) -> HostFeed:
+  """Many models' feeds as one: group g's batches stacked on a leading model axis under the
+  keys 'g/<name>' ([n_g, B, ...], placed with `sharding`, which splits the rows over the
+  mesh's 'data' axis). A grid trains each model on its own stream; models whose streams are
+  equal (same seed and order: two losses, a padding copy) read theirs once."""
+  unique: dict[str, HostFeed] = {}
+  layout = []  # Per group, each model's stream key.
+  for feeds in groups:
+    keys = [json.dumps(_json_like(f.stream), sort_keys=True) for f in feeds]
+    for key, f in zip(keys, feeds):
+      unique.setdefault(key, f)
+    layout.append(keys)
+
+  def batches_from(step: int):
+    streams = {key: iter(f.batches_from(step)) for key, f in unique.items()}
+    try:
+      while True:
+        rows = {}
+        for key, stream in streams.items():
+          row = next(stream, None)
+          if row is None:
+            return  # One stream ended: the feed ends (the driver names a short stream).
+          rows[key] = row
+        yield {f"{g}/{name}": np.stack([rows[key][name] for key in keys])
+               for g, keys in enumerate(layout) for name in rows[keys[0]]}
+    finally:
+      for stream in streams.values():
+        close = getattr(stream, "close", None)
+        if close is not None:
+          close()
+
+  spec = {f"{g}/{name}": jax.ShapeDtypeStruct((len(feeds), *s.shape), s.dtype,
+                                               sharding=sharding)
+          for g, feeds in enumerate(groups) for name, s in feeds[0].spec.items()}
+  return HostFeed(batches_from, sharding, spec=spec,
+                  stream={"models": [[f.stream for f in feeds] for feeds in groups]})
 
 
 def _put(out: queue.Queue, item: Any, stop: threading.Event) -> bool:

@@ -69,18 +69,24 @@ def unstack(tree: Any, n: int) -> list[Any]:
   return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
 
 
-def map_models(fn: Callable, how: str, num_models: int, split: bool = False) -> Callable:
-  """`fn(state, *shared)` as a function of a stacked state (models on axis 0) and shared
-  arguments; outputs are stacked the same way. `split` (vmap only): the model axis is the
-  mesh's 'models' axis inside `fn` too, so its sharding constraints keep each group's models
-  on that group."""
+def map_models(fn: Callable, how: str, num_models: int, split: bool = False,
+               stacked: int = 1) -> Callable:
+  """`fn(state, *args)` as a function of a stacked state (models on axis 0) and `args`, of
+  which the first `stacked` - 1 are stacked too (one per model: a batch each, counts each) and
+  the rest shared; outputs are stacked the same way. `split` (vmap only): the model axis is
+  the mesh's 'models' axis inside `fn` too, so its sharding constraints keep each group's
+  models on that group."""
   if how == "vmap":
     spmd = parallel.MODELS_AXIS if split else None
-    return lambda stacked, *shared: jax.vmap(
-        fn, in_axes=(0,) + (None,) * len(shared), spmd_axis_name=spmd)(stacked, *shared)
+    return lambda *args: jax.vmap(
+        fn, in_axes=(0,) * stacked + (None,) * (len(args) - stacked),
+        spmd_axis_name=spmd)(*args)
   if how == "unroll":
-    return lambda stacked, *shared: stack(
-        [fn(one, *shared) for one in unstack(stacked, num_models)])
+    def unrolled(*args):
+      ones = [unstack(a, num_models) for a in args[:stacked]]
+      return stack([fn(*(one[i] for one in ones), *args[stacked:])
+                    for i in range(num_models)])
+    return unrolled
   raise ValueError(f"how={how!r}; use 'vmap' or 'unroll'.")
 
 
@@ -162,18 +168,23 @@ def _per_cohort(values: jax.Array, sizes: Sequence[int], cohorts: tuple) -> list
 
 
 def make_step(cohort_steps: Sequence[Callable], sizes: Sequence[int], how: str,
-              split: bool = False) -> Callable:
+              split: bool = False, batch_per_model: bool = False) -> Callable:
   """The program's pure step `(StackedState, data) -> (StackedState, metrics)`.
 
-  Every cohort steps with its own function (`split`: see `map_models`). A model whose metrics
+  Every cohort steps with its own function (`split`: see `map_models`). The data is shared by
+  every model (device-resident images each model samples), or, with `batch_per_model`, a
+  host-fed batch per model (`cohort_batch`: cohort c's under keys 'c/<name>', models on axis
+  0, a padded cohort's copies with their original's rows). A model whose metrics
   are not finite keeps its previous state from then on and `failed_at` records the step.
   Metrics: per model as `member/<name>` vectors (0 for frozen models) and, for progress, their
   mean over the models still training (NaN once none is, which stops the driver).
   """
-  mapped = [map_models(fn, how, n, split) for fn, n in zip(cohort_steps, sizes)]
+  mapped = [map_models(fn, how, n, split, stacked=2 if batch_per_model else 1)
+            for fn, n in zip(cohort_steps, sizes)]
 
   def step(state: StackedState, data) -> tuple[StackedState, dict[str, jax.Array]]:
-    outs = [fn(cohort, data) for fn, cohort in zip(mapped, state.cohorts)]
+    outs = [fn(cohort, cohort_batch(data, c) if batch_per_model else data)
+            for c, (fn, cohort) in enumerate(zip(mapped, state.cohorts))]
     per_model = {k: jnp.concatenate([jnp.asarray(m[k], jnp.float32)[:n]
                                      for (_, m), n in zip(outs, sizes)])
                  for k in outs[0][1]}
@@ -189,6 +200,12 @@ def make_step(cohort_steps: Sequence[Callable], sizes: Sequence[int], how: str,
     metrics["models_training"] = live.astype(jnp.float32)
     return state.replace(step=state.step + 1, cohorts=cohorts, failed_at=failed_at), metrics
   return step
+
+
+def cohort_batch(batch: dict, cohort: int) -> dict:
+  """Cohort `cohort`'s part of a program's per-model batch ({'<cohort>/<name>': [n, ...]})."""
+  prefix = f"{cohort}/"
+  return {k[len(prefix):]: v for k, v in batch.items() if k.startswith(prefix)}
 
 
 def update_best(state: StackedState, improved: jax.Array, scores: jax.Array, epoch: jax.Array,
