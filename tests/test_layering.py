@@ -69,7 +69,7 @@ FLOORS = (
     ("data", "data.prepare", "data.datasets", "data.sources", "data.longtail",
      "data.unlabeled", "data.open_pools", "data.image_source", "data.image_lists",
      "data.image_pipeline", "data.samplers", "data.augment", "data.example_folder",
-     "data.list_pools"),
+     "data.list_pools", "data.randaugment"),
     ("workdir", "summary", "checkpoint", "io_utils", "parallel", "methods", "ranges"),
     ("losses", "metrics", "config", "errors", "theory", "compilation_cache", ""),
 )
