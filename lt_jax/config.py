@@ -157,6 +157,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # image_folder (any folder of PNG / JPEG files). docs/GUIDE.md: which pool to pick.
   c.semi.pool_source = "same_split"
   c.semi.unlabeled_ratio = 1.0  # rho_U of the pool (1: balanced).
+  # Which classes the pool's imbalance favours: consistent (the labeled set's head classes,
+  # the paper's setting) | reversed (its tail classes: the pool's largest class is the labeled
+  # set's smallest) | uniform (every class alike; needs unlabeled_ratio=1).
+  c.semi.unlabeled_direction = "consistent"
   c.semi.unlabeled_factor = 5  # |D_U| = factor * |D_L|.
   # What the per-class rho_U draw runs on: labels (the pool's own: true, extrapolated, or
   # class folders; the reference) | predictions (the classes the frozen base model predicts;

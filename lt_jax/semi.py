@@ -51,7 +51,8 @@ def draw_pool(config: ml_collections.ConfigDict, drawn: prepare_lib.Draw
       tinyimages_path=semi.tinyimages_path, npz_path=semi.pool_npz_path,
       cinic10_dir=semi.cinic10_dir, cinic10_splits=tuple(semi.cinic10_splits),
       image_folder=semi.image_folder, tfds_data_dir=semi.tfds_data_dir)
-  order = datasets.get(data.name).order(data.num_classes)
+  order = unlabeled.pool_class_order(datasets.get(data.name).order(data.num_classes),
+                                    semi.unlabeled_direction)
   counts = longtail.unlabeled_counts(len(data.train.labels), data.num_classes,
                                      semi.unlabeled_ratio, semi.unlabeled_factor)
   context = dict(source=semi.pool_source, labeled_counts=[data.class_counts[c] for c in order],

@@ -220,6 +220,7 @@ def _validate_semi(config) -> None:
   _choice("semi.pool_source", semi.pool_source, unlabeled.POOLS)
   _choice("semi.pool_draw_on", semi.pool_draw_on, unlabeled.DRAW_RULES)
   _choice("semi.short_class_policy", semi.short_class_policy, unlabeled.SHORT_CLASS_POLICIES)
+  unlabeled.check_direction(semi.unlabeled_direction, semi.unlabeled_ratio)
   source, pool = semi.pool_source, unlabeled.POOLS[semi.pool_source]
   if semi.pool_draw_on == "labels" and not pool.labeled:
     raise ConfigError(f"semi.pool_draw_on='labels' but semi.pool_source={source!r} "

@@ -12,11 +12,12 @@ from lt_jax import pipeline, recipe, semi, transfer
 from lt_jax import workdir as workdir_lib
 from lt_jax.checkpoint import Checkpoints
 from lt_jax.config import override
-from lt_jax.data import prepare
+from lt_jax.data import longtail, prepare, unlabeled
 from lt_jax.errors import ConfigError, DataError
 from lt_jax.models import create_model
 from lt_jax.train import optim
 from lt_jax.train import step as step_lib
+from lt_jax.validate import validate
 
 
 def semi_config(**overrides):
@@ -41,6 +42,28 @@ def test_pool_never_holds_test_labeled_or_validation_images():
   train = drawn.source.train
   np.testing.assert_array_equal(pool.images, train.images[pool.source_indices])
   np.testing.assert_array_equal(pool.true_labels, train.labels[pool.source_indices])
+
+
+def test_the_pools_imbalance_favours_the_head_the_tail_or_no_class():
+  # rho_U 5 over the labeled digits' 159 images, factor 2: consistent gives the labeled set's
+  # head classes (class 0 first) the most, reversed its tail, uniform every class alike.
+  drawn = prepare.draw(semi_config().dataset)
+  consistent = longtail.unlabeled_counts(159, 10, 5, 2)
+  assert consistent[0] > consistent[-1]
+  pools = {d: semi.draw_pool(semi_config(semi__unlabeled_ratio=1 if d == "uniform" else 5,
+                                         semi__unlabeled_factor=2,
+                                         semi__unlabeled_direction=d), drawn)
+           for d in unlabeled.DIRECTIONS}
+  assert pools["consistent"].requested_counts == consistent
+  assert pools["reversed"].requested_counts == consistent[::-1]
+  assert pools["uniform"].requested_counts == [31] * 10  # 2 * 159 // 10 = 31 each.
+  for pool in pools.values():  # The draw took what it asked for, by the pool's true labels.
+    assert np.bincount(pool.true_labels, minlength=10).tolist() == pool.requested_counts
+  with pytest.raises(ConfigError, match=r"semi.unlabeled_direction='uniform' draws every class "
+                                        r"alike, but semi.unlabeled_ratio=5; set "):
+    validate(semi_config(semi__unlabeled_ratio=5, semi__unlabeled_direction="uniform"))
+  with pytest.raises(ConfigError, match=r"semi.unlabeled_direction='sideways' is unknown"):
+    validate(semi_config(semi__unlabeled_direction="sideways"))
 
 
 def test_semi_pipeline_runs_skips_and_resumes(tmp_path):

@@ -74,7 +74,7 @@ def draw(config: ml_collections.ConfigDict, splits: dict[str, ImageList | None],
   semi, train = config.semi, splits["train"]
   found = candidates(config, splits, num_classes)
   labeled_counts = train.class_counts(num_classes)
-  order = class_order(labeled_counts)
+  order = unlabeled.pool_class_order(class_order(labeled_counts), semi.unlabeled_direction)
   counts = longtail.unlabeled_counts(len(train), num_classes, semi.unlabeled_ratio,
                                      semi.unlabeled_factor)
   rng = np.random.RandomState(config.dataset.lt_seed)

@@ -289,6 +289,29 @@ class _Request:
     return self.source == "same_split" and self.description is None
 
 
+DIRECTION_FIELD = "semi.unlabeled_direction"
+DIRECTIONS = ("consistent", "uniform", "reversed")
+
+
+def check_direction(direction: str, unlabeled_ratio: float) -> None:
+  if direction not in DIRECTIONS:
+    raise ConfigError(f"{DIRECTION_FIELD}={direction!r} is unknown; choose one of "
+                      f"{DIRECTIONS}.")
+  if direction == "uniform" and unlabeled_ratio != 1:
+    raise ConfigError(f"{DIRECTION_FIELD}='uniform' draws every class alike, but "
+                      f"{RATIO_FIELD}={unlabeled_ratio:g}; set {RATIO_FIELD}=1, or choose "
+                      f"'consistent' or 'reversed' for an imbalanced pool.")
+
+
+def pool_class_order(labeled_order: Sequence[int], direction: str) -> list[int]:
+  """The classes in the order the pool's counts (largest first) are given to them: the
+  labeled set's order, or, `reversed`, its tail first, so the pool's largest class is the
+  labeled set's smallest. Drawing in that order keeps every message about the draw (which
+  class is short, which factor or rho_U fits) in the terms of the request."""
+  order = [int(c) for c in labeled_order]
+  return order[::-1] if direction == "reversed" else order
+
+
 def draw_rule(setting: str, source: str, labels: np.ndarray | None) -> str:
   """'labels' or 'predictions': what the per-class draw of this pool runs on.
 
