@@ -21,6 +21,21 @@ import pytest  # noqa: E402
 
 from lt_jax.config import get_base_config  # noqa: E402
 
+# The longest tests (subprocesses on fake devices, whole pipelines) start first, so that the
+# two workers end on short tests rather than one idling while the other finishes a long one.
+LONG_FIRST = (
+    "test_each_family_on_eight_devices_equals_one_device",
+    "test_a_grid_split_over_device_groups_resumes_and_matches_runs_alone",
+    "test_two_processes_stop_on_sigterm_resume_and_equal_one_process",
+    "test_grid_with_ssp_and_semi_settings_shares_pretraining_and_base_models",
+    "test_colab_setup_cell_clones_installs_keeps_jax_and_enters_the_repository",
+    "test_benchmark_notebook_runs_a_tiny_grid",
+)
+
+
+def pytest_collection_modifyitems(items):
+  items.sort(key=lambda item: item.originalname not in LONG_FIRST)  # Stable: else as found.
+
 
 def tiny_config(**overrides):
   """digits-LT on the tiny ResNet: a few seconds per run on a CPU."""

@@ -77,8 +77,7 @@ def family_runs(tmp_path, devices: int):
 
 
 # The last trained stage of each family, whose checkpoint is compared.
-LAST_STAGE = {"supervised": "", "semi": "final", "ssp": "final", "decouple": "crt",
-              "grid": "scratch/ce/seed_0"}
+LAST_STAGE = {"supervised": "", "semi": "final", "ssp": "final", "decouple": "crt"}
 
 
 def test_each_family_on_eight_devices_equals_one_device(tmp_path):

@@ -57,7 +57,8 @@ def test_quickstart_trains_digits_and_cifar10_lt(tmp_path, monkeypatch):
 
 
 def test_ssp_notebook_compares_scratch_rotation_and_moco(tmp_path, monkeypatch):
-  ns = run_tiny(SSP_NOTEBOOK, tmp_path, monkeypatch, ("rows", "rotation", "moco"), 8)
+  # In this process, on one device: its pipelines on eight are test_device_count.py's.
+  ns = run_tiny(SSP_NOTEBOOK, tmp_path, monkeypatch)
   assert len(ns["rows"]) == 7
   for method, suffix in (("rotation", ""), ("moco", "_q")):
     out = ns[method]
