@@ -78,6 +78,9 @@ class Input(abc.ABC):
   # None: the summaries carry the confusion matrices into results.json; else the file beside
   # it that keeps them instead.
   confusion_file: str | None = None
+  # Whether a grid feeds each of its models its own batch (host-fed inputs: the host draws
+  # every model's order), or hands every model the data and lets each step sample it.
+  batch_per_model: bool = True
 
   @property
   def num_classes(self) -> int:
@@ -106,10 +109,6 @@ class Input(abc.ABC):
   @abc.abstractmethod
   def train_data(self, config: ml_collections.ConfigDict, mesh):
     """What the step takes besides the state: device arrays, or a feed of batches."""
-
-  # Whether a grid feeds each of its models its own batch (host-fed inputs: the host draws
-  # every model's order), or hands every model the data and lets each step sample it.
-  batch_per_model: bool = True
 
   def grid_train_data(self, cohorts: list[list[ml_collections.ConfigDict]], mesh):
     """What a grid program's step takes besides its stacked state, for its models' configs

@@ -27,7 +27,7 @@ import numpy as np
 
 from lt_jax import io_utils, parallel
 from lt_jax import workdir as workdir_lib
-from lt_jax.data import datasets, image_source, list_pools, longtail, unlabeled
+from lt_jax.data import datasets, image_source, list_pools, unlabeled
 from lt_jax.data import prepare as prepare_lib
 from lt_jax.data.image_lists import ImageList
 from lt_jax.data.sources import Split
@@ -51,16 +51,8 @@ def draw_pool(config: ml_collections.ConfigDict, drawn: prepare_lib.Draw
       tinyimages_path=semi.tinyimages_path, npz_path=semi.pool_npz_path,
       cinic10_dir=semi.cinic10_dir, cinic10_splits=tuple(semi.cinic10_splits),
       image_folder=semi.image_folder, tfds_data_dir=semi.tfds_data_dir)
-  order = unlabeled.pool_class_order(datasets.get(data.name).order(data.num_classes),
-                                    semi.unlabeled_direction)
-  counts = longtail.unlabeled_counts(len(data.train.labels), data.num_classes,
-                                     semi.unlabeled_ratio, semi.unlabeled_factor)
-  context = dict(source=semi.pool_source, labeled_counts=[data.class_counts[c] for c in order],
-                 unlabeled_ratio=semi.unlabeled_ratio, unlabeled_factor=semi.unlabeled_factor)
-  if unlabeled.draw_rule(semi.pool_draw_on, semi.pool_source, candidates.labels) == "labels":
-    return unlabeled.select_pool(candidates.images, candidates.labels, counts, order, drawn.rng,
-                                 source_indices=candidates.source_indices, **context)
-  return unlabeled.request_pool(candidates, counts, order, drawn.rng, **context)
+  return unlabeled.draw_requested(semi, candidates, data.class_counts,
+                                  datasets.get(data.name).order(data.num_classes), drawn.rng)
 
 
 def fingerprint(images) -> str:

@@ -24,7 +24,7 @@ import os
 import ml_collections
 import numpy as np
 
-from lt_jax.data import image_source, longtail, open_pools, unlabeled
+from lt_jax.data import image_source, open_pools, unlabeled
 from lt_jax.data.image_lists import ImageList
 from lt_jax.errors import ConfigError, DataError
 
@@ -71,20 +71,12 @@ def draw(config: ml_collections.ConfigDict, splits: dict[str, ImageList | None],
          num_classes: int) -> unlabeled.Pool | unlabeled.PoolRequest:
   """This config's pool: drawn now on the candidates' labels, or a PoolRequest that the
   pseudo-label stage draws on the base model's predictions."""
-  semi, train = config.semi, splits["train"]
-  found = candidates(config, splits, num_classes)
-  labeled_counts = train.class_counts(num_classes)
-  order = unlabeled.pool_class_order(class_order(labeled_counts), semi.unlabeled_direction)
-  counts = longtail.unlabeled_counts(len(train), num_classes, semi.unlabeled_ratio,
-                                     semi.unlabeled_factor)
-  rng = np.random.RandomState(config.dataset.lt_seed)
-  context = dict(source=semi.pool_source, labeled_counts=[int(labeled_counts[c]) for c in order],
-                 unlabeled_ratio=semi.unlabeled_ratio, unlabeled_factor=semi.unlabeled_factor,
-                 description=REST_OF_SOURCE if semi.pool_source == "same_split" else None)
-  if unlabeled.draw_rule(semi.pool_draw_on, semi.pool_source, found.labels) == "labels":
-    return unlabeled.select_pool(found.images, found.labels, counts, order, rng,
-                                 source_indices=found.source_indices, **context)
-  return unlabeled.request_pool(found, counts, order, rng, **context)
+  semi = config.semi
+  labeled_counts = splits["train"].class_counts(num_classes)
+  return unlabeled.draw_requested(
+      semi, candidates(config, splits, num_classes), labeled_counts,
+      class_order(labeled_counts), np.random.RandomState(config.dataset.lt_seed),
+      description=REST_OF_SOURCE if semi.pool_source == "same_split" else None)
 
 
 def class_order(counts) -> list[int]:

@@ -22,6 +22,8 @@ The steps keep I/O apart from the draw:
   request_pool         for a draw on predictions: checks the total before any training and
                        keeps what `draw_by_predictions` needs once the base model has labeled
                        every candidate.
+  draw_requested       either of the two, with the counts and class order a config's semi.*
+                       fields ask for.
 """
 
 from __future__ import annotations
@@ -371,6 +373,26 @@ def select_pool(images, labels: np.ndarray | None,
   picked = _draw_by_class(np.asarray(labels), counts, order, rng, context)
   return Pool(image_source.take(images, picked), np.asarray(labels, dtype=np.int64)[picked],
               src[picked], longtail.counts_by_class(counts, order, len(order)), source)
+
+
+def draw_requested(semi, candidates: Candidates, class_counts: Sequence[int],
+                   labeled_order: Sequence[int], rng: np.random.RandomState, *,
+                   description: str | None = None) -> Pool | PoolRequest:
+  """The pool a config's semi.* fields ask of `candidates`, after a labeled set with
+  `class_counts` (per class id) whose classes rank in `labeled_order`: rho_U counts of
+  semi.unlabeled_factor x |D_L| given in semi.unlabeled_direction's order, drawn now on the
+  candidates' labels (`select_pool`) or kept for a draw on predictions (`request_pool`), as
+  semi.pool_draw_on says."""
+  order = pool_class_order(labeled_order, semi.unlabeled_direction)
+  counts = longtail.unlabeled_counts(int(sum(class_counts)), len(order), semi.unlabeled_ratio,
+                                     semi.unlabeled_factor)
+  context = dict(source=semi.pool_source, labeled_counts=[int(class_counts[c]) for c in order],
+                 unlabeled_ratio=semi.unlabeled_ratio, unlabeled_factor=semi.unlabeled_factor,
+                 description=description)
+  if draw_rule(semi.pool_draw_on, semi.pool_source, candidates.labels) == "labels":
+    return select_pool(candidates.images, candidates.labels, counts, order, rng,
+                       source_indices=candidates.source_indices, **context)
+  return request_pool(candidates, counts, order, rng, **context)
 
 
 @dataclasses.dataclass(frozen=True)
